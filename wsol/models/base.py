@@ -1,0 +1,95 @@
+"""The common shape of every CAM model: backbone features -> global pooling -> linear classifier.
+
+Every registered architecture is a ``CAMNet``: ``forward_features(x) -> [B, K, h, w]`` and a
+``classifier`` (``nn.Linear(K, C)``), so the class activation map of class c is one einsum,
+``M_c = sum_k classifier.weight[c, k] * f_k`` (``wsol.cam.compute_cams``), for every model alike.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+POOLS = ("gap", "gmp")
+
+
+def global_pool(features: torch.Tensor, pool: str) -> torch.Tensor:
+    """Global pooling over space.
+
+    Args:
+        features: ``[B, K, h, w]``.
+        pool: ``"gap"`` (global average pooling) or ``"gmp"`` (global max pooling).
+
+    Returns:
+        ``[B, K]``.
+    """
+    if pool == "gap":
+        return features.mean(dim=(2, 3))
+    if pool == "gmp":
+        return features.amax(dim=(2, 3))
+    raise ValueError(f"unknown pool {pool!r}; expected one of {POOLS}")
+
+
+class CAMNet(nn.Module):
+    """Backbone + (optional) added layers -> global pooling -> ``classifier``.
+
+    Args:
+        backbone: maps images ``[B, 3, H, W]`` to features; pretrained part of the network.
+        head: layers added by the surgery (e.g. the CAM paper's 3x3 conv + ReLU), applied after the
+            backbone; ``nn.Identity()`` when none. Trained with the "new layers" learning rate.
+        num_features: channels ``K`` of ``forward_features``.
+        num_classes: classes ``C``.
+        pool: ``"gap"`` or ``"gmp"``.
+        mean, std: input normalisation this model expects, applied by the data transforms to images
+            in [0, 1] (``(x - mean) / std`` per channel).
+        dropout: dropout before the classifier (the CAM paper's VGG-GAP prototxt uses 0.5).
+        classifier_bias: whether the classifier has a bias (the paper's text sets it to 0).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        num_features: int,
+        num_classes: int,
+        pool: str = "gap",
+        mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
+        std: tuple[float, float, float] = (0.229, 0.224, 0.225),
+        dropout: float = 0.0,
+        classifier_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"unknown pool {pool!r}; expected one of {POOLS}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.backbone = backbone
+        self.head = head
+        self.pool = pool
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.classifier = nn.Linear(num_features, num_classes, bias=classifier_bias)
+
+    @property
+    def num_features(self) -> int:
+        return self.classifier.in_features
+
+    @property
+    def num_classes(self) -> int:
+        return self.classifier.out_features
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, 3, H, W]`` (already normalised) -> features ``[B, K, h, w]``."""
+        return self.head(self.backbone(x))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Features ``[B, K, h, w]`` -> logits ``[B, C]`` (pool, dropout, classifier)."""
+        return self.classifier(self.dropout(global_pool(features, self.pool)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def new_modules(self) -> list[nn.Module]:
+        """The layers the surgery added (trained with the new-layer learning-rate multiplier)."""
+        return [self.head, self.classifier]

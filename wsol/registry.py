@@ -1,0 +1,48 @@
+"""A small name -> factory registry (the torchvision ``_api.py`` / timm ``@register_model`` pattern)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to factories. Duplicate names and unknown names raise with the offending value.
+
+    Args:
+        kind: what is registered ("model", "dataset"), used in error messages.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._factories: dict[str, Callable[..., T]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator registering ``fn`` under ``name``; raises ``ValueError`` on a duplicate."""
+
+        def decorator(fn: Callable[..., T]) -> Callable[..., T]:
+            if name in self._factories:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._factories[name] = fn
+            return fn
+
+        return decorator
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._factories)
+
+    def get(self, name: str) -> Callable[..., T]:
+        """The factory registered as ``name``; ``KeyError`` listing the known names otherwise."""
+        try:
+            return self._factories[name]
+        except KeyError:
+            raise KeyError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
+
+    def build(self, name: str, **kwargs: Any) -> T:
+        """Call the factory registered as ``name`` with ``kwargs``."""
+        return self.get(name)(**kwargs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._factories
