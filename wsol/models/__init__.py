@@ -18,7 +18,7 @@ def list_models() -> list[str]:
 
 
 def build_model(name: str, num_classes: int = 1000, pool: str = "gap", pretrained: bool = False,
-                **kwargs: Any) -> CAMNet:
+                weights_path: str | None = None, **kwargs: Any) -> CAMNet:
     """Build a registered model.
 
     Args:
@@ -27,10 +27,14 @@ def build_model(name: str, num_classes: int = 1000, pool: str = "gap", pretraine
         pool: ``"gap"`` or ``"gmp"``.
         pretrained: load ImageNet weights for the backbone (see each model's docstring for where
             the weights are looked up); never downloads in tests.
+        weights_path: explicit backbone weights file (loaded with ``weights_only=True``); implies
+            ``pretrained``.
         **kwargs: model-specific options (e.g. ``width`` of ``small_cnn``, ``weights_path``).
     """
     if pool not in POOLS:
         raise ValueError(f"unknown pool {pool!r}; expected one of {POOLS}")
+    if weights_path is not None:
+        kwargs["weights_path"] = weights_path
     model = MODELS.build(name, num_classes=num_classes, pool=pool, pretrained=pretrained, **kwargs)
     check_cam_model(model, name)
     return model
@@ -47,8 +51,23 @@ def check_cam_model(model: nn.Module, name: str = "model") -> None:
 
 
 # Registrations (import order = registry order is irrelevant; names are sorted).
+from wsol.models import backbones as _backbones  # noqa: E402
+from wsol.models import paper as _paper  # noqa: E402
 from wsol.models import small as _small  # noqa: E402
 
 MODELS.register("small_cnn")(_small.small_cnn)
+# The CAM paper's networks (wsol/models/paper.py): pretrained trunk + added conv(s) -> GAP/GMP -> fc.
+MODELS.register("alexnet_gap")(_paper.alexnet_gap)
+MODELS.register("alexnet_star_gap")(_paper.alexnet_star_gap)
+MODELS.register("vgg16_gap")(_paper.vgg16_gap)
+MODELS.register("googlenet_gap")(_paper.googlenet_gap)
+# Networks that end in GAP -> linear already (wsol/models/backbones.py).
+MODELS.register("resnet18")(_backbones.resnet18)
+MODELS.register("resnet50")(_backbones.resnet50)
+MODELS.register("inception_v3")(_backbones.inception_v3)
+MODELS.register("mobilenet_v3_large")(_backbones.mobilenet_v3_large)
+MODELS.register("efficientnet_b0")(_backbones.efficientnet_b0)
+MODELS.register("convnext_tiny")(_backbones.convnext_tiny)
+MODELS.register("efficientnet_lite0")(_backbones.efficientnet_lite0)
 
 __all__ = ["MODELS", "CAMNet", "POOLS", "build_model", "check_cam_model", "global_pool", "list_models"]

@@ -1,0 +1,138 @@
+"""Boxes: IoU under the inclusive-pixel convention, and the CAM paper's box rule.
+
+Conventions, stated once here (they match ``wsol.data.records``):
+    * Boxes are ``xyxy`` with INCLUSIVE pixel coordinates, as in the ILSVRC devkit and wsolevaluation:
+      a box covering the single pixel at column 3, row 5 is ``[3, 5, 3, 5]``; its width is
+      ``x1 - x0 + 1``.
+    * A score map is indexed ``[y, x]`` (row, column); ``H`` rows, ``W`` columns.
+
+Public API:
+    * ``box_iou(a[N,4], b[M,4]) -> [N,M]`` float64, the devkit's "+1" IoU.
+    * ``cam_to_box(cam[H,W], threshold=0.2) -> [4]`` int64, the CAM paper's rule (min-max normalise,
+      keep ``>= threshold``, bounding box of the largest 8-connected component).
+    * ``cams_to_boxes(cams[N,H,W], threshold=0.2) -> [N,4]`` int64, the same for a batch.
+
+The wsolevaluation box rule (strict ``>`` on an 8-bit map, contours, ``x + w``) and the authors' released
+``dt_box`` rule are different and live in ``wsol.metrics.boxacc`` and ``wsol.dtbox``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["box_iou", "cam_to_box", "cams_to_boxes"]
+
+# 8-connectivity: diagonal neighbours join a component (the paper does not say; 8-connectivity is what
+# OpenCV contour tracing, used by every released WSOL evaluation, treats as connected).
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise intersection over union of two sets of boxes, inclusive-pixel convention.
+
+    Area is ``(x1 - x0 + 1) * (y1 - y0 + 1)`` and the intersection width is
+    ``max(0, min(x1) - max(x0) + 1)`` (ILSVRC devkit ``compute_overlap.m``, wsolevaluation
+    ``calculate_multiple_iou``), so two boxes that share one pixel column overlap. A pair whose union is
+    not positive (only possible for malformed boxes with ``x1 < x0 - 1``) gets IoU 0, as in wsolevaluation.
+
+    Args:
+        a: ``[N, 4]`` (or ``[4]``) boxes ``xyxy``, any real dtype.
+        b: ``[M, 4]`` (or ``[4]``) boxes ``xyxy``, any real dtype.
+
+    Returns:
+        float64 ``[N, M]`` IoU values in ``[0, 1]``.
+
+    Raises:
+        ValueError: if either input is not ``[..., 4]``-shaped.
+    """
+    a = np.atleast_2d(np.asarray(a, dtype=np.float64))
+    b = np.atleast_2d(np.asarray(b, dtype=np.float64))
+    for name, boxes in (("a", a), ("b", b)):
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"box_iou: {name} must have shape [N, 4]; got {boxes.shape}")
+    ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.maximum(0.0, ix1 - ix0 + 1.0) * np.maximum(0.0, iy1 - iy0 + 1.0)
+    area_a = (a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0)
+    area_b = (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0)
+    union = area_a[:, None] + area_b[None, :] - inter
+    positive = union > 0
+    return np.where(positive, inter / np.where(positive, union, 1.0), 0.0)
+
+
+def _check_threshold(threshold: float) -> None:
+    if not (0.0 < float(threshold) < 1.0):
+        raise ValueError(f"threshold must lie in the open interval (0, 1); got {threshold!r}")
+
+
+def _one_cam_to_box(cam: np.ndarray, threshold: float, index: int | None) -> np.ndarray:
+    where = "score map" if index is None else f"score map {index}"
+    if cam.ndim != 2:
+        raise ValueError(f"{where} must be 2-D [H, W]; got shape {cam.shape}")
+    if not np.isfinite(cam).all():
+        raise ValueError(f"{where} contains NaN or infinite values")
+    height, width = cam.shape
+    lo, hi = float(cam.min()), float(cam.max())
+    if hi == lo:
+        # Every pixel equals the max, so every pixel is kept: the whole image.
+        return np.array([0, 0, width - 1, height - 1], dtype=np.int64)
+    # Min-max normalise, then keep >= threshold: the paper's "20% of the max value of the CAM".
+    keep = (cam.astype(np.float64) - lo) / (hi - lo) >= threshold
+    labels, count = ndimage.label(keep, structure=_EIGHT_CONNECTED)
+    # ndimage.label numbers components in raster order of their first pixel, and argmax returns the first
+    # maximum, so equal-sized components resolve to the one that starts first in raster order.
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    sizes[0] = 0
+    largest = int(np.argmax(sizes))
+    ys, xs = np.nonzero(labels == largest)
+    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.int64)
+
+
+def cam_to_box(cam: np.ndarray, threshold: float = 0.2) -> np.ndarray:
+    """The CAM paper's box: bounding box of the largest connected region above a fraction of the max.
+
+    The map is min-max normalised (``(cam - min) / (max - min)``); pixels with normalised value
+    ``>= threshold`` are kept; the kept pixels are split into 8-connected components; the box is the
+    inclusive bounding box of the component with the most pixels. Ties between equally large components go
+    to the one whose first pixel comes first in raster order (row by row, top to bottom).
+
+    Args:
+        cam: ``[H, W]`` real-valued score map (any sign; the normalisation removes the offset).
+        threshold: fraction of the normalised range, in the open interval ``(0, 1)``; the paper uses 0.2.
+
+    Returns:
+        int64 ``[4]`` box ``xyxy``, inclusive pixels, in the map's pixel grid. A constant map (max == min)
+        gives the whole image ``[0, 0, W - 1, H - 1]``: every pixel equals the max and so is kept.
+
+    Raises:
+        ValueError: if the map is not 2-D, holds NaN or infinity, or ``threshold`` is outside ``(0, 1)``.
+    """
+    _check_threshold(threshold)
+    return _one_cam_to_box(np.asarray(cam), threshold, None)
+
+
+def cams_to_boxes(cams: np.ndarray, threshold: float = 0.2) -> np.ndarray:
+    """``cam_to_box`` for a batch of maps.
+
+    Args:
+        cams: ``[N, H, W]`` real-valued score maps (a torch tensor must be converted with ``.numpy()``).
+        threshold: as in ``cam_to_box``.
+
+    Returns:
+        int64 ``[N, 4]`` boxes ``xyxy``, inclusive pixels.
+
+    Raises:
+        ValueError: if ``cams`` is not 3-D, ``threshold`` is outside ``(0, 1)``, or a map holds NaN or
+            infinity (the message names the index of the first such map).
+    """
+    _check_threshold(threshold)
+    cams = np.asarray(cams)
+    if cams.ndim != 3:
+        raise ValueError(f"cams must have shape [N, H, W]; got {cams.shape}")
+    out = np.empty((len(cams), 4), dtype=np.int64)
+    for i, cam in enumerate(cams):
+        out[i] = _one_cam_to_box(cam, threshold, i)
+    return out

@@ -1,0 +1,53 @@
+"""Dataset registry and the torch ``Dataset`` that feeds images + weak labels to the network.
+
+A registered dataset factory returns an ``ImageSource``: the split's ``Annotations`` plus a way to
+load image ``i`` as an RGB ``PIL.Image`` (EXIF orientation applied). ``WSOLDataset`` wraps a source
+with a transform for training or evaluation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from wsol.data.records import Annotations
+from wsol.registry import Registry
+
+
+class ImageSource(Protocol):
+    """What every dataset factory returns."""
+
+    annotations: Annotations
+
+    def load(self, index: int) -> Image.Image:
+        """Image ``index`` of ``annotations.records`` as an RGB PIL image."""
+        ...
+
+
+DATASETS: Registry[ImageSource] = Registry("dataset")
+
+
+def build_source(name: str, split: str, **kwargs: Any) -> ImageSource:
+    """Build the split ``split`` of the registered dataset ``name``; raises if it has no image."""
+    source = DATASETS.build(name, split=split, **kwargs)
+    if len(source.annotations) == 0:
+        raise ValueError(f"dataset {name!r} split {split!r} is empty ({kwargs})")
+    return source
+
+
+class WSOLDataset(Dataset):
+    """Items are ``(image_tensor, label, index)``; ``index`` points into ``source.annotations.records``."""
+
+    def __init__(self, source: ImageSource, transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.source = source
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.source.annotations)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        image = self.source.load(index)
+        return self.transform(image), self.source.annotations.records[index].label, index
