@@ -46,7 +46,7 @@ def test_discriminative_part_lies_inside_a_gt_box() -> None:
     # and the part covers only a fraction of the box (the body is the larger, weaker evidence).
     from wsol.data.synthetic import _PART_COLOURS
 
-    cfg = SyntheticConfig(max_distractors=0)
+    cfg = SyntheticConfig(max_distractors=0, part_prob=1.0)
     for i in range(20):
         image, label, boxes = render_image(cfg, "train", i)
         colour = (np.clip(_PART_COLOURS[label], 0, 1) * 255 + 0.5).astype(np.uint8)

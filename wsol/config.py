@@ -30,13 +30,15 @@ def to_dict(node: DictConfig | None) -> dict[str, Any]:
     return {} if node is None else OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
 
 
-def source_from_cfg(data: DictConfig, split: str) -> ImageSource:
-    """Build split ``split`` of the dataset described by a ``configs/data/*.yaml`` node."""
-    if split is None:
-        raise ValueError(f"dataset {data.name!r} has no such split configured (got None)")
+def source_from_cfg(data: DictConfig, split: str, num_classes: int | None = None) -> ImageSource:
+    """Build split ``split`` of the dataset described by a ``configs/data/*.yaml`` node.
+
+    ``num_classes`` (the model's) is used when ``data.num_classes`` is null: labels are then checked
+    against the model's classifier (e.g. 1000 for an ImageNet model on a subset of ImageNet).
+    """
     kwargs = to_dict(data.get("kwargs"))
-    return build_source(data.name, split=split, root=data.root, num_classes=data.num_classes,
-                        on_error=data.on_error, **kwargs)
+    n = data.num_classes if data.num_classes is not None else num_classes
+    return build_source(data.name, split=split, root=data.root, num_classes=n, on_error=data.on_error, **kwargs)
 
 
 def split_name(data: DictConfig, which: str) -> str:
@@ -50,20 +52,25 @@ def split_name(data: DictConfig, which: str) -> str:
     return str(name)
 
 
-def model_from_cfg(model: DictConfig, num_classes: int) -> CAMNet:
-    """Build the model described by a ``configs/model/*.yaml`` node."""
-    return build_model(model.name, num_classes=num_classes, pool=model.pool, pretrained=model.pretrained,
-                       weights_path=model.weights_path, **to_dict(model.get("kwargs")))
+def model_from_cfg(model: DictConfig, num_classes: int | None) -> CAMNet:
+    """Build the model described by a ``configs/model/*.yaml`` node.
+
+    ``num_classes=None`` (a dataset config with ``num_classes: null``) keeps the model's own default
+    (1000 ImageNet classes), so a pretrained ImageNet model can be scored without fine-tuning.
+    """
+    extra = {} if num_classes is None else {"num_classes": num_classes}
+    return build_model(model.name, pool=model.pool, pretrained=model.pretrained, weights_path=model.weights_path,
+                       **extra, **to_dict(model.get("kwargs")))
 
 
 def train_dataset_from_cfg(data: DictConfig, model: CAMNet) -> WSOLDataset:
-    source = source_from_cfg(data, split_name(data, "train"))
+    source = source_from_cfg(data, split_name(data, "train"), model.num_classes)
     transform = build_train_transform(data.resize_size, data.crop_size, data.hflip, model.mean, model.std)
     return WSOLDataset(source, transform)
 
 
 def eval_dataset_from_cfg(data: DictConfig, model: CAMNet, split: str) -> WSOLDataset:
-    source = source_from_cfg(data, split_name(data, split))
+    source = source_from_cfg(data, split_name(data, split), model.num_classes)
     return WSOLDataset(source, build_eval_transform(data.image_size, model.mean, model.std))
 
 

@@ -132,7 +132,7 @@ def run_evaluation(cfg: DictConfig, model: CAMNet, arch: str) -> dict[str, Any]:
     from wsol.config import eval_dataset_from_cfg, provenance
     from wsol.train import resolve_device
 
-    if model.num_classes != cfg.data.num_classes:
+    if cfg.data.num_classes is not None and model.num_classes != cfg.data.num_classes:
         raise ValueError(f"model has {model.num_classes} classes but dataset {cfg.data.name!r} has "
                          f"{cfg.data.num_classes} (data.num_classes)")
     dataset = eval_dataset_from_cfg(cfg.data, model, cfg.eval.split)
@@ -173,3 +173,7 @@ def main(cfg: DictConfig) -> None:
     print(format_summary(row))
     print(f"run dir: {out_dir}")
 
+
+
+if __name__ == "__main__":
+    main()

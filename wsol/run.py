@@ -35,3 +35,7 @@ def main(cfg: DictConfig) -> float:
     print(format_summary(row))
     print(f"run dir: {out_dir}")
     return float(row.get("top1_loc_err", row.get("maxboxacc_v2", float("nan"))))
+
+
+if __name__ == "__main__":
+    main()

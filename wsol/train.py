@@ -350,7 +350,7 @@ def run_training(cfg: DictConfig, out_dir: Path) -> tuple[CAMNet, TrainResult]:
     seed_everything(cfg.seed)
     model = model_from_cfg(cfg.model, cfg.data.num_classes)
     dataset = train_dataset_from_cfg(cfg.data, model)
-    spec = model_spec(cfg.model.name, cfg.data.num_classes, cfg.model.pool, to_dict(cfg.model.get("kwargs")))
+    spec = model_spec(cfg.model.name, model.num_classes, cfg.model.pool, to_dict(cfg.model.get("kwargs")))
     log.info("training %s (%s) on %s: %d images", cfg.model.name, cfg.model.pool, cfg.data.name, len(dataset))
     result = train_model(model, dataset, out_dir, spec=spec, seed=cfg.seed, device=cfg.device,
                          **train_kwargs(cfg.train))
@@ -370,3 +370,7 @@ def main(cfg: DictConfig) -> None:
                                   "train_acc": result.train_acc, "train_seconds": round(result.seconds, 1)})
     print(f"trained {result.steps} steps in {result.seconds:.0f}s; final loss {result.final_loss:.4f}, "
           f"train acc {100 * result.train_acc:.1f}%; weights: {out_dir / 'model.pt'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,9 @@
 """Dataset registry and the torch ``Dataset`` that feeds images + weak labels to the network.
 
 A registered dataset factory returns an ``ImageSource``: the split's ``Annotations`` plus a way to
-load image ``i`` as an RGB ``PIL.Image`` (EXIF orientation applied). ``WSOLDataset`` wraps a source
+load image ``i`` as an RGB ``PIL.Image`` whose pixels are those the GT boxes refer to (for the
+real datasets: the stored pixels, EXIF orientation NOT applied, as wsolevaluation and torchvision
+read them; see ``wsol.data.images``). ``WSOLDataset`` wraps a source
 with a transform for training or evaluation.
 """
 

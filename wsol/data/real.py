@@ -329,15 +329,15 @@ def ilsvrc(
     * ``"auto"``: metadata if found, else the first of xml_dir / kaggle_csv / devkit_mat that is given.
 
     ``blacklist_file`` (``ILSVRC2014_clsloc_validation_blacklist.txt``) fills ``annotations.blacklist``.
-    Images are under ``images_dir`` (default ``root``: image ids start with ``val/`` or ``train/``).
+    Images are under ``images_dir`` (default ``root/images`` if it exists, else ``root`` as in wsolevaluation's
+    layout, where image ids start with ``val/``); the train split's images are under ``train_dir``.
 
     Returns:
         A ``FileImageSource``.
     """
     check_on_error(on_error)
     base = Path(root)
-    images = _resolve(base, images_dir) if images_dir is not None else base
-    assert images is not None
+    images = _default_images_dir(base, images_dir)
     common = dict(
         check_files=check_files, on_error=on_error, apply_exif_orientation=apply_exif_orientation, alpha=alpha,
         box_tolerance=box_tolerance,

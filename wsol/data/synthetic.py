@@ -4,9 +4,10 @@ It is built to show the real difficulty of weakly supervised localization, not a
 
 * **Uneven class evidence.** Every object is a textured *body* with a small *part* at one end of its
   major axis. The part (a class-specific colour and shape) identifies the class on its own; the body
-  only narrows it to a pair of classes (classes ``2j`` and ``2j+1`` share the body palette). A
-  classifier can therefore succeed by looking at the part alone, which is exactly what makes CAM
-  boxes too small on real objects.
+  is only weakly discriminative: classes ``2j`` and ``2j+1`` share the body palette and differ only
+  in overlapping ranges of stripe frequency. The part is visible in a fraction ``part_prob`` of the
+  objects (it can be hidden, as a dog's head can be), so a classifier leans on the part when it can
+  see it and on the body otherwise, which is what makes CAM boxes too small on real objects.
 * **Scale, aspect, pose and position vary**: the object's major axis spans 15-70% of the image side
   (``scale_range``), the minor/major ratio varies, the body is rotated and placed anywhere it fits.
 * **Clutter**: smooth coloured backgrounds with grain and streaks, plus distractors: body-textured
@@ -61,6 +62,7 @@ class SyntheticConfig:
     scale_range: tuple[float, float] = (0.15, 0.7)
     aspect_range: tuple[float, float] = (0.35, 0.8)
     two_instance_prob: float = 0.2
+    part_prob: float = 0.7
     max_distractors: int = 3
     seed: int = 0
 
@@ -77,6 +79,8 @@ class SyntheticConfig:
             raise ValueError(f"synthetic aspect_range must satisfy 0 < lo <= hi <= 1, got {self.aspect_range}")
         if not 0 <= self.two_instance_prob <= 1:
             raise ValueError(f"synthetic two_instance_prob must be in [0, 1], got {self.two_instance_prob}")
+        if not 0 <= self.part_prob <= 1:
+            raise ValueError(f"synthetic part_prob must be in [0, 1], got {self.part_prob}")
 
 
 def _rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -149,12 +153,15 @@ def _paint_object(rng: np.random.Generator, img: np.ndarray, label: int | None, 
     body = _shape_mask(u, v, a, b, shape)
 
     base, stripe = _BODY_PALETTES[palette % len(_BODY_PALETTES)]
-    freq = rng.uniform(0.6, 1.4)
+    # Stripe frequency: overlapping ranges for the two classes of a palette (weak evidence);
+    # distractor bodies draw from the whole range.
+    lo, hi = (0.6, 1.4) if label is None else ((0.6, 1.1) if label % 2 == 0 else (0.9, 1.4))
+    freq = rng.uniform(lo, hi)
     texture = (np.sin(u * freq + rng.uniform(0, 6.3)) > 0).astype(np.float32)[..., None]
     colour = base * (1 - texture) + stripe * texture
     img[body] = colour[body] + rng.normal(0, 0.02, size=(int(body.sum()), 3))
     mask = body
-    if label is not None:
+    if label is not None and rng.random() < cfg.part_prob:
         # The discriminative part: at one end of the major axis, about the body's minor width.
         r = max(2.0, 0.55 * b)
         sign = 1.0 if rng.random() < 0.5 else -1.0
@@ -247,7 +254,7 @@ class SyntheticSource:
 @DATASETS.register("synthetic")
 def synthetic(split: str, num_images: dict[str, int], num_classes: int = 8, image_size: int = 64,
               scale_range: tuple[float, float] = (0.15, 0.7), aspect_range: tuple[float, float] = (0.35, 0.8),
-              two_instance_prob: float = 0.2, max_distractors: int = 3, seed: int = 0,
+              two_instance_prob: float = 0.2, part_prob: float = 0.7, max_distractors: int = 3, seed: int = 0,
               root: str | None = None, on_error: str = "raise") -> SyntheticSource:
     """The ``synthetic`` dataset factory (``configs/data/synthetic.yaml`` holds the defaults).
 
@@ -260,5 +267,5 @@ def synthetic(split: str, num_images: dict[str, int], num_classes: int = 8, imag
         raise ValueError(f"synthetic: no size given for split {split!r} (num_images has {sorted(num_images)})")
     cfg = SyntheticConfig(num_classes=num_classes, image_size=image_size, scale_range=tuple(scale_range),
                           aspect_range=tuple(aspect_range), two_instance_prob=two_instance_prob,
-                          max_distractors=max_distractors, seed=seed)
+                          part_prob=part_prob, max_distractors=max_distractors, seed=seed)
     return SyntheticSource(cfg, split, int(num_images[split]))

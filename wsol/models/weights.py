@@ -125,9 +125,10 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> StateDict:
 
 
 def _preview(keys: Iterable[str], limit: int = 8) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return f"{len(keys)} [{shown}{', ...' if len(keys) > limit else ''}]"
+    """``"N [a, b, ...]"``: how many keys, and the first few in sorted order."""
+    ordered = sorted(keys)
+    shown = ", ".join(ordered[:limit])
+    return f"{len(ordered)} [{shown}{', ...' if len(ordered) > limit else ''}]"
 
 
 def select_keys(state_dict: Mapping[str, torch.Tensor], rename: Mapping[str, str] | None = None,

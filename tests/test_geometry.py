@@ -1,0 +1,99 @@
+"""Box conventions and resize/crop mapping: golden values written by hand, plus real-data checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from wsol.data.geometry import (
+    boxes_inverted,
+    boxes_outside,
+    center_crop_offset,
+    clip_boxes,
+    crop_boxes,
+    resize_boxes,
+    shorter_side_size,
+    xywh_to_xyxy,
+    xyxy_to_xywh,
+)
+
+
+def test_xywh_to_xyxy_pixel_count_and_extent() -> None:
+    # A 3-pixel-wide, 2-pixel-tall box starting at (10, 20): columns 10..12, rows 20..21.
+    assert xywh_to_xyxy([[10, 20, 3, 2]], count_pixels=True).tolist() == [[10, 20, 12, 21]]
+    # CUB image 1: "60.0 27.0 325.0 304.0" -> wsolevaluation "60,27,385,331".
+    assert xywh_to_xyxy([[60.0, 27.0, 325.0, 304.0]], count_pixels=False).tolist() == [[60, 27, 385, 331]]
+
+
+def test_xyxy_to_xywh_inverts() -> None:
+    boxes = np.array([[0, 0, 0, 0], [5.5, 2, 9.5, 7]])
+    assert xyxy_to_xywh(boxes, count_pixels=True).tolist() == [[0, 0, 1, 1], [5.5, 2, 5, 6]]
+    assert xyxy_to_xywh(boxes, count_pixels=False).tolist() == [[0, 0, 0, 0], [5.5, 2, 4, 5]]
+    for count in (True, False):
+        np.testing.assert_array_equal(xywh_to_xyxy(xyxy_to_xywh(boxes, count_pixels=count), count_pixels=count), boxes)
+
+
+def test_resize_boxes_scales_and_truncates() -> None:
+    # 500x375 -> 224x224: x * 224/500, y * 224/375.
+    out = resize_boxes([[111, 108, 441, 193]], (500, 375), (224, 224))
+    np.testing.assert_allclose(out, [[49.728, 64.512, 197.568, 115.285333]], atol=1e-5)
+    assert resize_boxes([[111, 108, 441, 193]], (500, 375), (224, 224), truncate=True).tolist() == [[49, 64, 197, 115]]
+    # Round trip is exact up to float error.
+    back = resize_boxes(out, (224, 224), (500, 375))
+    np.testing.assert_allclose(back, [[111, 108, 441, 193]])
+    with pytest.raises(ValueError):
+        resize_boxes([[0, 0, 1, 1]], (0, 10), (5, 5))
+
+
+def test_clip_crop_and_checks() -> None:
+    assert clip_boxes([[-3, 2, 12, 9]], (10, 8)).tolist() == [[0, 2, 9, 7]]
+    assert shorter_side_size((500, 375), 224) == (298, 224)
+    assert shorter_side_size((375, 500), 224) == (224, 298)
+    assert center_crop_offset((298, 224), (224, 224)) == (37, 0)
+    assert crop_boxes([[40, 10, 300, 100]], (37, 0), (224, 224)).tolist() == [[3, 10, 223, 100]]
+    assert boxes_outside([[0, 0, 10, 7], [0, 0, 10.5, 7], [-1.5, 0, 3, 3]], (10, 8), tolerance=1.0).tolist() == [False, True, True]
+    assert boxes_outside([[0, 0, 9.5, 7]], (10, 8), tolerance=0.0).tolist() == [True]
+    assert boxes_inverted([[3, 3, 3, 3], [4, 0, 3, 1], [0, 2, 1, 1]]).tolist() == [False, True, True]
+    with pytest.raises(ValueError):
+        xywh_to_xyxy([[1, 2, 3]], count_pixels=True)
+
+
+def _boxes(metadata: Path) -> pd.DataFrame:
+    return pd.read_csv(metadata / "localization.txt", header=None, names=["id", "x0", "y0", "x1", "y1"])
+
+
+def test_rescaled_subsets_follow_resize_boxes(shared_data: Path) -> None:
+    """acuity227 boxes = original boxes * 227 / W (1 decimal); crop224 = shorter side 224 + centre crop."""
+    test_meta = shared_data / "wsolevaluation_metadata" / "ILSVRC" / "test"
+    sizes = pd.read_csv(test_meta / "image_sizes.txt", header=None, names=["id", "w", "h"]).set_index("id")
+    originals = _boxes(test_meta)
+    for subset in ("acuity227", "crop224"):
+        mini = _boxes(shared_data / "ilsvrc_val_mini" / subset / "metadata")
+        checked = 0
+        for image_id, group in mini.groupby("id", sort=False):
+            size = tuple(int(v) for v in sizes.loc[image_id, ["w", "h"]])
+            source = originals[originals.id == image_id][["x0", "y0", "x1", "y1"]].to_numpy(float)
+            if subset == "acuity227":
+                expected = resize_boxes(source, size, (227, 227))
+            else:
+                # The subset was derived with continuous geometry: scale 224 / min(W, H), centre offset
+                # (W * scale - 224) / 2 without rounding, clipped to [0, 224] (one past the last pixel).
+                scale = 224 / min(size)
+                resized = (size[0] * scale, size[1] * scale)
+                left, top = (resized[0] - 224) / 2, (resized[1] - 224) / 2
+                shifted = resize_boxes(source, size, resized) - np.array([left, top, left, top])
+                # crop_boxes clips to the last pixel (223): it agrees with that clip.
+                np.testing.assert_array_equal(crop_boxes(shifted, (0, 0), (224, 224)), np.clip(shifted, 0, 223))
+                expected = np.clip(shifted, 0, 224)
+            got = group[["x0", "y0", "x1", "y1"]].to_numpy(float)
+            assert len(got) == len(expected), image_id
+            tolerance = 0.051  # both subsets store coordinates rounded to 1 decimal
+            # Each stored box matches one mapped original box (the line order may differ).
+            distance = np.abs(got[:, None, :] - expected[None, :, :]).max(axis=2)
+            assert np.all(distance.min(axis=1) <= tolerance), (image_id, got, expected)
+            assert sorted(distance.argmin(axis=1).tolist()) == list(range(len(expected))), image_id
+            checked += 1
+        assert checked == {"acuity227": 217, "crop224": 9}[subset]

@@ -1,0 +1,171 @@
+"""load_rgb on every kind of bad or unusual image file, all generated here in tmp_path."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+from wsol.data.images import ImageLoadError, ImageSizeMismatchError, load_rgb, read_image_size
+
+
+def _gradient(width: int = 40, height: int = 30) -> np.ndarray:
+    """uint8 [H, W, 3] image whose pixels differ everywhere (so flips and rotations are visible)."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 6 % 256, y * 8 % 256, (x + y) * 3 % 256], axis=-1).astype(np.uint8)
+
+
+def _jpeg_bytes(array: np.ndarray, **save: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "JPEG", quality=95, **save)
+    return buffer.getvalue()
+
+
+def test_plain_rgb_jpeg(tmp_path: Path) -> None:
+    path = tmp_path / "a.jpg"
+    path.write_bytes(_jpeg_bytes(_gradient()))
+    image = load_rgb(path, expected_size=(40, 30))
+    assert image.mode == "RGB" and image.size == (40, 30)
+    assert np.abs(np.asarray(image).astype(int) - _gradient()).mean() < 3
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("empty.jpg", b"", r"empty file \(0 bytes\)"),
+        ("noise.jpg", bytes(np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8)), "not a recognised image format"),
+        ("text.png", b"this is not an image at all", "not a recognised image format"),
+    ],
+)
+def test_unreadable_files_name_file_and_reason(tmp_path: Path, name: str, content: bytes, reason: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ImageLoadError, match=reason) as caught:
+        load_rgb(path)
+    assert caught.value.path == str(path) and str(path) in str(caught.value)
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(ImageLoadError, match="file not found"):
+        load_rgb(tmp_path / "nope.jpg")
+    with pytest.raises(ImageLoadError, match="not a regular file"):
+        load_rgb(tmp_path)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.97])
+def test_truncated_jpeg_raises_even_if_pillow_was_told_to_pad(tmp_path: Path, keep: float) -> None:
+    data = _jpeg_bytes(_gradient(64, 48))
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[: int(len(data) * keep)])
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = True  # someone else's global setting must not make us pad silently
+    try:
+        with pytest.raises(ImageLoadError, match="truncated") as caught:
+            load_rgb(path)
+        assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # and we restore it
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+    assert str(path) in str(caught.value)
+    # The header is intact: a header-only read still works (used by the fast file check).
+    assert read_image_size(path) == (64, 48)
+
+
+def test_cmyk_jpeg_converted(tmp_path: Path) -> None:
+    rgb = _gradient()
+    path = tmp_path / "cmyk.jpg"
+    Image.fromarray(rgb).convert("CMYK").save(path, "JPEG", quality=95)
+    assert Image.open(path).mode == "CMYK"
+    image = load_rgb(path)
+    assert image.mode == "RGB"
+    # Pillow's naive CMYK round trip is lossless apart from JPEG error.
+    assert np.abs(np.asarray(image).astype(int) - rgb).mean() < 10
+
+
+def test_grayscale_and_palette_and_1bit(tmp_path: Path) -> None:
+    gray = _gradient()[..., 0]
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    image = load_rgb(tmp_path / "g.png")
+    assert image.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(image), np.repeat(gray[..., None], 3, axis=2))
+    Image.fromarray(_gradient()).convert("P").save(tmp_path / "p.png")
+    assert load_rgb(tmp_path / "p.png").mode == "RGB"
+    Image.fromarray(gray > 100).save(tmp_path / "b.png")
+    assert set(np.unique(np.asarray(load_rgb(tmp_path / "b.png")))) == {0, 255}
+
+
+def test_16bit_png_scaled_not_clipped(tmp_path: Path) -> None:
+    values = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)  # 0, 1, 128, 255 in 8 bit
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode in ("I;16", "I")
+    image = load_rgb(path)
+    np.testing.assert_array_equal(np.asarray(image)[0, :, 0], [0, 1, 128, 255])
+    # Pillow's own convert would saturate: everything above 255 becomes white.
+    assert np.asarray(Image.open(path).convert("RGB"))[0, 1, 0] == 255
+
+
+def test_rgba_composited_on_white_or_dropped(tmp_path: Path) -> None:
+    rgba = np.zeros((2, 2, 4), dtype=np.uint8)
+    rgba[..., 0] = 200  # red under everything
+    rgba[0, 0, 3] = 255  # opaque
+    rgba[0, 1, 3] = 0  # fully transparent
+    rgba[1, :, 3] = 128  # half
+    path = tmp_path / "alpha.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    white = np.asarray(load_rgb(path))
+    assert white[0, 0].tolist() == [200, 0, 0]
+    assert white[0, 1].tolist() == [255, 255, 255]
+    assert white[1, 0].tolist() == [227, 127, 127]  # 200*128/255 + 255*127/255 = 227.4; 255*127/255
+    dropped = np.asarray(load_rgb(path, alpha="drop"))
+    assert dropped[0, 1].tolist() == [200, 0, 0]
+    # LA (gray + alpha) goes the same way.
+    la = Image.fromarray(np.stack([np.full((2, 2), 10, np.uint8), np.zeros((2, 2), np.uint8)], -1), "LA")
+    la.save(tmp_path / "la.png")
+    assert np.asarray(load_rgb(tmp_path / "la.png"))[0, 0].tolist() == [255, 255, 255]
+
+
+def _exif_rotated(tmp_path: Path, orientation: int) -> Path:
+    image = Image.fromarray(_gradient(40, 30))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"exif{orientation}.jpg"
+    image.save(path, "JPEG", quality=95, exif=exif)
+    return path
+
+
+def test_exif_orientation_ignored_by_default_applied_on_request(tmp_path: Path) -> None:
+    path = _exif_rotated(tmp_path, 6)  # "rotate 90 CW to display"
+    stored = load_rgb(path)
+    assert stored.size == (40, 30)  # the stored pixel array, which ILSVRC/CUB boxes refer to
+    assert np.abs(np.asarray(stored).astype(int) - _gradient(40, 30)).mean() < 3
+    shown = load_rgb(path, apply_exif_orientation=True)
+    assert shown.size == (30, 40)
+    np.testing.assert_array_equal(np.asarray(shown), np.asarray(stored.transpose(Image.Transpose.ROTATE_270)))
+    assert read_image_size(path) == (40, 30) and read_image_size(path, apply_exif_orientation=True) == (30, 40)
+    # Metadata written for the stored array + EXIF applied: a clear size error naming the EXIF tag.
+    with pytest.raises(ImageSizeMismatchError, match="EXIF orientation 6"):
+        load_rgb(path, expected_size=(40, 30), apply_exif_orientation=True)
+
+
+def test_size_mismatch_names_file(tmp_path: Path) -> None:
+    path = tmp_path / "a.jpg"
+    path.write_bytes(_jpeg_bytes(_gradient()))
+    with pytest.raises(ImageSizeMismatchError, match=r"decoded size 40x30 differs from the metadata size 30x40") as caught:
+        load_rgb(path, expected_size=(30, 40))
+    assert str(path) in str(caught.value)
+
+
+def test_error_survives_pickling() -> None:
+    error = pickle.loads(pickle.dumps(ImageSizeMismatchError("/x.jpg", "bad size")))
+    assert isinstance(error, ImageSizeMismatchError) and error.path == "/x.jpg" and error.reason == "bad size"
+
+
+def test_float_image_refused(tmp_path: Path) -> None:
+    path = tmp_path / "f.tif"
+    Image.fromarray(np.ones((3, 3), dtype=np.float32)).save(path)
+    with pytest.raises(ImageLoadError, match="mode F"):
+        load_rgb(path)

