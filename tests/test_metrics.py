@@ -86,9 +86,23 @@ def test_topk_batches_and_other_k() -> None:
     out = ev.compute()
     assert list(out)[:6] == [f"top{k}_{m}_err" for m in ("cls", "loc") for k in (1, 2, 3)]
     assert "gt_known_loc_err" not in out
-    # top-2 cls wrong: r4 (1, 2), r5 -> 2/6; top-2 loc wrong: r1, r5 (r2's second guess hits) -> 2/4
-    assert out["top2_cls_err"] == pytest.approx(100 * 2 / 6)
+    # top-2 cls: r4 (1, 2) and r5 wrong; r1 has two classes {1, 2} and names only class 1 in its first
+    # two guesses: the devkit averages over the image's classes -> 0.5. Total (0.5 + 1 + 1) / 6.
+    # top-2 loc wrong: r1, r5 (r2's second guess hits) -> 2/4
+    assert out["top2_cls_err"] == pytest.approx(100 * 2.5 / 6)
     assert out["top2_loc_err"] == pytest.approx(50.0)
+
+
+def test_topk_several_classes_average_like_the_devkit() -> None:
+    # One image with classes {1, 2}: guess 1 localizes class 1's box, guess 2 has class 2 with a far box.
+    rec = ImageRecord("m", 1, np.array([[0, 0, 9, 9], [20, 20, 29, 29]], dtype=float), box_labels=np.array([1, 2]))
+    ev = TopkLocalizationEvaluator(topk=(1, 2))
+    ev.update([rec], np.array([[1, 2]]), np.array([[[0, 0, 9, 9], [60, 60, 69, 69]]], dtype=float))
+    out = ev.compute()
+    # top-1: class 1 named and localized, class 2 not named -> (0 + 1) / 2 for both errors
+    assert out["top1_cls_err"] == pytest.approx(50.0) and out["top1_loc_err"] == pytest.approx(50.0)
+    # top-2: both classes named (cls 0); class 2's box is far (loc 0.5)
+    assert out["top2_cls_err"] == pytest.approx(0.0) and out["top2_loc_err"] == pytest.approx(50.0)
 
 
 def test_topk_errors() -> None:

@@ -14,7 +14,7 @@ from wsol.train import (EpochSampler, build_param_groups, load_checkpoint, lr_fa
                         seed_everything, train_model)
 
 TRAIN = dict(epochs=2, max_iters=None, batch_size=8, accumulate_grad_batches=2, lr=0.05, momentum=0.9,
-             weight_decay=5e-4, nesterov=True, new_layer_lr_mult=10.0, scheduler="step", scheduler_unit="iter",
+             weight_decay=5e-4, nesterov=True, new_layer_lr_mult=10.0, bias_lr_mult=2.0, scheduler="step", scheduler_unit="iter",
              milestones=[3], gamma=0.1, warmup_iters=2, amp=True, channels_last=False, num_workers=0,
              checkpoint_every=100, log_every=1, device="cpu")
 
@@ -47,15 +47,20 @@ def test_resume_is_exact(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "train_log.csv").read_text().count("\n") == 1 + result.steps
 
 
-def test_param_groups_separate_new_layers() -> None:
+def test_param_groups_separate_new_layers_and_biases() -> None:
     model = build_model("small_cnn", num_classes=4, width=4)
-    groups = build_param_groups(model, lr=0.01, weight_decay=5e-4, new_layer_lr_mult=10.0)
+    groups = build_param_groups(model, lr=0.01, weight_decay=5e-4, new_layer_lr_mult=10.0, bias_lr_mult=2.0)
+    by_name = {g["name"]: g for g in groups}
+    # small_cnn: convs without bias + BN in backbone and head; the classifier has weight and bias
+    assert set(by_name) == {"backbone_weight", "backbone_norm", "new_weight", "new_norm", "new_bias"}
+    assert by_name["backbone_weight"]["lr"] == pytest.approx(0.01)
+    assert by_name["new_weight"]["lr"] == pytest.approx(0.1)
+    assert by_name["new_bias"]["lr"] == pytest.approx(0.2)
+    assert by_name["new_bias"]["params"] == [model.classifier.bias]
+    assert by_name["backbone_weight"]["weight_decay"] == 5e-4 and by_name["new_norm"]["weight_decay"] == 0.0
     new = {id(p) for m in model.new_modules() for p in m.parameters()}
     for g in groups:
-        is_new = all(id(p) in new for p in g["params"])
-        assert is_new == g["name"].startswith("new")
-        assert g["lr"] == pytest.approx(0.1 if is_new else 0.01)
-        assert g["weight_decay"] == (0.0 if "no_decay" in g["name"] else 5e-4)
+        assert all((id(p) in new) == g["name"].startswith("new") for p in g["params"])
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 

@@ -81,10 +81,11 @@ def train_kwargs(train: DictConfig) -> dict[str, Any]:
         accumulate_grad_batches=train.accumulate_grad_batches, lr=train.optimizer.lr,
         momentum=train.optimizer.momentum, weight_decay=train.optimizer.weight_decay,
         nesterov=train.optimizer.nesterov, new_layer_lr_mult=train.new_layer_lr_mult,
-        scheduler=train.scheduler.name, scheduler_unit=train.scheduler.unit,
+        bias_lr_mult=train.bias_lr_mult,        scheduler=train.scheduler.name, scheduler_unit=train.scheduler.unit,
         milestones=list(train.scheduler.milestones), gamma=train.scheduler.gamma,
         warmup_iters=train.scheduler.warmup_iters, amp=train.amp, channels_last=train.channels_last,
-        num_workers=train.num_workers, checkpoint_every=train.checkpoint_every, log_every=train.log_every,
+        num_workers=train.num_workers, checkpoint_every=train.checkpoint_every,
+        snapshot_every=train.snapshot_every, log_every=train.log_every,
         resume=train.resume,
     )
 

@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> float:
     """
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     model, result = run_training(cfg, out_dir)
-    row = run_evaluation(cfg, model, cfg.model.name)
+    row = run_evaluation(cfg, model, cfg.model.name, out_dir)
     row.update({"train_steps": result.steps, "train_epochs": round(result.epochs, 3),
                 "train_final_loss": round(result.final_loss, 4), "train_acc": round(100 * result.train_acc, 2),
                 "train_seconds": round(result.seconds, 1)})

@@ -84,25 +84,31 @@ def resolve_device(device: str) -> torch.device:
 
 
 # ----------------------------------------------------------------------------- optimizer and schedule
-def build_param_groups(model: CAMNet, lr: float, weight_decay: float, new_layer_lr_mult: float) -> list[dict]:
-    """Two groups: the pretrained backbone (``lr``) and ``model.new_modules()`` (``lr * new_layer_lr_mult``).
+def build_param_groups(model: CAMNet, lr: float, weight_decay: float, new_layer_lr_mult: float,
+                       bias_lr_mult: float = 1.0) -> list[dict]:
+    """Parameter groups: pretrained backbone vs ``model.new_modules()``, each split by kind.
 
-    Biases and normalisation parameters get no weight decay (as the CAM prototxts' ``decay_mult: 0``
-    on biases).
+    * new layers (the surgery's added conv and the classifier) get ``lr * new_layer_lr_mult``;
+    * biases get ``bias_lr_mult`` on top and no weight decay (Caffe's ``lr_mult: 2, decay_mult: 0``
+      on biases in the CAM prototxts);
+    * other 1-D parameters (normalisation scales) get no weight decay.
     """
     new_ids = {id(p) for m in model.new_modules() for p in m.parameters()}
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    # biases of convolutions and linear layers (normalisation shifts are "norm" parameters)
+    bias_ids = {id(m.bias) for m in model.modules()
+                if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)) and m.bias is not None}
+    groups: dict[tuple[bool, str], list[nn.Parameter]] = {}
     for p in model.parameters():
         if not p.requires_grad:
             continue
-        key = (id(p) in new_ids, p.ndim <= 1)
-        groups.setdefault(key, []).append(p)
+        kind = "bias" if id(p) in bias_ids else ("norm" if p.ndim <= 1 else "weight")
+        groups.setdefault((id(p) in new_ids, kind), []).append(p)
     out = []
-    for (is_new, no_decay), params in sorted(groups.items()):
-        mult = new_layer_lr_mult if is_new else 1.0
+    for (is_new, kind), params in sorted(groups.items()):
+        mult = (new_layer_lr_mult if is_new else 1.0) * (bias_lr_mult if kind == "bias" else 1.0)
         out.append({"params": params, "lr": lr * mult, "lr_mult": mult,
-                    "weight_decay": 0.0 if no_decay else weight_decay,
-                    "name": ("new" if is_new else "backbone") + ("_no_decay" if no_decay else "")})
+                    "weight_decay": weight_decay if kind == "weight" else 0.0,
+                    "name": f"{'new' if is_new else 'backbone'}_{kind}"})
     return out
 
 
@@ -189,6 +195,7 @@ def train_model(
     weight_decay: float,
     nesterov: bool,
     new_layer_lr_mult: float,
+    bias_lr_mult: float,
     scheduler: str,
     scheduler_unit: str,
     milestones: Sequence[float],
@@ -200,6 +207,7 @@ def train_model(
     checkpoint_every: int,
     log_every: int,
     resume: str | None,
+    snapshot_every: int | None = None,
     device: str = "auto",
     stop_after: int | None = None,
 ) -> TrainResult:
@@ -211,6 +219,8 @@ def train_model(
         batch_size: images per optimizer step; split into ``accumulate_grad_batches`` micro-batches.
         scheduler_unit: ``"epoch"`` or ``"iter"``: unit of ``milestones``.
         resume: ``None``, ``"auto"`` (``out_dir/checkpoints/last.pt`` if present) or a checkpoint path.
+        snapshot_every: if set, also keep the weights every this many steps as
+            ``out_dir/snapshots/model_step<N>.pt`` (the CAM authors compare snapshots 80k-120k).
         stop_after: stop (after checkpointing) once this many optimizer steps are done — for
             testing exact resume and for time-boxed jobs.
 
@@ -239,7 +249,7 @@ def train_model(
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    groups = build_param_groups(model, lr, weight_decay, new_layer_lr_mult)
+    groups = build_param_groups(model, lr, weight_decay, new_layer_lr_mult, bias_lr_mult)
     optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
 
     step, epoch, pos = 0, 0, 0  # pos: samples of the current epoch already consumed
@@ -325,6 +335,9 @@ def train_model(
                     running_loss, running_correct, running_seen = 0.0, 0, 0
                 if step % checkpoint_every == 0:
                     checkpoint()
+                if snapshot_every and step % snapshot_every == 0:
+                    save_checkpoint(out_dir / "snapshots" / f"model_step{step}.pt",
+                                    {"model": model.state_dict(), "spec": spec, "step": step})
                 if stop_after is not None and step >= stop_after:
                     checkpoint()
                     return TrainResult(step, epoch + pos / n, history[-1]["loss"] if history else float("nan"),

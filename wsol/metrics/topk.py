@@ -4,15 +4,17 @@ The devkit (``eval_clsloc.m`` / ``compute_overlap.m`` of the ILSVRC2014 devkit, 
 authors' repository) scores up to five guesses ``(label, box)`` per image, best first:
     * a guess localizes correctly iff its label is a class of the image AND its box has IoU >= 0.5 with ANY
       ground-truth box of that class (IoU with the "+1" inclusive-pixel convention, ``wsol.boxes.box_iou``);
-    * an image's top-k error is the minimum over its first k guesses (0 if one of them is correct);
+    * for each ground-truth class C of the image, the error is the minimum over its first k guesses
+      (0 if one of them has label C — and, for localization, a box matching a GT box of class C);
+      an image's error is the MEAN over its ground-truth classes (``eval_clsloc.m``: ``e(i) += min_j d``
+      over the image's labels, then ``e ./ n``); ILSVRC CLS-LOC images have one class, where this is
+      simply "one of the k guesses is right";
     * the error is the mean over images, in percent here; blacklisted images do not count for localization
       (the devkit sets their error to 0 and subtracts the blacklist size from the denominator, i.e. it
       averages over the remaining images, which is what is done here).
-Generalisations, stated here because the devkit never meets them: the devkit's CLS-LOC ground truth has one
-class per image; for records with several classes (``ImageRecord.image_labels()``) a guess counts if its
-label is ANY of them (and, for localization, its box matches a box of that label). Images without a
-ground-truth box cannot be scored for localization and are excluded like blacklisted ones (the devkit
-would fail on them); both counts are reported.
+The image's classes are ``ImageRecord.image_labels()`` (its label and the classes of its boxes). Images
+without a ground-truth box cannot be scored for localization and are excluded like blacklisted ones (the
+devkit would fail on them); both counts are reported.
 
 GT-known localization (used since Choe et al.): the box computed from the ground-truth class's CAM is
 correct iff it has IoU >= 0.5 with any box of the image's class ``ImageRecord.label``.
@@ -119,9 +121,11 @@ class TopkLocalizationEvaluator:
         for i, record in enumerate(records):
             labels = pred_labels[i]
             self.n_images += 1
-            cls_hit = np.isin(labels, record.image_labels())
+            gt_classes = record.image_labels()
+            # [L, G]: guess j names ground-truth class l
+            names = labels[None, :] == gt_classes[:, None]
             for k in self.topk:
-                self._cls_errors[k] += int(not cls_hit[:k].any())
+                self._cls_errors[k] += float(np.mean(~names[:, :k].any(axis=1)))
 
             if record.image_id in self.blacklist:
                 self.n_blacklisted += 1
@@ -136,9 +140,10 @@ class TopkLocalizationEvaluator:
             match = (labels[:, None] == box_classes[None, :]) & (
                 box_iou(pred_boxes[i], gt_boxes) >= self.iou_threshold
             )
-            loc_hit = match.any(axis=1)
+            # [L, G]: guess j names class l and its box matches a GT box of class l
+            loc_hit = names & match.any(axis=1)[None, :]
             for k in self.topk:
-                self._loc_errors[k] += int(not loc_hit[:k].any())
+                self._loc_errors[k] += float(np.mean(~loc_hit[:, :k].any(axis=1)))
             if given:
                 own = gt_boxes[box_classes == record.label]
                 ok = len(own) > 0 and bool((box_iou(gt_known_boxes[i], own) >= self.iou_threshold).any())
