@@ -71,3 +71,19 @@ def test_multirun_sweep_and_report(tmp_path: Path) -> None:
     report_main([str(sweep_dir), "--out", str(tmp_path / "study")])
     assert (tmp_path / "study.csv").is_file()
     assert "| synthetic" in (tmp_path / "study.md").read_text()
+
+
+def test_saved_cams_rescored_without_the_network(tiny_run: Path, tmp_path: Path) -> None:
+    maps = tmp_path / "maps"
+    proc = _wsol("evaluate", f"hydra.run.dir={tmp_path / 'a'}", f"checkpoint={tiny_run / 'model.pt'}", *TINY[:5],
+                 "eval.protocol=wsolevaluation", "eval.save_cams=true", f"eval.export_scoremaps={maps}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list(maps.rglob("*.npy"))) == 32
+    proc = _wsol("evaluate", f"hydra.run.dir={tmp_path / 'b'}", f"cams={tmp_path / 'a' / 'cams'}", *TINY[:5],
+                 "eval.protocol=wsolevaluation")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert b["arch"] == "small_cnn" and b["top1_cls_err"] == a["top1_cls_err"]
+    assert abs(b["maxboxacc"] - a["maxboxacc"]) <= 100 / 32 + 1e-9  # float16 storage may move one box
+    assert (tmp_path / "b" / "boxacc_curve.csv").is_file()

@@ -369,7 +369,7 @@ def run_evaluation(cfg: DictConfig, model: CAMNet, arch: str, out_dir: Path) -> 
     source = source_from_cfg(cfg.data, split_name(cfg.data, ev.split), model.num_classes)
     load_mask = _mask_loader(source)
     store = None
-    if ev.save_cams:
+    if ev.save_cams or ev.export_scoremaps:
         from wsol.cam_store import CAMStoreWriter
 
         store = CAMStoreWriter(out_dir / "cams", meta={
@@ -379,6 +379,12 @@ def run_evaluation(cfg: DictConfig, model: CAMNet, arch: str, out_dir: Path) -> 
     out = evaluate_model(model, source, load_mask=load_mask, cam_store=store, **kwargs)
     if store is not None:
         store.close()
+        if ev.export_scoremaps:
+            from wsol.cam_store import CAMStore, export_wsoleval_scoremaps
+
+            n = export_wsoleval_scoremaps(CAMStore(out_dir / "cams"), [r.image_id for r in source.annotations.records],
+                                          ev.export_scoremaps, wsoleval_scoremap)
+            log.info("wrote %d wsolevaluation score maps under %s", n, ev.export_scoremaps)
     row: dict[str, Any] = {
         "dataset": cfg.data.name, "data_root": None if cfg.data.root is None else str(cfg.data.root),
         "split": split_name(cfg.data, ev.split), "arch": arch, "pool": model.pool,

@@ -21,6 +21,9 @@ METRICS = {
     "pxap": "PxAP (%)",
 }
 
+#: Threshold-policy columns (wsolevaluation protocol), shown after the metrics when present.
+POLICY_COLUMNS = ["maxboxacc_tau", "tau_policy", "tau", "boxacc_at_tau"]
+
 #: Identifying columns of a result row, first in every table.
 ID_COLUMNS = ["dataset", "data_root", "split", "arch", "pool", "protocol", "seed", "n_images"]
 
@@ -97,6 +100,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out.with_suffix(".csv"), index=False)
     paper = [f"paper_{m}" for m in METRICS]
-    cols = [c for c in ID_COLUMNS + list(METRICS) + paper if c in df and df[c].notna().any()]
+    cols = [c for c in ID_COLUMNS + list(METRICS) + POLICY_COLUMNS + paper if c in df and df[c].notna().any()]
     out.with_suffix(".md").write_text(df[cols].to_markdown(index=False, floatfmt=".2f") + "\n")
     print(df[cols].to_string(index=False))
