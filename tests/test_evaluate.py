@@ -91,3 +91,54 @@ def test_model_without_classifier_is_refused() -> None:
     source = build_source("synthetic", split="test", num_images={"test": 2}, num_classes=4, image_size=32)
     with pytest.raises(TypeError, match="classifier must be an nn.Linear"):
         evaluate_model(NoHead(), source)  # type: ignore[arg-type]
+
+
+def _openimages_fixture(root) -> None:  # noqa: ANN001
+    """Two 40x30 images of class 1 with an instance mask each; the first also has an ignore mask."""
+    from PIL import Image as PILImage
+
+    (root / "test" / "c").mkdir(parents=True)
+    (root / "metadata" / "test").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        PILImage.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(root / "test" / "c" / f"{name}.jpg")
+        m = np.zeros((30, 40), np.uint8)
+        m[5:20, 10:30] = 255
+        PILImage.fromarray(m).save(root / "test" / "c" / f"{name}_m.png")
+    ig = np.zeros((30, 40), np.uint8)
+    ig[0:25, 0:35] = 255
+    PILImage.fromarray(ig).save(root / "test" / "c" / "a_ignore.png")
+    meta = root / "metadata" / "test"
+    (meta / "image_ids.txt").write_text("test/c/a.jpg\ntest/c/b.jpg\n")
+    (meta / "class_labels.txt").write_text("test/c/a.jpg,1\ntest/c/b.jpg,1\n")
+    (meta / "image_sizes.txt").write_text("")
+    (meta / "localization.txt").write_text("test/c/a.jpg,test/c/a_m.png,test/c/a_ignore.png\n"
+                                           "test/c/b.jpg,test/c/b_m.png,\n")
+
+
+def test_wsoleval_mask_reading(tmp_path) -> None:  # noqa: ANN001
+    from wsol.data.masks import load_wsoleval_mask
+
+    _openimages_fixture(tmp_path)
+    mask = load_wsoleval_mask(tmp_path, ["test/c/a_m.png"], "test/c/a_ignore.png")
+    assert mask.shape == (224, 224) and set(np.unique(mask)) == {0, 1, 255}
+    # nearest-neighbour 40x30 -> 224: column j samples source column floor(j * 40 / 224)
+    assert mask[100, 100] == 1  # inside the instance (source row 13, col 17)
+    assert mask[10, 10] == 255  # ignore box outside the instance (source row 1, col 1)
+    assert mask[220, 220] == 0  # outside both (source row 29, col 39)
+    assert load_wsoleval_mask(tmp_path, ["test/c/b_m.png"], None).max() == 1  # no ignore mask
+    with pytest.raises(FileNotFoundError, match="nope.png: mask file missing"):
+        load_wsoleval_mask(tmp_path, ["test/c/nope.png"], None)
+
+
+def test_pxap_through_the_pipeline(tmp_path) -> None:  # noqa: ANN001
+    from wsol.evaluate import _mask_loader
+
+    _openimages_fixture(tmp_path)
+    source = build_source("openimages", split="test", root=str(tmp_path), num_classes=3)
+    torch.manual_seed(0)
+    model = build_model("small_cnn", num_classes=3, width=4)
+    out = evaluate_model(model, source, protocol="wsolevaluation", image_size=32, topk=2,
+                         load_mask=_mask_loader(source))
+    assert 0 <= out.metrics["pxap"] <= 100 and "maxboxacc" not in out.metrics  # masks, no boxes
+    assert "pxap" in out.curves

@@ -101,5 +101,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     df.to_csv(out.with_suffix(".csv"), index=False)
     paper = [f"paper_{m}" for m in METRICS]
     cols = [c for c in ID_COLUMNS + list(METRICS) + POLICY_COLUMNS + paper if c in df and df[c].notna().any()]
-    out.with_suffix(".md").write_text(df[cols].to_markdown(index=False, floatfmt=".2f") + "\n")
+    table = df[cols].astype(object).where(df[cols].notna(), None)  # empty cells, not "nan"
+    floatfmt = tuple(".3f" if c in ("tau", "maxboxacc_tau") else ".2f" for c in cols)  # tau on a 0.001 grid
+    out.with_suffix(".md").write_text(table.to_markdown(index=False, floatfmt=floatfmt, missingval="") + "\n")
     print(df[cols].to_string(index=False))
