@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -76,9 +77,12 @@ def format_summary(row: dict[str, Any]) -> str:
 
 def collect_runs(roots: Sequence[str | Path]) -> pd.DataFrame:
     """Every ``metrics.json`` under ``roots`` as one DataFrame (one row per run, ``run_dir`` column)."""
+    def natural(path: Path) -> list:  # multirun job 2 before job 10
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
     rows = []
     for root in roots:
-        for path in sorted(Path(root).rglob("metrics.json")):
+        for path in sorted(Path(root).rglob("metrics.json"), key=natural):
             row = json.loads(path.read_text())
             row["run_dir"] = str(path.parent)
             rows.append(row)
