@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import wsol
 from wsol.data.datasets import ImageSource, WSOLDataset, build_source
-from wsol.data.transforms import build_eval_transform, build_train_transform
+from wsol.data.transforms import build_train_transform
 from wsol.models import CAMNet, build_model
 
 log = logging.getLogger(__name__)
@@ -67,11 +67,6 @@ def train_dataset_from_cfg(data: DictConfig, model: CAMNet) -> WSOLDataset:
     source = source_from_cfg(data, split_name(data, "train"), model.num_classes)
     transform = build_train_transform(data.resize_size, data.crop_size, data.hflip, model.mean, model.std)
     return WSOLDataset(source, transform)
-
-
-def eval_dataset_from_cfg(data: DictConfig, model: CAMNet, split: str) -> WSOLDataset:
-    source = source_from_cfg(data, split_name(data, split), model.num_classes)
-    return WSOLDataset(source, build_eval_transform(data.image_size, model.mean, model.std))
 
 
 def train_kwargs(train: DictConfig) -> dict[str, Any]:

@@ -32,13 +32,13 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import functional as TF
 from tqdm import tqdm
 
 from wsol import CONFIG_DIR
 from wsol.boxes import cams_to_boxes
 from wsol.cam import cam_classes, compute_cams, upsample_cams
 from wsol.data.datasets import ImageSource
+from wsol.data.transforms import build_eval_transform
 from wsol.data.records import ImageRecord
 from wsol.dtbox import dt_box, dt_rects_to_xyxy, heuristic_guesses, paste_ten_crop_cams, ten_crop_boxes
 from wsol.metrics import TopkLocalizationEvaluator
@@ -80,16 +80,6 @@ class _EvalItems(Dataset):
 def _collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[int], list[tuple[int, int]]]:
     images, labels, indices, sizes = zip(*batch)
     return torch.stack(images), torch.as_tensor(labels), list(indices), list(sizes)
-
-
-def _square_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Image.Image], torch.Tensor]:
-    """Whole image resized to ``size x size`` (no crop, aspect not kept), to tensor, normalised."""
-
-    def transform(image: Image.Image) -> torch.Tensor:
-        x = TF.to_tensor(image.resize((size, size), Image.BILINEAR))
-        return TF.normalize(x, mean, std)
-
-    return transform
 
 
 # ----------------------------------------------------------------------------- scorers
@@ -247,7 +237,7 @@ def evaluate_model(
         scorer = build_scorer(protocol, topk=topk, cam_threshold=cam_threshold,
                               cam_curve_interval=cam_curve_interval, iou_thresholds=iou_thresholds,
                               blacklist=annotations.blacklist, load_mask=load_mask, box_method=box_method)
-        loader = DataLoader(_EvalItems(source, _square_transform(image_size, model.mean, model.std)),
+        loader = DataLoader(_EvalItems(source, build_eval_transform(image_size, model.mean, model.std)),
                             batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate)
         for images, labels, indices, sizes in tqdm(loader, desc=f"evaluate[{protocol}]", unit="batch",
                                                    disable=None):
@@ -289,7 +279,7 @@ def _evaluate_cam16(model: CAMNet, source: ImageSource, *, batch_size: int, num_
     annotations = source.annotations
     boxes10, flipped = ten_crop_boxes(size, crop)
     evaluator = TopkLocalizationEvaluator(topk=(1, 5), blacklist=annotations.blacklist)
-    loader = DataLoader(_EvalItems(source, _square_transform(size, model.mean, model.std)), batch_size=batch_size,
+    loader = DataLoader(_EvalItems(source, build_eval_transform(size, model.mean, model.std)), batch_size=batch_size,
                         shuffle=False, num_workers=num_workers, collate_fn=_collate)
     if model.num_classes < 3:
         raise ValueError(f"cam16_heuristics needs >= 3 classes (top-3 guesses); the model has {model.num_classes}")
