@@ -410,7 +410,9 @@ def rescore_from_cfg(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     out = rescore_cam_store(store, source, protocol=ev.protocol, topk=cfg.cam.topk, cam_threshold=ev.cam_threshold,
                             cam_curve_interval=ev.cam_curve_interval, iou_thresholds=list(ev.iou_thresholds),
                             batch_size=ev.batch_size, load_mask=_mask_loader(source), box_method=ev.box_method)
-    row: dict[str, Any] = {"dataset": cfg.data.name, "split": split_name(cfg.data, ev.split),
+    row: dict[str, Any] = {"dataset": cfg.data.name,
+                           "data_root": None if cfg.data.root is None else str(cfg.data.root),
+                           "split": split_name(cfg.data, ev.split),
                            "arch": meta.get("arch"), "pool": meta.get("pool"), "protocol": ev.protocol,
                            "seed": cfg.seed, "image_size": meta.get("image_size"), "cams": str(cfg.cams)}
     row.update(out.metrics)
