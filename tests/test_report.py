@@ -42,3 +42,14 @@ def test_format_summary_lists_present_metrics() -> None:
     text = format_summary({"dataset": "synthetic", "split": "test", "n_images": 3, "arch": "small_cnn",
                            "pool": "gap", "protocol": "paper", "seed": 0, "top1_loc_err": 12.345})
     assert "top1_loc_err         12.35" in text and "maxboxacc" not in text
+
+
+def test_boxacc_curves_are_plotted(tmp_path: Path) -> None:
+    from wsol.report import plot_boxacc_curves
+
+    run = tmp_path / "r"
+    _write(run, {"arch": "small_cnn", "pool": "gap", "dataset": "synthetic"})
+    (run / "boxacc_curve.csv").write_text("tau,boxacc_v1_iou50,boxacc_v2_iou70\n0.0,10,5\n0.5,40,20\n")
+    assert plot_boxacc_curves([tmp_path], tmp_path / "c.png") == 1
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert plot_boxacc_curves([tmp_path / "r" / "none"], tmp_path / "d.png") == 0

@@ -93,6 +93,37 @@ def collect_runs(roots: Sequence[str | Path]) -> pd.DataFrame:
     return df[first + [c for c in df.columns if c not in first]]
 
 
+def plot_boxacc_curves(roots: Sequence[str | Path], out_png: str | Path) -> int:
+    """Plot every ``boxacc_curve.csv`` under ``roots`` (BoxAcc vs CAM threshold tau, one line per run and
+    IoU) into ``out_png``; returns the number of runs plotted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = sorted(p for root in roots for p in Path(root).rglob("boxacc_curve.csv"))
+    if not paths:
+        return 0
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for path in paths:
+        curve = pd.read_csv(path)
+        meta = json.loads((path.parent / "metrics.json").read_text()) if (path.parent / "metrics.json").is_file() else {}
+        data = Path(str(meta.get("data_root") or meta.get("dataset", ""))).name
+        name = f"{path.parent.name}: {meta.get('arch', '')} ({meta.get('pool', '')}), {data}"
+        for col, style in (("boxacc_v1_iou50", "-"), ("boxacc_v2_iou70", ":")):
+            if col in curve:
+                ax.plot(curve["tau"], curve[col], style, label=f"{name}: {col}")
+    ax.set_xlabel("CAM threshold tau")
+    ax.set_ylabel("BoxAcc (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+    return len(paths)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``wsol-report RUN_DIR... --out results/<study>``: writes ``<study>.csv`` and ``<study>.md``."""
     parser = argparse.ArgumentParser(prog="wsol-report", description=main.__doc__)
@@ -108,4 +139,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     table = df[cols].astype(object).where(df[cols].notna(), None)  # empty cells, not "nan"
     floatfmt = tuple(".3f" if c in ("tau", "maxboxacc_tau") else ".2f" for c in cols)  # tau on a 0.001 grid
     out.with_suffix(".md").write_text(table.to_markdown(index=False, floatfmt=floatfmt, missingval="") + "\n")
+    if plot_boxacc_curves(args.roots, out.parent / f"{out.name}_boxacc.png"):
+        print(f"wrote {out.parent / (out.name + '_boxacc.png')}")
     print(df[cols].to_string(index=False))
