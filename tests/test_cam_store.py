@@ -1,8 +1,12 @@
-"""CAM store: sharded fp16 round trip, incomplete / corrupt stores, overflow, export, re-scoring."""
+"""CAM store: sharded fp16 round trip, bounded-memory reading, incomplete / corrupt stores, fp16 overflow,
+wsolevaluation score-map export, and re-scoring stored CAMs against the network."""
 
 from __future__ import annotations
 
+import json
+import weakref
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,65 +17,224 @@ from wsol.data.datasets import build_source
 from wsol.evaluate import evaluate_model, rescore_cam_store
 from wsol.models import build_model
 
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+META = {"dataset": "toy", "split": "val", "topk": 2}
 
-def _batch(start: int, b: int, seed: int) -> tuple[torch.Tensor, ...]:
+
+def _batch(start: int, b: int, seed: int) -> Batch:
+    """``b`` images with indices ``start..start+b-1``: top-2 + GT classes, 4x5 CAMs of magnitude ~100."""
     g = torch.Generator().manual_seed(seed)
-    return (torch.arange(start, start + b), torch.full((b, 2), 7), torch.randint(0, 9, (b, 3), generator=g),
+    sizes = torch.stack([torch.arange(start, start + b) + 10, torch.full((b,), 7)], 1)
+    return (torch.arange(start, start + b), sizes, torch.randint(0, 9, (b, 3), generator=g),
             torch.rand(b, 3, generator=g), torch.randn(b, 3, 4, 5, generator=g) * 100)
 
 
-def test_round_trip_across_shards(tmp_path: Path) -> None:
-    batches = [_batch(0, 3, 0), _batch(3, 4, 1), _batch(7, 3, 2)]  # 10 images, shards of 4: 4 + 4 + 2
-    with CAMStoreWriter(tmp_path / "s", shard_size=4, meta={"topk": 2}) as writer:
+def _write(path: Path, batches: list[Batch], shard_size: int = 4, meta: dict[str, Any] = META) -> CAMStore:
+    with CAMStoreWriter(path, shard_size=shard_size, meta=meta) as writer:
         for b in batches:
             writer.add(*b)
-    store = CAMStore(tmp_path / "s")
-    assert len(store) == 10 and store.meta == {"topk": 2}
-    assert [s["count"] for s in store.index["shards"]] == [4, 4, 2]
+    return CAMStore(path)
+
+
+# ----------------------------------------------------------------------------- round trip
+def test_round_trip_across_shards_with_partial_last(tmp_path: Path) -> None:
+    # 10 images in batches of 3, 4, 3 and shards of 4: shards of 4 + 4 + 2.
+    batches = [_batch(0, 3, 0), _batch(3, 4, 1), _batch(7, 3, 2)]
+    store = _write(tmp_path / "s", batches)
+    assert len(store) == 10 and store.meta == META
+    index = json.loads((tmp_path / "s" / "index.json").read_text())
+    assert index["format_version"] == 1 and index["dtype"] == "float16" and index["num_images"] == 10
+    assert index["cam_shape"] == [3, 4, 5]
+    assert [(s["file"], s["count"]) for s in index["shards"]] == [
+        ("shard_00000.pt", 4), ("shard_00001.pt", 4), ("shard_00002.pt", 2)]
+    assert not list((tmp_path / "s").glob("*.tmp"))
+
     got = list(store.iter_batches(batch_size=3))
-    assert [len(b["indices"]) for b in got] == [3, 1, 3, 1, 2]  # batches never cross a shard
+    assert [len(b["indices"]) for b in got] == [3, 1, 3, 1, 2]  # a batch never spans two shards
+    expected = {k: torch.cat([b[i] for b in batches]) for i, k in enumerate(("indices", "sizes", "classes",
+                                                                            "scores", "cams"))}
+    for key in ("indices", "sizes", "classes", "scores"):
+        assert torch.equal(torch.cat([b[key] for b in got]), expected[key]), key
     cams = torch.cat([b["cams"] for b in got])
-    expected = torch.cat([b[4] for b in batches])
-    assert torch.equal(cams, expected.half().float())  # exact up to the float16 rounding
-    assert torch.equal(torch.cat([b["classes"] for b in got]), torch.cat([b[2] for b in batches]))
-    assert torch.equal(torch.cat([b["indices"] for b in got]), torch.arange(10))
+    assert cams.dtype == torch.float32
+    assert torch.equal(cams, expected["cams"].half().float())  # exact up to the float16 rounding
+    assert not torch.equal(cams, expected["cams"])  # ... which did happen: the test cannot pass by accident
+    # Per-shard max |CAM| of the stored values.
+    assert index["shards"][2]["max_abs_cam"] == float(expected["cams"][8:].half().float().abs().max())
+    assert all(s["nonfinite"] == 0 for s in index["shards"])
 
 
-def test_incomplete_and_corrupt_stores(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError):
-        with CAMStoreWriter(tmp_path / "s", shard_size=2) as writer:
-            writer.add(*_batch(0, 3, 0))
+def test_one_add_larger_than_several_shards(tmp_path: Path) -> None:
+    store = _write(tmp_path / "s", [_batch(0, 11, 0)], shard_size=3)
+    assert [s["count"] for s in store.index["shards"]] == [3, 3, 3, 2]
+    assert torch.equal(torch.cat([b["indices"] for b in store.iter_batches(100)]), torch.arange(11))
+
+
+def test_empty_store(tmp_path: Path) -> None:
+    store = _write(tmp_path / "s", [])
+    assert len(store) == 0 and list(store.iter_batches()) == [] and store.index["cam_shape"] is None
+
+
+# ----------------------------------------------------------------------------- bounded memory
+def test_reader_holds_one_shard_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = _write(tmp_path / "s", [_batch(0, 10, 0)], shard_size=4)
+    real_load = torch.load
+    loaded: list[weakref.ref] = []  # the cams tensor of every shard loaded so far
+    alive_at_load: list[int] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        assert kwargs.get("weights_only") is True  # no pickled code from a store
+        alive_at_load.append(sum(r() is not None for r in loaded))
+        shard = real_load(*args, **kwargs)
+        loaded.append(weakref.ref(shard["cams"]))
+        return shard
+
+    monkeypatch.setattr(torch, "load", spy)
+    batches = store.iter_batches(batch_size=2)
+    kept = [next(batches)]
+    assert len(loaded) == 1  # lazy: only the first shard so far
+    kept += list(batches)  # the caller keeps every batch ...
+    assert len(loaded) == 3
+    assert alive_at_load == [0, 0, 0]  # ... yet each shard was released before the next was loaded
+    assert sum(r() is not None for r in loaded) == 0
+    assert len(kept) == 5  # 2 + 2 | 2 + 2 | 2
+
+
+# ----------------------------------------------------------------------------- incomplete / corrupt stores
+def test_interrupted_write_leaves_a_recognisably_incomplete_store(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with CAMStoreWriter(tmp_path / "s", shard_size=2, meta=META) as writer:
+            writer.add(*_batch(0, 3, 0))  # one full shard on disk
             raise RuntimeError("interrupted")
-    with pytest.raises(FileNotFoundError, match="not a complete CAM store"):
+    assert (tmp_path / "s" / "shard_00000.pt").is_file()
+    assert not (tmp_path / "s" / "index.json").exists()
+    with pytest.raises(FileNotFoundError, match=r"index.json missing: .* not a complete CAM store"):
+        CAMStore(tmp_path / "s")
+    # A new writer refuses to mix its shards with the stale ones, and never overwrites a complete store.
+    with pytest.raises(FileExistsError, match="incomplete CAM store"):
+        CAMStoreWriter(tmp_path / "s", meta=META)
+    _write(tmp_path / "t", [_batch(0, 2, 0)])
+    with pytest.raises(FileExistsError, match="already there"):
+        CAMStoreWriter(tmp_path / "t", meta=META)
+
+
+def test_missing_corrupt_and_mismatched_shards_name_the_file(tmp_path: Path) -> None:
+    store_dir = tmp_path / "s"
+    _write(store_dir, [_batch(0, 6, 0)], shard_size=4)  # shards of 4 + 2
+    shard0, shard1 = store_dir / "shard_00000.pt", store_dir / "shard_00001.pt"
+    good1 = shard1.read_bytes()
+
+    shard1.write_bytes(good1[: len(good1) // 2])  # truncated
+    with pytest.raises(ValueError, match=r"shard_00001.pt: unreadable CAM shard"):
+        list(CAMStore(store_dir).iter_batches())
+
+    shard1.write_bytes(shard0.read_bytes())  # a valid shard, but of 4 images where the index says 2
+    with pytest.raises(ValueError, match=r"shard_00001.pt: indices is \(\(4,\).* says 2 images"):
+        list(CAMStore(store_dir).iter_batches())
+
+    shard = torch.load(shard0, weights_only=True)
+    torch.save({**shard, "cams": shard["cams"][:, :, :3]}, shard1.with_suffix(".x"))  # wrong CAM shape
+    torch.save({k: v[:2] for k, v in torch.load(shard1.with_suffix(".x"), weights_only=True).items()}, shard1)
+    with pytest.raises(ValueError, match=r"shard_00001.pt: cams is"):
+        list(CAMStore(store_dir).iter_batches())
+
+    shard1.unlink()  # missing: refused on opening, before any work
+    with pytest.raises(FileNotFoundError, match=r"shard_00001.pt: shard listed in index.json is missing"):
+        CAMStore(store_dir)
+
+
+def test_unsupported_format_version(tmp_path: Path) -> None:
+    _write(tmp_path / "s", [_batch(0, 2, 0)])
+    index_path = tmp_path / "s" / "index.json"
+    index_path.write_text(json.dumps({**json.loads(index_path.read_text()), "format_version": 99}))
+    with pytest.raises(ValueError, match=r"index.json: unsupported CAM store format_version 99"):
         CAMStore(tmp_path / "s")
 
-    with CAMStoreWriter(tmp_path / "t", shard_size=2) as writer:
-        writer.add(*_batch(0, 4, 0))
-    (tmp_path / "t" / "shard_00001.pt").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="shard_00001.pt: unreadable CAM shard"):
-        list(CAMStore(tmp_path / "t").iter_batches())
-    (tmp_path / "t" / "shard_00001.pt").unlink()
-    with pytest.raises(FileNotFoundError, match="shard_00001.pt: shard listed in index.json is missing"):
-        list(CAMStore(tmp_path / "t").iter_batches())
+
+# ----------------------------------------------------------------------------- writer validation
+def test_fp16_overflow_is_refused_naming_the_image(tmp_path: Path) -> None:
+    idx, sizes, classes, scores, cams = _batch(10, 3, 0)
+    cams[1, 0, 0, 0] = -7e4  # beyond -65504: float16 would give -inf
+    writer = CAMStoreWriter(tmp_path / "s", meta=META)
+    with pytest.raises(ValueError, match=r"image indices \[11\] exceeds the float16 range"):
+        writer.add(idx, sizes, classes, scores, cams)
+    cams[1, 0, 0, 0] = 65504.0  # the largest float16 is fine
+    writer.add(idx, sizes, classes, scores, cams)
+    writer.close()
+    assert CAMStore(tmp_path / "s").index["shards"][0]["max_abs_cam"] == 65504.0
 
 
-def test_fp16_overflow_is_refused(tmp_path: Path) -> None:
-    idx, sizes, classes, scores, cams = _batch(10, 2, 0)
-    cams[1, 0, 0, 0] = 1e6
-    with pytest.raises(ValueError, match="image index 11 .* float16 range"):
-        CAMStoreWriter(tmp_path / "s").add(idx, sizes, classes, scores, cams)
+def test_nonfinite_cams_are_stored_faithfully_and_counted(tmp_path: Path) -> None:
+    idx, sizes, classes, scores, cams = _batch(0, 2, 0)
+    cams[0, 2, 1, 1], cams[1, 0, 0, 0] = float("nan"), float("inf")
+    store = _write(tmp_path / "s", [(idx, sizes, classes, scores, cams)])
+    got = next(store.iter_batches())["cams"]
+    assert got[0, 2, 1, 1].isnan() and got[1, 0, 0, 0] == float("inf")
+    assert store.index["shards"][0]["nonfinite"] == 2
 
 
-def test_export_names_and_refuses_overwrite(tmp_path: Path) -> None:
-    with CAMStoreWriter(tmp_path / "s") as writer:
-        writer.add(*_batch(0, 2, 0))
-    ids = ["val/a.JPEG", "val/b.JPEG"]
-    n = export_wsoleval_scoremaps(CAMStore(tmp_path / "s"), ids, tmp_path / "maps", lambda cam: cam * 0 + 1)
-    assert n == 2 and np.load(tmp_path / "maps" / "val" / "a.JPEG.npy").shape == (4, 5)
-    with pytest.raises(FileExistsError, match="a.JPEG.npy exists"):
-        export_wsoleval_scoremaps(CAMStore(tmp_path / "s"), ids, tmp_path / "maps", lambda cam: cam)
+def test_writer_rejects_bad_batches(tmp_path: Path) -> None:
+    writer = CAMStoreWriter(tmp_path / "s", meta=META)
+    idx, sizes, classes, scores, cams = _batch(0, 2, 0)
+    with pytest.raises(ValueError, match="inconsistent batch shapes"):
+        writer.add(idx, sizes, classes, scores, cams[:1])
+    with pytest.raises(ValueError, match="indices must be an integer tensor"):
+        writer.add(idx.float(), sizes, classes, scores, cams)
+    with pytest.raises(ValueError, match="meta topk=2 means 3"):  # the re-scorer relies on topk
+        writer.add(idx, sizes, classes[:, :2], scores[:, :2], cams[:, :2])
+    writer.add(idx, sizes, classes, scores, cams)
+    with pytest.raises(ValueError, match=r"differ from the store's \[B,3,4,5\]"):
+        writer.add(*_batch(2, 2, 1)[:4], torch.zeros(2, 3, 4, 6))
+    with pytest.raises(ValueError, match=r"image indices \[1\] are repeated"):
+        writer.add(*_batch(1, 2, 1))
+    writer.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        writer.add(*_batch(5, 1, 0))
+    with pytest.raises(ValueError, match="JSON-serialisable"):
+        CAMStoreWriter(tmp_path / "u", meta={"arch": object()})
 
 
+# ----------------------------------------------------------------------------- wsolevaluation export
+def _scale_to_unit(cam: np.ndarray) -> np.ndarray:
+    """A stand-in for ``wsoleval_scoremap``: min-max at feature resolution, float32."""
+    return ((cam - cam.min()) / (cam.max() - cam.min())).astype(np.float32)
+
+
+def test_export_names_contents_and_refusal_to_overwrite(tmp_path: Path) -> None:
+    ids = ["val/a.JPEG", "val/sub/b.JPEG", "c.png"]
+    batch = _batch(0, 3, 0)
+    store = _write(tmp_path / "s", [batch], meta={**META, "image_ids": ids})
+    out = tmp_path / "maps"
+    assert export_wsoleval_scoremaps(store, ids, out, _scale_to_unit) == 3
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "c.png.npy", "val/a.JPEG.npy", "val/sub/b.JPEG.npy"]
+    # The GT class's CAM is the last of the k+1 maps.
+    got = np.load(out / "val" / "sub" / "b.JPEG.npy")
+    np.testing.assert_array_equal(got, _scale_to_unit(batch[4][1, -1].half().float().numpy()))
+
+    (out / "c.png.npy").unlink()
+    with pytest.raises(FileExistsError, match=r"a.JPEG.npy exists \(2 of 3"):
+        export_wsoleval_scoremaps(store, ids, out, _scale_to_unit)
+    assert not (out / "c.png.npy").exists()  # checked up front: a refusal writes nothing
+    assert export_wsoleval_scoremaps(store, ids, out, lambda cam: np.ones_like(cam), overwrite=True) == 3
+    assert np.load(out / "val" / "a.JPEG.npy").min() == 1.0
+
+
+def test_export_validates_ids_and_score_maps(tmp_path: Path) -> None:
+    ids = ["a.jpg", "b.jpg"]
+    store = _write(tmp_path / "s", [_batch(0, 2, 0)], meta={**META, "image_ids": ids})
+    with pytest.raises(ValueError, match="other images"):
+        export_wsoleval_scoremaps(store, ["a.jpg", "x.jpg"], tmp_path / "m", _scale_to_unit)
+    bare = _write(tmp_path / "t", [_batch(0, 2, 0)])
+    with pytest.raises(ValueError, match="outside the 1 image ids"):
+        export_wsoleval_scoremaps(bare, ["a.jpg"], tmp_path / "m", _scale_to_unit)
+    with pytest.raises(ValueError, match="not a relative path"):
+        export_wsoleval_scoremaps(bare, ["../a.jpg", "b.jpg"], tmp_path / "m", _scale_to_unit)
+    with pytest.raises(ValueError, match=r"score map of 'a.jpg' holds NaN or values outside \[0, 1\]"):
+        export_wsoleval_scoremaps(store, ids, tmp_path / "m", lambda cam: cam)
+
+
+# ----------------------------------------------------------------------------- re-scoring
 def test_rescoring_stored_cams_matches_the_network(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build_model("small_cnn", num_classes=4, width=4)
@@ -85,7 +248,8 @@ def test_rescoring_stored_cams_matches_the_network(tmp_path: Path) -> None:
         assert again[key] == direct[key]
     for key in ("top1_loc_err", "top3_loc_err", "gt_known_loc_err"):  # fp16 may move a box: at most 1 image
         assert abs(again[key] - direct[key]) <= 100 / 16 + 1e-9
-    ws = rescore_cam_store(CAMStore(tmp_path / "cams"), source, protocol="wsolevaluation", **kw).metrics
+    ws = rescore_cam_store(CAMStore(tmp_path / "cams"), source, protocol="wsolevaluation", box_method="exact",
+                           **kw).metrics
     assert 0 <= ws["maxboxacc"] <= 100
     with pytest.raises(ValueError, match="cannot be re-scored"):
         rescore_cam_store(CAMStore(tmp_path / "cams"), source, protocol="cam16_heuristics", **kw)
