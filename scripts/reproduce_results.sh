@@ -2,7 +2,7 @@
 # Regenerates the committed result tables in results/ from a clean checkout (CPU is enough).
 #   scripts/reproduce_results.sh [default] [real] [arch_pool] [gap_vs_gmp]     (no argument: all)
 # Run dirs go to $OUT (default outputs/results); real images are read from $SHARED (../shared/data).
-# Times on 2 CPU cores: default ~6 min, real ~4 min, arch_pool ~20 min, gap_vs_gmp ~25 min.
+# Times on 2 CPU cores: default ~6 min, real ~4 min, arch_pool ~11 min, gap_vs_gmp ~25 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-outputs/results}
