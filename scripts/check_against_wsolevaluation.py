@@ -17,7 +17,6 @@ import contextlib
 import io
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
