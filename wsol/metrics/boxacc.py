@@ -273,22 +273,12 @@ def _k_fill_holes(u8: np.ndarray) -> np.ndarray:
     return psi.reshape(height, width)
 
 
-def _k_sweep_down(vals2d: np.ndarray, gt: np.ndarray, need: np.ndarray, with_area: bool):
-    """Union-find over pixels by decreasing value, 8-connected: the components of {vals > L} for L = 254..0.
-
-    For every needed level L returns the best IoU over all components' boxes (``x + w`` convention,
-    clipped), and -- when ``with_area`` -- the box and IoU of the component of largest contour area
-    (area counted in half pixels from 2x2 windows; ties to the component whose first raster pixel is last,
-    OpenCV's list order). An empty set gives the box [0, 0, 0, 0].
-    """
-    height, width = vals2d.shape
-    n = height * width
+def _k_pixel_order(vals2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Counting sort of the pixels of a uint8 map by value: ``(start int64[257], order int32[n])``; the pixels
+    of value v are ``order[start[v]:start[v + 1]]``, in raster order. Shared by the sweeps (and computed once
+    per map when two sweeps read the same map)."""
     vals = vals2d.ravel()
-    n_gt = gt.shape[0]
-    gt_area = np.empty(n_gt, np.float64)
-    for g in range(n_gt):
-        gt_area[g] = (gt[g, 2] - gt[g, 0] + 1.0) * (gt[g, 3] - gt[g, 1] + 1.0)
-    # counting sort of the pixels by value
+    n = vals.shape[0]
     start = np.zeros(257, np.int64)
     for p in range(n):
         start[vals[p] + 1] += 1
@@ -300,6 +290,22 @@ def _k_sweep_down(vals2d: np.ndarray, gt: np.ndarray, need: np.ndarray, with_are
         v = vals[p]
         order[fill[v]] = p
         fill[v] += 1
+    return start, order
+
+
+def _k_sweep_down(vals2d: np.ndarray, start: np.ndarray, order: np.ndarray, gt: np.ndarray, gt_area: np.ndarray,
+                  need: np.ndarray, with_area: bool):
+    """Union-find over pixels by decreasing value, 8-connected: the components of {vals > L} for L = 254..0.
+
+    For every needed level L returns the best IoU over all components' boxes (``x + w`` convention,
+    clipped), and -- when ``with_area`` -- the box and IoU of the component of largest contour area
+    (area counted in half pixels from 2x2 windows; ties to the component whose first raster pixel is last,
+    OpenCV's list order). An empty set gives the box [0, 0, 0, 0].
+    """
+    height, width = vals2d.shape
+    n = height * width
+    vals = vals2d.ravel()
+    n_gt = gt.shape[0]
     # Contour area in half pixels, from 2x2 windows: a window adds 1 once three of its pixels are in (the
     # triangle) and 1 more once all four are (the square). Each increment is credited to the window pixel
     # whose arrival completes it -- the second-smallest and the smallest value -- and summed over unions:
@@ -436,7 +442,8 @@ def _k_sweep_down(vals2d: np.ndarray, gt: np.ndarray, need: np.ndarray, with_are
     return best_all, best_v1, box_v1
 
 
-def _k_sweep_holes(u8: np.ndarray, gt: np.ndarray, need: np.ndarray) -> np.ndarray:
+def _k_sweep_holes(u8: np.ndarray, start: np.ndarray, order: np.ndarray, gt: np.ndarray, gt_area: np.ndarray,
+                   need: np.ndarray) -> np.ndarray:
     """Union-find over pixels by increasing value, 4-connected: the holes of {u8 > L} for L = 0..254.
 
     A hole is a component of {u8 <= L} that does not reach the image edge; its contour's bounding rect is its
@@ -445,22 +452,7 @@ def _k_sweep_holes(u8: np.ndarray, gt: np.ndarray, need: np.ndarray) -> np.ndarr
     """
     height, width = u8.shape
     n = height * width
-    vals = u8.ravel()
     n_gt = gt.shape[0]
-    gt_area = np.empty(n_gt, np.float64)
-    for g in range(n_gt):
-        gt_area[g] = (gt[g, 2] - gt[g, 0] + 1.0) * (gt[g, 3] - gt[g, 1] + 1.0)
-    start = np.zeros(257, np.int64)
-    for p in range(n):
-        start[vals[p] + 1] += 1
-    for v in range(256):
-        start[v + 1] += start[v]
-    order = np.empty(n, np.int32)
-    fill = start[:256].copy()
-    for p in range(n):
-        v = vals[p]
-        order[fill[v]] = p
-        fill[v] += 1
     parent = np.full(n, -1, np.int32)
     size = np.zeros(n, np.int32)
     bx0 = np.empty(n, np.int32)
@@ -549,10 +541,10 @@ def _k_sweep_holes(u8: np.ndarray, gt: np.ndarray, need: np.ndarray) -> np.ndarr
     return best_hole
 
 
-_FAST_KERNELS: tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]] | None = None
+_FAST_KERNELS: tuple[Callable[..., Any], ...] | None = None
 
 
-def _fast_kernels() -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+def _fast_kernels() -> tuple[Callable[..., Any], ...]:
     """The numba-compiled kernels (compiled on first use; the machine code is cached on disk)."""
     global _FAST_KERNELS
     if _FAST_KERNELS is None:
@@ -561,7 +553,7 @@ def _fast_kernels() -> tuple[Callable[..., Any], Callable[..., Any], Callable[..
         except ImportError as err:
             raise ImportError("BoxAccEvaluator(method='fast') needs numba (pip install numba)") from err
         jit = numba.njit(cache=True, nogil=True)
-        _FAST_KERNELS = (jit(_k_fill_holes), jit(_k_sweep_down), jit(_k_sweep_holes))
+        _FAST_KERNELS = (jit(_k_fill_holes), jit(_k_pixel_order), jit(_k_sweep_down), jit(_k_sweep_holes))
     return _FAST_KERNELS
 
 
@@ -609,22 +601,25 @@ def _fast_level_results(
     u8: np.ndarray, gt: np.ndarray, levels: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """V1 IoU, V2 IoU and V1 box (int64 ``[len(levels), 4]``) at the given levels, by the level-set sweep."""
-    fill_holes, sweep_down, sweep_holes = _fast_kernels()
+    fill_holes, pixel_order, sweep_down, sweep_holes = _fast_kernels()
     need = np.zeros(256, dtype=np.bool_)
     need[levels] = True
     u8 = np.ascontiguousarray(u8)
     gt = np.ascontiguousarray(gt, dtype=np.int64)
+    gt_area = ((gt[:, 2] - gt[:, 0] + 1.0) * (gt[:, 3] - gt[:, 1] + 1.0)).astype(np.float64)
+    start, order = pixel_order(u8)
     psi = fill_holes(u8)
     if np.array_equal(psi, u8):
         # No level has a hole (a hole pixel has u8 <= L < psi), so the outer contours are all the contours
         # and {psi > L} == {u8 > L}: one sweep gives V1 and V2.
-        v2, v1, v1_box = sweep_down(u8, gt, need, True)
+        v2, v1, v1_box = sweep_down(u8, start, order, gt, gt_area, need, True)
     else:
         # V2: every outer contour (components of {u8 > L}) and every hole contour.
-        outer_best, _, _ = sweep_down(u8, gt, need, False)
-        hole_best = sweep_holes(u8, gt, need)
+        outer_best, _, _ = sweep_down(u8, start, order, gt, gt_area, need, False)
+        hole_best = sweep_holes(u8, start, order, gt, gt_area, need)
         # V1: the largest contour is a component of the hole-filled level set {psi > L}.
-        _, v1, v1_box = sweep_down(psi, gt, need, True)
+        psi_start, psi_order = pixel_order(psi)
+        _, v1, v1_box = sweep_down(psi, psi_start, psi_order, gt, gt_area, need, True)
         v2 = np.maximum(outer_best, hole_best)
     return v1[levels], v2[levels], v1_box[levels]
 
