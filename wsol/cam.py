@@ -57,7 +57,7 @@ def upsample_cams(cams: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(cams.float(), size=size, mode="bilinear", align_corners=False)
 
 
-def normalize_cams(cams: torch.Tensor) -> torch.Tensor:
+def normalize_cams(cams: torch.Tensor, mode: str = "minmax") -> torch.Tensor:
     """Min-max normalise each map of ``[..., H, W]`` to [0, 1]; constant maps become zeros.
 
     Raises:
@@ -67,6 +67,9 @@ def normalize_cams(cams: torch.Tensor) -> torch.Tensor:
         bad = (~torch.isfinite(cams)).flatten(-2).any(-1).nonzero().tolist()
         raise ValueError(f"CAM contains NaN/inf at map indices {bad[:5]}")
     flat = cams.flatten(-2)
+    if mode == "max":
+        hi = flat.amax(-1, keepdim=True)
+        return torch.where(hi > 0, flat / hi.clamp_min(torch.finfo(flat.dtype).tiny), torch.zeros_like(flat)).view_as(cams)
     lo = flat.amin(-1, keepdim=True)
     span = flat.amax(-1, keepdim=True) - lo
     out = torch.where(span > 0, (flat - lo) / span.clamp_min(torch.finfo(flat.dtype).tiny), torch.zeros_like(flat))

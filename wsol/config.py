@@ -1,41 +1,51 @@
-"""Turning the Hydra config into explicit keyword arguments — used by the entry points only.
+"""Turning the Hydra config into explicit arguments — used by the entry points only.
 
-Library functions never see a ``DictConfig``; the mains (``wsol.run``, ``wsol.train``,
-``wsol.evaluate``) call these helpers, and every default lives in ``configs/``.
+Library functions never see a ``DictConfig``: the mains (``wsol.run``, ``wsol.train``, ``wsol.evaluate``) call these
+helpers, and every default lives in ``configs/``. ``check_config`` validates a whole composed config before any
+expensive work and reports every problem at once.
 """
 
 from __future__ import annotations
 
-import json
+import inspect
 import logging
 import platform
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import torch
-import torchvision
 from omegaconf import DictConfig, OmegaConf
 
 import wsol
-from wsol.data.datasets import ImageSource, WSOLDataset, build_source
-from wsol.data.transforms import build_train_transform
-from wsol.models import CAMNet, build_model
 
 log = logging.getLogger(__name__)
 
+#: Keys every data config has; the others are the selected dataset factory's own options.
+DATA_COMMON_KEYS = ("name", "root", "num_classes", "train_split", "val_split", "test_split", "image_size",
+                    "crop_size", "resize_size", "hflip", "on_error")
+
 
 def to_dict(node: DictConfig | None) -> dict[str, Any]:
-    """A resolved plain ``dict`` of a config node (``{}`` for ``None``)."""
-    return {} if node is None else OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+    """A resolved plain ``dict`` of a config node (``{}`` for ``None``); Enums become their names."""
+    if node is None:
+        return {}
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
 
-def source_from_cfg(data: DictConfig, split: str, num_classes: int | None = None) -> ImageSource:
+def value(x: Any) -> Any:
+    """An Enum config value as its plain name (``Protocol.paper`` -> ``"paper"``); anything else unchanged."""
+    return getattr(x, "value", x)
+
+
+# ----------------------------------------------------------------------------- data and model
+def source_from_cfg(data: DictConfig, split: str, num_classes: int | None = None) -> Any:
     """Build split ``split`` of the dataset described by a ``configs/data/*.yaml`` node.
 
-    ``num_classes`` (the model's) is used when ``data.num_classes`` is null: labels are then checked
-    against the model's classifier (e.g. 1000 for an ImageNet model on a subset of ImageNet).
+    ``num_classes`` (the model's) is used when ``data.num_classes`` is null: labels are then checked against the
+    model's classifier (e.g. 1000 for an ImageNet model on a subset of ImageNet).
     """
+    from wsol.data.datasets import build_source
+
     kwargs = to_dict(data.get("kwargs"))
     n = data.num_classes if data.num_classes is not None else num_classes
     return build_source(data.name, split=split, root=data.root, num_classes=n, on_error=data.on_error, **kwargs)
@@ -52,39 +62,163 @@ def split_name(data: DictConfig, which: str) -> str:
     return str(name)
 
 
-def model_from_cfg(model: DictConfig, num_classes: int | None) -> CAMNet:
+def model_from_cfg(model: DictConfig, num_classes: int | None) -> Any:
     """Build the model described by a ``configs/model/*.yaml`` node.
 
-    ``num_classes=None`` (a dataset config with ``num_classes: null``) keeps the model's own default
-    (1000 ImageNet classes), so a pretrained ImageNet model can be scored without fine-tuning.
+    ``num_classes=None`` (a dataset config with ``num_classes: null``) keeps the model's own default (1000 ImageNet
+    classes), so a pretrained ImageNet model can be scored without fine-tuning.
     """
+    from wsol.models import build_model
+
     extra = {} if num_classes is None else {"num_classes": num_classes}
-    return build_model(model.name, pool=model.pool, pretrained=model.pretrained, weights_path=model.weights_path,
-                       **extra, **to_dict(model.get("kwargs")))
+    return build_model(model.name, pool=value(model.pool), pretrained=model.pretrained,
+                       weights_path=model.weights_path, **extra, **to_dict(model.get("kwargs")))
 
 
-def train_dataset_from_cfg(data: DictConfig, model: CAMNet) -> WSOLDataset:
-    source = source_from_cfg(data, split_name(data, "train"), model.num_classes)
-    transform = build_train_transform(data.resize_size, data.crop_size, data.hflip, model.mean, model.std)
-    return WSOLDataset(source, transform)
+def train_transform_from_cfg(data: DictConfig, model: Any) -> Any:
+    from wsol.data.transforms import build_train_transform
+
+    return build_train_transform(data.resize_size, data.crop_size, data.hflip, model.mean, model.std)
 
 
-def train_kwargs(train: DictConfig) -> dict[str, Any]:
-    """Keyword arguments of ``wsol.train.train_model`` from a ``configs/train/*.yaml`` node."""
-    return dict(
-        epochs=train.epochs, max_iters=train.max_iters, batch_size=train.batch_size,
-        accumulate_grad_batches=train.accumulate_grad_batches, lr=train.optimizer.lr,
-        momentum=train.optimizer.momentum, weight_decay=train.optimizer.weight_decay,
-        nesterov=train.optimizer.nesterov, new_layer_lr_mult=train.new_layer_lr_mult,
-        bias_lr_mult=train.bias_lr_mult,        scheduler=train.scheduler.name, scheduler_unit=train.scheduler.unit,
-        milestones=list(train.scheduler.milestones), gamma=train.scheduler.gamma,
-        warmup_iters=train.scheduler.warmup_iters, amp=train.amp, channels_last=train.channels_last,
-        num_workers=train.num_workers, checkpoint_every=train.checkpoint_every,
-        snapshot_every=train.snapshot_every, log_every=train.log_every,
-        resume=train.resume,
-    )
+# ----------------------------------------------------------------------------- training and evaluation settings
+def train_settings(train: DictConfig) -> Any:
+    """``wsol.engine.recipes.TrainSettings`` of a ``configs/train/*.yaml`` node (optimizer via ``_target_``)."""
+    from hydra.utils import instantiate
+
+    from wsol.engine.recipes import TrainSettings
+
+    opt = train.optimizer
+    try:
+        factory = instantiate(opt)
+    except Exception as err:  # an unknown _target_ or a bad key: name the node
+        raise ValueError(f"train.optimizer ({opt.get('_target_')}): {err}") from err
+    sch = train.scheduler
+    return TrainSettings(
+        recipe=value(train.recipe), epochs=train.epochs, max_iters=train.max_iters, batch_size=train.batch_size,
+        accumulate_grad_batches=train.accumulate_grad_batches, optimizer=factory, lr=float(opt.lr),
+        weight_decay=float(opt.get("weight_decay", 0.0)), new_layer_lr_mult=train.new_layer_lr_mult,
+        bias_lr_mult=train.bias_lr_mult, schedule=value(sch.name), schedule_unit=value(sch.unit),
+        milestones=tuple(sch.milestones), gamma=sch.gamma, warmup_iters=sch.warmup_iters, amp=train.amp,
+        channels_last=train.channels_last, sync_bn=train.sync_bn, num_workers=train.num_workers,
+        checkpoint_every=train.checkpoint_every, snapshot_every=train.snapshot_every, log_every=train.log_every,
+        feature_cache=train.feature_cache, svm_C=train.svm_C, svm_max_iter=train.svm_max_iter)
 
 
+def protocol_settings(cfg: DictConfig) -> Any:
+    """``wsol.evaluation.ProtocolSettings`` of ``cfg.eval`` + ``cfg.cam``."""
+    from wsol.evaluation import ProtocolSettings
+
+    ev = cfg.eval
+    return ProtocolSettings(protocol=value(ev.protocol), topk=cfg.cam.topk, cam_threshold=ev.cam_threshold,
+                            cam_curve_interval=ev.cam_curve_interval, iou_thresholds=tuple(ev.iou_thresholds),
+                            box_method=value(ev.box_method), tau_policy=value(ev.tau_policy), tau=ev.tau,
+                            tau_folds=ev.tau_folds)
+
+
+# ----------------------------------------------------------------------------- up-front validation
+def _range(problems: list[str], name: str, x: Any, lo: float, hi: float, *, lo_open: bool = False,
+           hi_open: bool = False, integer: bool = False) -> None:
+    if x is None:
+        return
+    if integer and (isinstance(x, bool) or int(x) != x):
+        problems.append(f"{name}={x!r}: must be an integer")
+        return
+    bad = (x <= lo if lo_open else x < lo) or (x >= hi if hi_open else x > hi)
+    if bad:
+        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        problems.append(f"{name}={x!r}: must lie in {interval}")
+
+
+def check_values(cfg: DictConfig) -> list[str]:
+    """Range and consistency checks of every value the run will use (no file is touched)."""
+    p: list[str] = []
+    inf = float("inf")
+    if "train" in cfg:
+        t = cfg.train
+        _range(p, "train.epochs", t.epochs, 1, inf, integer=True)
+        _range(p, "train.max_iters", t.max_iters, 1, inf, integer=True)
+        _range(p, "train.batch_size", t.batch_size, 1, inf, integer=True)
+        _range(p, "train.accumulate_grad_batches", t.accumulate_grad_batches, 1, inf, integer=True)
+        if t.batch_size >= 1 and t.accumulate_grad_batches >= 1 and t.batch_size % t.accumulate_grad_batches:
+            p.append(f"train.batch_size={t.batch_size} is not divisible by train.accumulate_grad_batches="
+                     f"{t.accumulate_grad_batches}")
+        _range(p, "train.checkpoint_every", t.checkpoint_every, 1, inf, integer=True)
+        _range(p, "train.log_every", t.log_every, 1, inf, integer=True)
+        _range(p, "train.snapshot_every", t.snapshot_every, 1, inf, integer=True)
+        _range(p, "train.num_workers", t.num_workers, 0, inf, integer=True)
+        _range(p, "train.optimizer.lr", t.optimizer.get("lr"), 0, inf, lo_open=True)
+        _range(p, "train.scheduler.gamma", t.scheduler.gamma, 0, 1, lo_open=True)
+        _range(p, "train.scheduler.warmup_iters", t.scheduler.warmup_iters, 0, inf, integer=True)
+        _range(p, "train.svm_C", t.svm_C, 0, inf, lo_open=True)
+        if "_target_" not in t.optimizer:
+            p.append("train.optimizer has no _target_ (choose one with train/optimizer=sgd|adamw)")
+    if "eval" in cfg:
+        e = cfg.eval
+        _range(p, "eval.cam_threshold", e.cam_threshold, 0, 1, lo_open=True, hi_open=True)
+        _range(p, "eval.cam_curve_interval", e.cam_curve_interval, 0, 1, lo_open=True, hi_open=True)
+        for t in e.iou_thresholds:
+            _range(p, "eval.iou_thresholds[]", t, 0, 100, lo_open=True)
+        if not e.iou_thresholds:
+            p.append("eval.iou_thresholds is empty")
+        _range(p, "eval.tau", e.tau, 0, 1, hi_open=True)
+        _range(p, "eval.tau_folds", e.tau_folds, 2, inf, integer=True)
+        _range(p, "eval.batch_size", e.batch_size, 1, inf, integer=True)
+        _range(p, "eval.num_workers", e.num_workers, 0, inf, integer=True)
+        policy = value(e.tau_policy)
+        if policy == "fixed":
+            if e.tau is None:
+                p.append("eval.tau_policy=fixed needs eval.tau")
+            elif 0 < e.cam_curve_interval < 1 and 0 <= e.tau < 1:
+                import numpy as np
+
+                grid = np.arange(0, 1, e.cam_curve_interval)
+                if not np.isclose(grid, e.tau, atol=1e-9, rtol=0).any():
+                    p.append(f"eval.tau={e.tau} is not on the threshold grid of eval.cam_curve_interval="
+                             f"{e.cam_curve_interval}")
+        if policy == "heldout" and cfg.data.get("val_split") is None:
+            p.append(f"eval.tau_policy=heldout needs a held-out split: data {cfg.data.name!r} has data.val_split=null "
+                     "(use crossfold, fixed or oracle)")
+        if policy == "heldout" and cfg.data.get("val_split") == cfg.data.get(f"{e.split}_split"):
+            p.append(f"eval.tau_policy=heldout: the held-out split {cfg.data.val_split!r} is the scored split")
+        if e.split not in ("train", "val", "test"):
+            p.append(f"eval.split={e.split!r}: expected train, val or test")
+        elif cfg.data.get(f"{e.split}_split") is None:
+            p.append(f"eval.split={e.split}: dataset {cfg.data.name!r} has no such split (data.{e.split}_split=null)")
+        if value(e.protocol) == "cam16_heuristics" and cfg.cam.topk < 5:
+            p.append(f"eval.protocol=cam16_heuristics needs cam.topk >= 5, got {cfg.cam.topk}")
+    if "cam" in cfg:
+        _range(p, "cam.topk", cfg.cam.topk, 1, inf, integer=True)
+    data = cfg.data
+    _range(p, "data.image_size", data.image_size, 1, inf, integer=True)
+    _range(p, "data.crop_size", data.crop_size, 1, inf, integer=True)
+    if data.crop_size is not None and data.resize_size is not None and data.crop_size > data.resize_size:
+        p.append(f"data.crop_size={data.crop_size} is larger than data.resize_size={data.resize_size}")
+    p += _check_data_keys(data)
+    return p
+
+
+def _check_data_keys(data: DictConfig) -> list[str]:
+    """Every non-common data key must be an option of the selected dataset factory."""
+    try:
+        import wsol.data  # noqa: F401  (registers the datasets)
+        from wsol.data.datasets import DATASETS
+
+        factory = DATASETS.get(data.name)
+    except KeyError as err:
+        return [f"data.name: {err.args[0]}"]
+    params = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return []
+    extra = [k for k in data if k not in DATA_COMMON_KEYS and k not in params]
+    if "kwargs" in data:  # the older nested layout
+        extra = [k for k in to_dict(data.kwargs) if k not in params]
+    return [f"data.{k}: not an option of dataset {data.name!r} (options: "
+            f"{', '.join(sorted(n for n in params if n not in ('split', 'root', 'num_classes', 'on_error')))})"
+            for k in extra]
+
+
+# ----------------------------------------------------------------------------- provenance and run files
 def git_commit() -> str:
     """The commit of the wsol checkout (``-dirty`` when it has uncommitted changes), or ``unknown``."""
     repo = Path(wsol.__file__).resolve().parent.parent
@@ -98,15 +232,39 @@ def git_commit() -> str:
         return "unknown"
 
 
-def provenance() -> dict[str, str]:
-    """Versions and commit recorded in every ``metrics.json``."""
+def provenance() -> dict[str, Any]:
+    """Versions, commit, machine and world size recorded in every ``metrics.json``."""
+    import torch
+    import torchvision
+
+    from wsol.engine.distributed import get_dist
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
     return {"wsol_version": wsol.__version__, "torch_version": torch.__version__,
             "torchvision_version": torchvision.__version__, "python_version": platform.python_version(),
-            "git_commit": git_commit()}
+            "git_commit": git_commit(), "device_name": device, "cpu_threads": torch.get_num_threads(),
+            "world_size": get_dist().world_size}
+
+
+def config_fingerprint(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved job config without what does not change results (worker counts, resume flags)."""
+    d = to_dict(cfg)
+    for section, key in (("train", "resume"), ("train", "num_workers"), ("eval", "num_workers"),
+                         ("eval", "resume"), (None, "name")):
+        (d.get(section, {}) if section else d).pop(key, None)
+    return d
 
 
 def save_run_files(out_dir: Path, cfg: DictConfig, metrics: dict[str, Any]) -> None:
-    """Write ``metrics.json`` and the resolved ``config.yaml`` into the run dir."""
+    """Write the resolved ``config.yaml`` and ``metrics.json`` (atomically; rank 0 only)."""
+    import json
+
+    from wsol.engine.distributed import get_dist
+    from wsol.io import atomic_write_json, atomic_write_text
+
+    if not get_dist().is_main:
+        return
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    metrics = {**metrics, "config_fingerprint": json.dumps(config_fingerprint(cfg), sort_keys=True)}
+    atomic_write_json(out_dir / "metrics.json", metrics)

@@ -1,0 +1,205 @@
+"""Structured-config schemas (Hydra ``ConfigStore``) and the run-dir resolver.
+
+The schemas give every config group its keys and types — and no values: every default lives once, in
+``configs/*.yaml``. Composed onto a schema, an unknown key (``eval.protocl=paper``, a typo in an experiment file) or
+a value of the wrong type (``eval.protocol=papr``, ``train.epochs=ten``) is an error at composition, before any work.
+Choices are Enums, so the message lists the valid values. The optimizer is chosen by config with Hydra's
+``_target_`` (``configs/train/optimizer/*.yaml``) and instantiated by the entry point; the data node's keys are
+checked against the selected dataset factory's signature (``wsol.config``) since each dataset has its own options.
+
+Run directories (``configs/hydra/default.yaml``): ``outputs/<task>/<name>`` when ``name`` is set (a stable place that
+``train.resume=auto`` and re-launched sweeps find again), the run dir of ``train.resume=PATH`` when it names one,
+else ``outputs/<task>/<timestamp>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+__all__ = ["RunSchema", "TrainRootSchema", "EvaluateSchema", "Protocol", "TauPolicy", "BoxMethod", "Pool", "Recipe", "Schedule", "ScheduleUnit", "register_configs",
+           "run_dir_for"]
+
+
+class Protocol(Enum):
+    paper = "paper"
+    wsolevaluation = "wsolevaluation"
+    cam16_heuristics = "cam16_heuristics"
+
+
+class TauPolicy(Enum):
+    oracle = "oracle"
+    fixed = "fixed"
+    heldout = "heldout"
+    crossfold = "crossfold"
+
+
+class BoxMethod(Enum):
+    auto = "auto"
+    exact = "exact"
+    fast = "fast"
+
+
+class Pool(Enum):
+    gap = "gap"
+    gmp = "gmp"
+
+
+class Recipe(Enum):
+    full = "full"
+    last_stage = "last_stage"
+    head = "head"
+    linear_svm = "linear_svm"
+
+
+class Schedule(Enum):
+    step = "step"
+    cosine = "cosine"
+    constant = "constant"
+
+
+class ScheduleUnit(Enum):
+    epoch = "epoch"
+    iter = "iter"
+
+
+@dataclass
+class PathsSchema:
+    data_dir: str = MISSING
+    cache_dir: Optional[str] = MISSING
+
+
+@dataclass
+class ModelSchema:
+    name: str = MISSING
+    pool: Pool = MISSING
+    pretrained: bool = MISSING
+    weights_path: Optional[str] = MISSING
+    kwargs: Dict[str, Any] = MISSING
+
+
+@dataclass
+class CamSchema:
+    topk: int = MISSING
+
+
+@dataclass
+class SchedulerSchema:
+    name: Schedule = MISSING
+    unit: ScheduleUnit = MISSING
+    milestones: List[float] = MISSING
+    gamma: float = MISSING
+    warmup_iters: int = MISSING
+
+
+@dataclass
+class TrainSchema:
+    recipe: Recipe = MISSING
+    epochs: int = MISSING
+    max_iters: Optional[int] = MISSING
+    batch_size: int = MISSING
+    accumulate_grad_batches: int = MISSING
+    optimizer: Any = MISSING
+    new_layer_lr_mult: float = MISSING
+    bias_lr_mult: float = MISSING
+    scheduler: SchedulerSchema = MISSING
+    amp: bool = MISSING
+    channels_last: bool = MISSING
+    sync_bn: bool = MISSING
+    num_workers: int = MISSING
+    checkpoint_every: int = MISSING
+    snapshot_every: Optional[int] = MISSING
+    log_every: int = MISSING
+    resume: Optional[str] = MISSING
+    feature_cache: bool = MISSING
+    svm_C: float = MISSING
+    svm_max_iter: int = MISSING
+
+
+@dataclass
+class EvalSchema:
+    protocol: Protocol = MISSING
+    split: str = MISSING
+    cam_threshold: float = MISSING
+    cam_curve_interval: float = MISSING
+    iou_thresholds: List[int] = MISSING
+    box_method: BoxMethod = MISSING
+    tau_policy: TauPolicy = MISSING
+    tau: Optional[float] = MISSING
+    tau_folds: int = MISSING
+    save_cams: bool = MISSING
+    resume: bool = MISSING
+    export_scoremaps: Optional[str] = MISSING
+    predictions: bool = MISSING
+    batch_size: int = MISSING
+    num_workers: int = MISSING
+
+
+@dataclass
+class _Common:
+    task_name: str = MISSING
+    name: Optional[str] = MISSING
+    seed: int = MISSING
+    device: str = MISSING
+    paths: PathsSchema = MISSING
+    data: Any = MISSING
+    model: ModelSchema = MISSING
+
+
+@dataclass
+class RunSchema(_Common):
+    train: TrainSchema = MISSING
+    cam: CamSchema = MISSING
+    eval: EvalSchema = MISSING
+
+
+@dataclass
+class TrainRootSchema(_Common):
+    train: TrainSchema = MISSING
+
+
+@dataclass
+class EvaluateSchema(_Common):
+    cam: CamSchema = MISSING
+    eval: EvalSchema = MISSING
+    checkpoint: Optional[str] = MISSING
+    cams: Optional[str] = MISSING
+
+
+def run_dir_for(task_name: str, name: Optional[str], resume: Optional[str], timestamp: str) -> str:
+    """The run directory (module docstring); ``train.resume=PATH`` to a run dir or a checkpoint inside one wins."""
+    if resume not in (None, "", "auto"):
+        path = Path(str(resume))
+        if path.is_dir():
+            return str(path)
+        if path.is_file():  # <run>/checkpoints/last.pt or <run>/model.pt
+            return str(path.parent.parent if path.parent.name == "checkpoints" else path.parent)
+    if name:
+        return f"outputs/{task_name}/{name}"
+    return f"outputs/{task_name}/{timestamp}"
+
+
+_registered = False
+
+
+def register_configs() -> None:
+    """Register the schemas in Hydra's ConfigStore and the ``wsol_run_dir`` resolver (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    cs = ConfigStore.instance()
+    cs.store(name="schema_run", node=RunSchema)
+    cs.store(name="schema_train", node=TrainRootSchema)
+    cs.store(name="schema_evaluate", node=EvaluateSchema)
+    if not OmegaConf.has_resolver("wsol_run_dir"):
+        OmegaConf.register_new_resolver("wsol_run_dir", run_dir_for)
+    if not OmegaConf.has_resolver("wsol_sweep_dir"):
+        OmegaConf.register_new_resolver(
+            "wsol_sweep_dir", lambda task, name, timestamp: f"multirun/{task}/{name or timestamp}")
+    _registered = True
+

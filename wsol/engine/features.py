@@ -1,0 +1,207 @@
+"""Frozen-feature cache for the ``head`` fine-tuning recipe (and the paper's linear-SVM experiment).
+
+When the whole backbone is frozen, the classifier only ever sees pooled features, and both poolings (GAP and
+GMP) of the same feature map come out of ONE forward pass. So the features of the training split are computed
+once per (model weights, input size, views, images) and reused by every head, pooling and seed:
+
+    ``pooled[view, image, pool, K]`` float32, views = the image resized to ``image_size`` (as the evaluation
+    sees it) and, with ``hflip``, its mirror; pools = ("gap", "gmp").
+
+Cost and saving are measured in ``results/imagenette/README.md``. The cache file lives in ``cache_dir`` under a
+name derived from a SHA-256 of everything the features depend on (architecture, a hash of the trunk's weights,
+input size, normalisation, views, image ids, data root); it is written atomically and loaded with
+``weights_only=True``, and a file whose recorded key differs is refused rather than reused.
+
+Training on the cache (``PooledHead``) uses the model's own ``dropout`` and ``classifier`` modules, so the
+trained classifier IS the CAM classifier: no copy, and ``forward_head`` on a feature map gives the same logits as
+the head on that map's pooled vector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from wsol.io import atomic_torch_save, load_torch_file
+from wsol.models.base import POOLS, CAMNet, global_pool
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PooledFeatures", "PooledHead", "PooledFeatureItems", "extract_pooled_features", "cached_pooled_features",
+           "weights_digest", "fit_linear_svm"]
+
+FORMAT_VERSION = 1
+
+
+class PooledFeatures:
+    """Pooled features of a split: ``pooled [V, N, 2, K]`` (views x images x (gap, gmp) x channels)."""
+
+    def __init__(self, pooled: torch.Tensor, labels: torch.Tensor, image_ids: list[str], meta: dict[str, Any]) -> None:
+        self.pooled, self.labels, self.image_ids, self.meta = pooled, labels, image_ids, meta
+
+    def of(self, pool: str) -> torch.Tensor:
+        """``[V, N, K]`` features of one pooling."""
+        if pool not in POOLS:
+            raise ValueError(f"unknown pool {pool!r}; expected one of {POOLS}")
+        return self.pooled[:, :, POOLS.index(pool)]
+
+
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 over the module's state dict (names, shapes, dtypes, bytes): identifies the frozen weights."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+class _Views(Dataset):
+    def __init__(self, source: Any, transform: Any) -> None:
+        self.source, self.transform = source, transform
+
+    def __len__(self) -> int:
+        return len(self.source.annotations)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(self.source.load(i))
+
+
+@torch.no_grad()
+def extract_pooled_features(model: CAMNet, source: Any, *, image_size: int, hflip: bool, batch_size: int,
+                            num_workers: int, device: torch.device) -> PooledFeatures:
+    """One pass of ``model.forward_features`` over ``source``; GAP and GMP of each map (and of its mirror).
+
+    Args:
+        model: a ``CAMNet``; evaluated in eval mode (BatchNorm running statistics, no dropout).
+        source: an ``ImageSource`` (``annotations`` + ``load(i)``).
+        image_size: the whole image resized to ``image_size`` squared (``wsol.data.transforms.build_eval_transform``).
+        hflip: also the mirrored view.
+
+    Returns:
+        ``PooledFeatures`` with ``V = 2 if hflip else 1``.
+    """
+    from tqdm import tqdm
+
+    from wsol.data.transforms import build_eval_transform
+
+    model.eval().to(device)
+    loader = DataLoader(_Views(source, build_eval_transform(image_size, model.mean, model.std)),
+                        batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    views = 2 if hflip else 1
+    chunks: list[torch.Tensor] = []
+    for images in tqdm(loader, desc="features", unit="batch", disable=None):
+        images = images.to(device)
+        per_view = []
+        for v in range(views):
+            feats = model.forward_features(images.flip(-1) if v else images).float()
+            per_view.append(torch.stack([global_pool(feats, p) for p in POOLS], 1).cpu())  # [B, 2, K]
+        chunks.append(torch.stack(per_view))  # [V, B, 2, K]
+    records = source.annotations.records
+    return PooledFeatures(torch.cat(chunks, 1), torch.tensor([r.label for r in records]),
+                          [r.image_id for r in records], {})
+
+
+def cached_pooled_features(model: CAMNet, source: Any, *, arch: str, cache_dir: str | Path | None, image_size: int,
+                           hflip: bool, batch_size: int, num_workers: int, device: torch.device,
+                           data_root: str | None) -> PooledFeatures:
+    """``extract_pooled_features`` through a cache file (module docstring); ``cache_dir=None`` disables it."""
+    records = source.annotations.records
+    key = {"format_version": FORMAT_VERSION, "arch": arch, "trunk_sha256": weights_digest(model.backbone)
+           + weights_digest(model.head), "image_size": image_size, "mean": list(model.mean), "std": list(model.std),
+           "hflip": hflip, "data_root": data_root,
+           "ids_sha256": hashlib.sha256("\n".join(r.image_id for r in records).encode()).hexdigest(),
+           "labels_sha256": hashlib.sha256(np.array([r.label for r in records], np.int64).tobytes()).hexdigest()}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    path = None if cache_dir is None else Path(cache_dir) / f"features-{arch}-{image_size}px-{digest}.pt"
+    if path is not None and path.is_file():
+        state = load_torch_file(path, "feature cache")
+        if state.get("key") != key:
+            raise ValueError(f"{path}: feature cache made for other inputs (its key differs); delete it")
+        log.info("pooled features from the cache %s", path)
+        return PooledFeatures(state["pooled"], state["labels"], list(state["image_ids"]),
+                              {"cache": str(path), "cache_hit": True, "extract_seconds": state["seconds"]})
+    t0 = time.time()
+    feats = extract_pooled_features(model, source, image_size=image_size, hflip=hflip, batch_size=batch_size,
+                                    num_workers=num_workers, device=device)
+    seconds = round(time.time() - t0, 1)
+    feats.meta = {"cache": None if path is None else str(path), "cache_hit": False, "extract_seconds": seconds}
+    if path is not None:
+        atomic_torch_save({"key": key, "pooled": feats.pooled, "labels": feats.labels, "image_ids": feats.image_ids,
+                           "seconds": seconds}, path)
+        log.info("pooled features of %d images cached in %s (%.0f s)", len(records), path, seconds)
+    return feats
+
+
+class PooledFeatureItems(Dataset):
+    """Training items ``(pooled vector [K], label, index)``; the view (plain or mirrored) is drawn per item.
+
+    Wrapped in ``wsol.engine.trainer.SeededAugmentation``, the draw is seeded by ``(seed, epoch, index)``: the
+    cache equivalent of a random horizontal flip, and exactly resumable.
+    """
+
+    def __init__(self, feats: torch.Tensor, labels: torch.Tensor) -> None:
+        if feats.ndim != 3 or feats.shape[1] != len(labels):
+            raise ValueError(f"features must be [V, N={len(labels)}, K], got {tuple(feats.shape)}")
+        self.feats, self.labels = feats, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        view = int(torch.randint(self.feats.shape[0], ())) if self.feats.shape[0] > 1 else 0
+        return self.feats[view, index], int(self.labels[index]), index
+
+
+class PooledHead(nn.Module):
+    """``classifier(dropout(v))`` over pooled vectors, sharing the modules of a ``CAMNet``."""
+
+    def __init__(self, model: CAMNet) -> None:
+        super().__init__()
+        self.dropout, self.classifier = model.dropout, model.classifier
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(pooled))
+
+
+def fit_linear_svm(features: torch.Tensor, labels: torch.Tensor, *, C: float, seed: int,
+                   max_iter: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """The paper's section 4 classifier: a one-vs-rest linear SVM (scikit-learn ``LinearSVC``) on pooled features.
+
+    Features are used as they are (no scaling), so that ``w . f + b`` on a pooled vector is what the CAM of the
+    resulting classifier sums over space — the CAM identity holds for the SVM as for a trained fc layer.
+
+    Args:
+        features: ``[N, K]`` pooled features.
+        labels: ``[N]`` class indices (every class of the dataset must appear).
+        C: SVM regularisation.
+        seed: ``random_state`` of the dual coordinate descent.
+        max_iter: iteration cap (a ``ConvergenceWarning`` is reported in the returned info).
+
+    Returns:
+        ``(weight [C, K], bias [C], info)``.
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.svm import LinearSVC
+
+    svm = LinearSVC(C=C, random_state=seed, max_iter=max_iter, dual="auto")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        svm.fit(features.double().numpy(), labels.numpy())
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    coef, intercept = svm.coef_, svm.intercept_
+    if coef.shape[0] == 1:  # binary: scikit-learn keeps one row (class 1 vs 0)
+        coef, intercept = np.concatenate([-coef, coef]), np.concatenate([-intercept, intercept])
+    info = {"svm_C": C, "svm_converged": converged, "svm_iterations": int(np.max(svm.n_iter_))}
+    return torch.from_numpy(coef).float(), torch.from_numpy(intercept).float(), info

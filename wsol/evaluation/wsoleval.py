@@ -1,0 +1,182 @@
+"""wsolevaluation's protocol (Choe et al., CVPR 2020): MaxBoxAcc, MaxBoxAccV2, PxAP and the threshold policy.
+
+Per image, the GT class's CAM becomes a 224x224 score map exactly as that suite makes it
+(``wsol.metrics.boxacc.wsoleval_scoremap``: bicubic, min-max) and the GT boxes are resized to the same grid with its
+``int(c * 224 / size)`` arithmetic; ``wsol.metrics.boxacc.BoxAccEvaluator`` accumulates BoxAcc(tau) for every tau,
+``PxAPEvaluator`` the pixel histograms where masks exist (OpenImages30k).
+
+Threshold policy (``tau_policy``), because the best tau of the scored split itself is an oracle:
+    * ``oracle``: wsolevaluation's own number, reported as an upper bound;
+    * ``fixed``: a tau chosen in advance (``tau``);
+    * ``heldout``: the best tau of another split's curve (``heldout_curve``, e.g. ImageNetV2 / CUBV2);
+    * ``crossfold``: when no held-out split with boxes exists (Imagenette: boxes exist only for the ILSVRC val
+      images), the scored images are split into ``folds`` folds by a hash of their id; each fold is scored at the
+      best tau of the OTHER folds' pooled curve, and the counts are summed. No image's tau ever saw that image.
+The headline ``boxacc_at_tau`` is V1 (largest box, IoU 0.5); ``boxacc_v2_at_tau`` applies the same policy to each
+IoU threshold of V2 (each with its own tau) and averages, as MaxBoxAccV2 does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from wsol.data.records import ImageRecord
+from wsol.engine.distributed import all_reduce_sum
+from wsol.evaluation.base import CAMBatch, DatasetEvaluator
+from wsol.metrics.boxacc import BoxAccEvaluator, resize_boxes_wsoleval, wsoleval_scoremap
+from wsol.metrics.pxap import PxAPEvaluator
+from wsol.metrics.threshold import accuracy_at_tau, best_tau
+
+__all__ = ["WsolEvalEvaluator", "TAU_POLICIES", "fold_of"]
+
+TAU_POLICIES = ("oracle", "fixed", "heldout", "crossfold")
+
+
+def fold_of(image_id: str, folds: int) -> int:
+    """The cross-validation fold of an image: a SHA-1 of its id modulo ``folds`` (stable across runs and ranks)."""
+    return int.from_bytes(hashlib.sha1(image_id.encode()).digest()[:8], "little") % folds
+
+
+class WsolEvalEvaluator(DatasetEvaluator):
+    """MaxBoxAcc / MaxBoxAccV2 / PxAP over the GT-class CAMs, and the threshold policy.
+
+    Args:
+        cam_curve_interval: tau step (wsolevaluation ``--cam_curve_interval``; 0.001 for final numbers).
+        iou_thresholds: MaxBoxAccV2 IoU thresholds in percent.
+        box_method: ``auto`` | ``exact`` | ``fast`` (``BoxAccEvaluator``; identical counts).
+        load_mask: ``record -> uint8 [224, 224]`` mask (1 fg, 0 bg, 255 ignore) for PxAP, or None.
+        tau_policy: one of ``TAU_POLICIES`` (module docstring).
+        tau: the ``fixed`` policy's tau (on the threshold grid).
+        heldout_curve: the ``heldout`` policy's curve (``curves()["boxacc"]`` of the held-out split).
+        folds: the ``crossfold`` policy's number of folds (>= 2).
+    """
+
+    def __init__(self, cam_curve_interval: float, iou_thresholds: Sequence[int], *, box_method: str = "auto",
+                 load_mask: Callable[[ImageRecord], np.ndarray] | None = None, tau_policy: str = "oracle",
+                 tau: float | None = None, heldout_curve: dict[str, np.ndarray] | None = None,
+                 folds: int = 2) -> None:
+        if tau_policy not in TAU_POLICIES:
+            raise ValueError(f"unknown eval.tau_policy {tau_policy!r}; expected one of {TAU_POLICIES}")
+        if tau_policy == "fixed" and tau is None:
+            raise ValueError("eval.tau_policy=fixed needs eval.tau")
+        if tau_policy == "heldout" and heldout_curve is None:
+            raise ValueError("eval.tau_policy=heldout needs the held-out split's curve")
+        if tau_policy == "crossfold" and folds < 2:
+            raise ValueError(f"eval.tau_folds must be >= 2 for crossfold, got {folds}")
+        self.tau_policy, self.tau, self.heldout_curve = tau_policy, tau, heldout_curve
+        self.folds = folds if tau_policy == "crossfold" else 1
+        self._boxacc = [BoxAccEvaluator(cam_curve_interval, tuple(iou_thresholds), box_method)
+                        for _ in range(self.folds)]
+        self.iou_thresholds = tuple(iou_thresholds)
+        self.thresholds = self._boxacc[0].thresholds
+        if tau is not None and tau_policy == "fixed":
+            accuracy_at_tau({"tau": self.thresholds, "x": self.thresholds}, "x", tau)  # on the grid, or raise
+        self.load_mask = load_mask
+        self._pxap = PxAPEvaluator(cam_curve_interval) if load_mask is not None else None
+        self.reset()
+
+    def reset(self) -> None:
+        for e in self._boxacc:
+            e.reset()
+        if self._pxap is not None:
+            self._pxap.reset()
+        self._synced: tuple[list[np.ndarray], int] | None = None
+
+    def process(self, batch: CAMBatch) -> None:
+        maps = [wsoleval_scoremap(cam.numpy()) for cam in batch.gt_cams]
+        for record, size, scoremap in zip(batch.records, batch.sizes, maps):
+            if len(record.boxes):
+                fold = fold_of(record.image_id, self.folds) if self.folds > 1 else 0
+                self._boxacc[fold].update([scoremap], [resize_boxes_wsoleval(record.boxes, size)])
+        if self._pxap is not None and self.load_mask is not None:
+            self._pxap.update(maps, [self.load_mask(r) for r in batch.records])
+
+    # ------------------------------------------------------------------ counts, summed over ranks
+    def _counts(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """Per fold: correct-image counts ``[1 + len(iou_thresholds), T]`` (V1, then V2 per IoU); images per fold."""
+        per_fold = [np.stack([e._correct_v1] + [e._correct_v2[t] for t in self.iou_thresholds])
+                    for e in self._boxacc]
+        n = np.array([e.n_images for e in self._boxacc], dtype=np.int64)
+        flat = all_reduce_sum(np.concatenate([np.stack(per_fold).ravel(), n]).astype(np.int64))
+        shape = (self.folds, 1 + len(self.iou_thresholds), len(self.thresholds))
+        return list(flat[:-self.folds].reshape(shape)), flat[-self.folds:]
+
+    def _curve_of(self, counts: np.ndarray, n: int) -> dict[str, np.ndarray]:
+        curve = {"tau": self.thresholds.copy(), "boxacc_v1_iou50": counts[0] * 100.0 / n}
+        for j, t in enumerate(self.iou_thresholds, 1):
+            curve[f"boxacc_v2_iou{t}"] = counts[j] * 100.0 / n
+        return curve
+
+    def curves(self) -> dict[str, dict[str, np.ndarray]]:
+        out: dict[str, dict[str, np.ndarray]] = {}
+        counts, n = self._counts()
+        if n.sum():
+            out["boxacc"] = self._curve_of(sum(counts), int(n.sum()))
+        if self._pxap is not None and self._pxap.n_images:
+            out["pxap"] = self._pxap.curve()
+        return out
+
+    def evaluate(self) -> dict[str, Any]:
+        counts, n = self._counts()
+        out: dict[str, Any] = {}
+        if n.sum():
+            total = self._curve_of(sum(counts), int(n.sum()))
+            keys = ["boxacc_v1_iou50"] + [f"boxacc_v2_iou{t}" for t in self.iou_thresholds]
+            best = {k: best_tau(total, k) for k in keys}
+            out["maxboxacc"], out["maxboxacc_tau"] = best["boxacc_v1_iou50"][1], best["boxacc_v1_iou50"][0]
+            for t in self.iou_thresholds:
+                tau, acc = best[f"boxacc_v2_iou{t}"]
+                out[f"maxboxacc_v2_iou{t}"], out[f"maxboxacc_v2_iou{t}_tau"] = acc, tau
+            out["maxboxacc_v2"] = float(np.mean([best[f"boxacc_v2_iou{t}"][1] for t in self.iou_thresholds]))
+            out["n_loc_images"] = int(n.sum())
+            out.update(self._policy(total, counts, n, keys))
+        if self._pxap is not None:
+            # PxAP histograms are float sums of pixel counts: exact in float64 for any realistic dataset
+            self._pxap._hist_fg = all_reduce_sum(self._pxap._hist_fg)
+            self._pxap._hist_bg = all_reduce_sum(self._pxap._hist_bg)
+            self._pxap.n_images = int(all_reduce_sum(np.array([self._pxap.n_images]))[0])
+            if self._pxap.n_images:
+                out["pxap"] = self._pxap.compute()["pxap"]
+        return out
+
+    def _policy(self, total: dict[str, np.ndarray], counts: list[np.ndarray], n: np.ndarray,
+                keys: list[str]) -> dict[str, Any]:
+        """``boxacc_at_tau`` (V1) and ``boxacc_v2_at_tau`` under the policy, with the tau(s) used."""
+        out: dict[str, Any] = {"tau_policy": self.tau_policy, "oracle_tau": best_tau(total, keys[0])[0]}
+        if self.tau_policy == "crossfold":
+            accs, taus = [], []
+            for j, key in enumerate(keys):
+                correct, fold_taus = 0, []
+                for f in range(self.folds):
+                    others = sum(counts[g] for g in range(self.folds) if g != f)
+                    n_others = int(n.sum() - n[f])
+                    if n_others == 0 or n[f] == 0:
+                        raise ValueError(f"crossfold: fold {f} or its complement is empty ({n.tolist()} images "
+                                         "per fold); use fewer folds")
+                    tau, _ = best_tau(self._curve_of(others, n_others), key)
+                    fold_taus.append(tau)
+                    correct += int(counts[f][j][int(np.argmin(np.abs(self.thresholds - tau)))])
+                accs.append(100.0 * correct / int(n.sum()))
+                taus.append(fold_taus)
+            out.update(boxacc_at_tau=accs[0], boxacc_v2_at_tau=float(np.mean(accs[1:])), tau=None,
+                       tau_per_fold=taus[0], tau_folds=self.folds, n_per_fold=n.tolist())
+            return out
+        chosen = []
+        for key in keys:
+            if self.tau_policy == "oracle":
+                chosen.append(best_tau(total, key)[0])
+            elif self.tau_policy == "fixed":
+                chosen.append(float(self.tau))  # type: ignore[arg-type]
+            else:
+                held = self.heldout_curve
+                assert held is not None
+                if not np.allclose(held["tau"], total["tau"]):
+                    raise ValueError("the held-out and scored curves use different threshold grids")
+                chosen.append(best_tau(held, key)[0])
+        accs = [accuracy_at_tau(total, key, tau) for key, tau in zip(keys, chosen)]
+        out.update(boxacc_at_tau=accs[0], boxacc_v2_at_tau=float(np.mean(accs[1:])), tau=chosen[0],
+                   tau_v2=dict(zip(self.iou_thresholds, chosen[1:])))
+        return out
