@@ -5,13 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
-from hydra.errors import MissingConfigException
+from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 from wsol import CONFIG_DIR
-from wsol.config import model_from_cfg, split_name
+from wsol.conf import register_configs, run_dir_for
+from wsol.config import check_values, model_from_cfg, protocol_settings, split_name, train_settings
 from wsol.models import list_models
+
+register_configs()
 
 EXPERIMENTS = sorted(str(p.relative_to(Path(CONFIG_DIR) / "experiment").with_suffix(""))
                      for p in (Path(CONFIG_DIR) / "experiment").rglob("*.yaml"))
@@ -31,8 +35,8 @@ def test_primary_configs_compose_and_resolve(name: str) -> None:
 
 def test_defaults_live_in_yaml() -> None:
     cfg = _compose("run")
-    assert cfg.eval.protocol == "paper" and cfg.eval.cam_threshold == 0.2 and cfg.cam.topk == 5
-    assert cfg.model.pool == "gap"
+    assert cfg.eval.protocol.value == "paper" and cfg.eval.cam_threshold == 0.2 and cfg.cam.topk == 5
+    assert cfg.model.pool.value == "gap"
     assert split_name(cfg.data, "test") == "test"
 
 
@@ -62,3 +66,53 @@ def test_unknown_split_is_named() -> None:
     cfg = _compose("run")
     with pytest.raises(ValueError, match="unknown split 'dev'"):
         split_name(cfg.data, "dev")
+
+
+@pytest.mark.parametrize("override,match", [
+    ("eval.protocol=papr", "protocol"),  # an Enum: the valid names are listed
+    ("eval.protocl=paper", "protocl"),  # an unknown key
+    ("train.optimizer.name=adam", "name"),  # the old key that silently trained SGD
+    ("train.epochs=ten", "epochs"),
+    ("model.pool=avg", "pool"),
+])
+def test_unknown_keys_and_bad_values_fail_at_composition(override: str, match: str) -> None:
+    with pytest.raises(ConfigCompositionException, match=match):
+        _compose("run", [override])
+
+
+def test_optimizer_is_chosen_by_target() -> None:
+    cfg = _compose("run", ["train/optimizer=adamw", "train.optimizer.lr=0.002"])
+    settings = train_settings(cfg.train)
+    opt = settings.optimizer([{"params": [torch.nn.Parameter(torch.zeros(1))]}])
+    assert isinstance(opt, torch.optim.AdamW) and settings.lr == 0.002
+    cfg = _compose("run", ["+train.optimizer.bogus=1"])
+    with pytest.raises(ValueError, match=r"train.optimizer \(torch.optim.SGD\): .*bogus"):
+        train_settings(cfg.train)
+
+
+def test_check_values_reports_every_problem_at_once() -> None:
+    cfg = _compose("run", ["eval.cam_threshold=1.5", "train.epochs=0", "train.checkpoint_every=0",
+                           "train.log_every=0", "eval.tau_policy=fixed", "cam.topk=0", "+data.kwargs.colour=red"])
+    problems = check_values(cfg)
+    text = "\n".join(problems)
+    for needle in ("eval.cam_threshold=1.5: must lie in (0, 1)", "train.epochs=0", "train.checkpoint_every=0",
+                   "train.log_every=0", "eval.tau_policy=fixed needs eval.tau", "cam.topk=0",
+                   "data.colour: not an option of dataset 'synthetic'"):
+        assert needle in text, needle
+    assert check_values(_compose("run")) == []
+    bad_tau = _compose("run", ["eval.tau_policy=fixed", "eval.tau=0.333"])
+    assert any("not on the threshold grid" in p for p in check_values(bad_tau))
+
+
+def test_protocol_settings_are_plain_values() -> None:
+    s = protocol_settings(_compose("run", ["eval.protocol=wsolevaluation", "eval.tau_policy=crossfold"]))
+    assert (s.protocol, s.tau_policy, s.iou_thresholds) == ("wsolevaluation", "crossfold", (30, 50, 70))
+
+
+def test_run_dirs(tmp_path: Path) -> None:
+    assert run_dir_for("run", None, None, "T") == "outputs/run/T"
+    assert run_dir_for("run", "exp1", "auto", "T") == "outputs/run/exp1"
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"x")
+    assert run_dir_for("run", None, str(tmp_path), "T") == str(tmp_path)
+    assert run_dir_for("run", None, str(tmp_path / "checkpoints" / "last.pt"), "T") == str(tmp_path)

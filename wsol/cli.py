@@ -14,7 +14,7 @@ import shlex
 import sys
 from typing import Any, Callable, Sequence
 
-__all__ = ["USER_ERRORS", "ConfigError", "cli_guard", "resume_command"]
+__all__ = ["USER_ERRORS", "ConfigError", "cli_guard", "resume_command", "hydra_entry"]
 
 
 class ConfigError(ValueError):
@@ -61,6 +61,7 @@ def cli_guard(fn: Callable[[], Any], *, after_failure: Callable[[], str | None] 
     """
     from wsol.engine.trainer import TrainingInterrupted
 
+    mark_task_started()
     try:
         return fn()
     except TrainingInterrupted as err:
@@ -86,3 +87,27 @@ def cli_guard(fn: Callable[[], Any], *, after_failure: Callable[[], str | None] 
         if extra:
             print(extra, file=sys.stderr)
         raise
+
+
+class _TaskState:
+    started = False
+
+
+def hydra_entry(hydra_main: Callable[[], Any]) -> Callable[[], Any]:
+    """A console-script entry point around a ``@hydra.main`` function: a config that does not compose (unknown key,
+    invalid choice — Hydra prints the message) exits with 2 like every other user error, not Hydra's 1."""
+
+    def entry() -> Any:
+        try:
+            return hydra_main()
+        except SystemExit as err:
+            if err.code == 1 and not _TaskState.started:
+                sys.exit(2)
+            raise
+
+    return entry
+
+
+def mark_task_started() -> None:
+    """Called first thing in a task function: failures from now on are the task's, not composition's."""
+    _TaskState.started = True

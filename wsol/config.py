@@ -88,9 +88,12 @@ def train_settings(train: DictConfig) -> Any:
 
     from wsol.engine.recipes import TrainSettings
 
+    import torch
+
     opt = train.optimizer
     try:
         factory = instantiate(opt)
+        factory([torch.nn.Parameter(torch.zeros(1))])  # a bad option fails now, not after the data is loaded
     except Exception as err:  # an unknown _target_ or a bad key: name the node
         raise ValueError(f"train.optimizer ({opt.get('_target_')}): {err}") from err
     sch = train.scheduler

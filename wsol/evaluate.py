@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from wsol import CONFIG_DIR
+from wsol.cli import hydra_entry
 from wsol.conf import register_configs
 
 register_configs()
@@ -60,5 +61,7 @@ def main(cfg: DictConfig) -> None:
     cli_guard(lambda: _evaluate(cfg))
 
 
+cli = hydra_entry(main)  # the console script: composition errors exit 2 like other user errors
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -9,6 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from wsol import CONFIG_DIR
+from wsol.cli import hydra_entry
 from wsol.conf import register_configs
 from wsol.train import attach_resume_hint, run_dir_is_named
 
@@ -73,5 +74,7 @@ def main(cfg: DictConfig) -> float:
     return cli_guard(lambda: _run(cfg, out_dir), after_failure=after_failure)
 
 
+cli = hydra_entry(main)  # the console script: composition errors exit 2 like other user errors
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -33,7 +33,7 @@ import numpy as np
 
 from wsol.data.records import ImageRecord
 from wsol.metrics.boxacc import BoxAccEvaluator, resize_boxes_wsoleval
-from wsol.metrics.topk import TopkLocalizationEvaluator
+from wsol.metrics.topk import DevkitErrors
 
 __all__ = ["main"]
 
@@ -151,9 +151,11 @@ def _devkit(args: argparse.Namespace) -> dict[str, float | int]:
         ImageRecord(i, meta.labels[i], np.asarray(meta.boxes.get(i, []), dtype=np.float64).reshape(-1, 4))
         for i in meta.image_ids
     ]
-    evaluator = TopkLocalizationEvaluator(topk=range(1, _MAX_GUESSES + 1), blacklist=blacklist)
-    evaluator.update(records, labels, boxes)
-    return evaluator.compute()
+    errors = DevkitErrors(range(1, _MAX_GUESSES + 1), blacklist=blacklist)
+    for record, guess_labels, guess_boxes in zip(records, labels, boxes):
+        errors.add_cls(record, guess_labels)
+        errors.add_loc(record, guess_labels, guess_boxes)
+    return errors.compute()
 
 
 def _scoremaps(args: argparse.Namespace) -> dict[str, float | int]:

@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from wsol import CONFIG_DIR
+from wsol.cli import hydra_entry
 from wsol.conf import register_configs
 
 register_configs()
@@ -73,5 +74,7 @@ def main(cfg: DictConfig) -> None:
     cli_guard(lambda: _train(cfg))
 
 
+cli = hydra_entry(main)  # the console script: composition errors exit 2 like other user errors
+
 if __name__ == "__main__":
-    main()
+    cli()

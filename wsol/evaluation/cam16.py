@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from wsol.cam import compute_cams, normalize_cams
 from wsol.dtbox import dt_box, dt_rects_to_xyxy, heuristic_guesses, paste_ten_crop_cams, ten_crop_boxes
 from wsol.evaluation.base import CAMBatch, DatasetEvaluator
-from wsol.evaluation.localization import DevkitLocalizationCounter
-from wsol.metrics.topk import best_iou
+from wsol.evaluation.localization import evaluate_loc
+from wsol.metrics.topk import DevkitErrors
 from wsol.models import CAMNet
 
 __all__ = ["GUESS_COLUMNS", "DT_BOX_THRESHOLDS", "TenCropCAMs", "Cam16LocalizationEvaluator", "heatmap_u8"]
@@ -92,23 +92,40 @@ class Cam16LocalizationEvaluator(DatasetEvaluator):
         thresholds: ``dt_box``'s three thresholds (the released call: 20, 100, 110).
     """
 
-    def __init__(self, blacklist: Collection[str] = (), thresholds: tuple[int, int, int] = DT_BOX_THRESHOLDS) -> None:
+    def __init__(self, blacklist: Collection[str] = (), thresholds: tuple[int, int, int] = DT_BOX_THRESHOLDS,
+                 keep_rows: bool = True) -> None:
         self.thresholds = tuple(thresholds)
-        self.counter = DevkitLocalizationCounter((1, 5), blacklist)
+        self.errors = DevkitErrors((1, 5), blacklist)
+        self.keep_rows = keep_rows
+        self._rows: list[dict[str, Any]] = []
 
     def reset(self) -> None:
-        self.counter.reset()
+        self.errors.reset()
+        self._rows = []
+
+    def rows(self) -> list[dict[str, Any]] | None:
+        """Per image: the five guesses (``guess_labels``, ``guess_boxes``) and the GT-known box, by image index."""
+        if not self.keep_rows:
+            return None
+        from wsol.engine.distributed import all_gather_objects
+
+        return sorted((r for part in all_gather_objects(self._rows) for r in part), key=lambda r: r["index"])
 
     def process(self, batch: CAMBatch) -> None:
         for b, (record, size) in enumerate(zip(batch.records, batch.sizes)):
-            if not self.counter.eligible(record):
+            if record.image_id in self.errors.blacklist or len(record.boxes) == 0:
+                self.errors.loc_eligible(record)  # counted as excluded
                 continue
             columns = [0, 1, 2, batch.topk]  # the top-3 classes' maps and the GT class's
             gray = heatmap_u8(batch.cams[b, columns], size)
             per_class = [dt_rects_to_xyxy(dt_box(g, self.thresholds)) for g in gray]
             guesses, boxes = heuristic_guesses(batch.predicted[b, :3].tolist(), per_class[:3])
-            known = per_class[-1][0]
-            self.counter.add(record, guesses, boxes, best_iou(known, record))
+            self.errors.add_loc(record, guesses, boxes, gt_known_box=per_class[-1][0])
+            if self.keep_rows:
+                self._rows.append({"index": int(batch.indices[b]), "image_id": record.image_id,
+                                   "guess_labels": " ".join(map(str, guesses.tolist())),
+                                   "guess_boxes": ";".join(" ".join(map(str, bx)) for bx in boxes.tolist()),
+                                   "gt_known_box": " ".join(map(str, per_class[-1][0].tolist()))})
 
     def evaluate(self) -> dict[str, Any]:
-        return self.counter.evaluate()
+        return evaluate_loc(self.errors)

@@ -13,7 +13,7 @@ import numpy as np
 
 from wsol.engine.distributed import all_reduce_sum
 from wsol.evaluation.base import CAMBatch, DatasetEvaluator
-from wsol.metrics.topk import cls_errors
+from wsol.metrics.topk import DevkitErrors
 
 __all__ = ["ClassificationEvaluator"]
 
@@ -29,29 +29,22 @@ class ClassificationEvaluator(DatasetEvaluator):
     """
 
     def __init__(self, ks: Sequence[int], guess_columns: Sequence[int] | None = None) -> None:
-        self.ks = tuple(sorted({int(k) for k in ks}))
-        if not self.ks or self.ks[0] < 1:
-            raise ValueError(f"top-k values must be >= 1, got {list(ks)}")
+        self.errors = DevkitErrors(ks)
+        self.ks = self.errors.ks
         self.guess_columns = None if guess_columns is None else np.asarray(guess_columns, dtype=np.int64)
-        self.reset()
 
     def reset(self) -> None:
-        self._errors = np.zeros(len(self.ks))
-        self._n = 0
+        self.errors.reset()
 
     def process(self, batch: CAMBatch) -> None:
         guesses = batch.predicted if self.guess_columns is None else batch.predicted[:, self.guess_columns]
         if guesses.shape[1] < self.ks[-1]:
             raise ValueError(f"top-{self.ks[-1]} error needs {self.ks[-1]} guesses; the batch has {guesses.shape[1]}")
         for record, g in zip(batch.records, guesses):
-            self._errors += cls_errors(g, record, self.ks)
-        self._n += len(batch.records)
+            self.errors.add_cls(record, g)
 
     def evaluate(self) -> dict[str, Any]:
-        total = all_reduce_sum(np.concatenate([self._errors, [self._n]]))
-        n = int(round(total[-1]))
-        if n == 0:
+        out = self.errors.compute(all_reduce_sum(self.errors.state))
+        if not out:
             raise ValueError("no image was scored")
-        out: dict[str, Any] = {f"top{k}_cls_err": 100.0 * e / n for k, e in zip(self.ks, total[:-1])}
-        out["n_images"] = n
         return out

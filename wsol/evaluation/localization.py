@@ -6,7 +6,8 @@ live, ``wsol.cam.upsample_cams``), min-max normalised, kept ``>= cam_threshold``
 ``wsol.metrics.topk``. The GT class's CAM gives the GT-known box. Blacklisted images (the ILSVRC devkit's
 1,762-image list) and images without a box count for classification only, as the devkit does.
 
-``DevkitLocalizationCounter`` is the accumulation shared with the ten-crop heuristics (``wsol.evaluation.cam16``).
+The accumulation (``wsol.metrics.topk.DevkitErrors``) is the one the ten-crop heuristics and ``wsol-score devkit``
+use; under ``torch.distributed`` its sums are added over the ranks before the percentages are taken.
 """
 
 from __future__ import annotations
@@ -21,59 +22,14 @@ from wsol.cam import upsample_cams
 from wsol.data.records import ImageRecord
 from wsol.engine.distributed import all_gather_objects, all_reduce_sum
 from wsol.evaluation.base import CAMBatch, DatasetEvaluator
-from wsol.metrics.topk import best_iou, loc_errors
+from wsol.metrics.topk import DevkitErrors, best_iou
 
-__all__ = ["DevkitLocalizationCounter", "PaperLocalizationEvaluator"]
+__all__ = ["PaperLocalizationEvaluator", "evaluate_loc"]
 
 
-class DevkitLocalizationCounter:
-    """Accumulates ``top{k}_loc_err`` and ``gt_known_loc_err`` from guesses with boxes.
-
-    Args:
-        ks: the k values.
-        blacklist: image ids excluded from localization (still scored for classification elsewhere).
-        iou_threshold: 0.5 in every protocol of the field.
-    """
-
-    def __init__(self, ks: Sequence[int], blacklist: Collection[str] = (), iou_threshold: float = 0.5) -> None:
-        self.ks = tuple(sorted({int(k) for k in ks}))
-        self.blacklist = frozenset(blacklist)
-        self.iou_threshold = float(iou_threshold)
-        self.reset()
-
-    def reset(self) -> None:
-        self._loc = np.zeros(len(self.ks))
-        self._gt_known_wrong = 0
-        self._counts = np.zeros(3, dtype=np.int64)  # scored, blacklisted, without boxes
-
-    def eligible(self, record: ImageRecord) -> bool:
-        """Counts the image and says whether it is scored for localization."""
-        if record.image_id in self.blacklist:
-            self._counts[1] += 1
-            return False
-        if len(record.boxes) == 0:
-            self._counts[2] += 1
-            return False
-        self._counts[0] += 1
-        return True
-
-    def add(self, record: ImageRecord, guesses: np.ndarray, boxes: np.ndarray, gt_known_iou: float) -> np.ndarray:
-        """Score one eligible image; returns its per-k localization errors."""
-        errors = loc_errors(guesses, boxes, record, self.ks, self.iou_threshold)
-        self._loc += errors
-        self._gt_known_wrong += int(gt_known_iou < self.iou_threshold)
-        return errors
-
-    def evaluate(self) -> dict[str, Any]:
-        loc = all_reduce_sum(np.concatenate([self._loc, [self._gt_known_wrong]]))
-        scored, blacklisted, without = (int(c) for c in all_reduce_sum(self._counts))
-        if scored == 0:
-            raise ValueError(f"no image is eligible for localization scoring ({blacklisted} blacklisted, "
-                             f"{without} without boxes)")
-        out: dict[str, Any] = {f"top{k}_loc_err": 100.0 * e / scored for k, e in zip(self.ks, loc[:-1])}
-        out.update(gt_known_loc_err=100.0 * loc[-1] / scored, n_loc_images=scored, n_blacklisted=blacklisted,
-                   n_without_boxes=without)
-        return out
+def evaluate_loc(errors: DevkitErrors) -> dict[str, Any]:
+    """Localization percentages of ``errors`` summed over every rank."""
+    return errors.compute(all_reduce_sum(errors.state))
 
 
 class PaperLocalizationEvaluator(DatasetEvaluator):
@@ -91,16 +47,16 @@ class PaperLocalizationEvaluator(DatasetEvaluator):
         if not 0.0 < cam_threshold < 1.0:
             raise ValueError(f"eval.cam_threshold must be in (0, 1), got {cam_threshold}")
         self.cam_threshold = float(cam_threshold)
-        self.counter = DevkitLocalizationCounter(ks, blacklist)
+        self.errors = DevkitErrors(ks, blacklist)
         self.keep_rows = keep_rows
         self.reset()
 
     def reset(self) -> None:
-        self.counter.reset()
+        self.errors.reset()
         self._rows: list[dict[str, Any]] = []
 
     def process(self, batch: CAMBatch) -> None:
-        k = self.counter.ks[-1]
+        k = self.errors.ks[-1]
         if batch.topk < k:
             raise ValueError(f"top-{k} localization needs CAMs of {k} predicted classes; the batch has {batch.topk}")
         for b, (record, (w, h)) in enumerate(zip(batch.records, batch.sizes)):
@@ -108,15 +64,12 @@ class PaperLocalizationEvaluator(DatasetEvaluator):
             cams = upsample_cams(batch.cams[b:b + 1, list(range(k)) + [batch.topk]], (h, w))[0]
             boxes = cams_to_boxes(cams.numpy(), self.cam_threshold)
             guesses = batch.predicted[b, :k]
-            top1_iou, known_iou = best_iou(boxes[0], record), best_iou(boxes[-1], record)
-            errors = self.counter.add(record, guesses, boxes[:k], known_iou) if self.counter.eligible(record) \
-                else None
+            errors = self.errors.add_loc(record, guesses, boxes[:k], gt_known_box=boxes[-1])
             if self.keep_rows:
-                self._rows.append(_prediction_row(record, batch, b, boxes, top1_iou, known_iou, errors,
-                                                  self.counter))
+                self._rows.append(_prediction_row(record, batch, b, boxes, errors, self.errors.iou_threshold))
 
     def evaluate(self) -> dict[str, Any]:
-        return self.counter.evaluate()
+        return evaluate_loc(self.errors)
 
     def rows(self) -> list[dict[str, Any]] | None:
         if not self.keep_rows:
@@ -125,9 +78,10 @@ class PaperLocalizationEvaluator(DatasetEvaluator):
         return sorted(rows, key=lambda r: r["index"])
 
 
-def _prediction_row(record: ImageRecord, batch: CAMBatch, b: int, boxes: np.ndarray, top1_iou: float,
-                    known_iou: float, errors: np.ndarray | None, counter: DevkitLocalizationCounter) -> dict[str, Any]:
-    """One ``predictions.csv`` row (columns documented in the README)."""
+def _prediction_row(record: ImageRecord, batch: CAMBatch, b: int, boxes: np.ndarray, errors: np.ndarray | None,
+                    iou_threshold: float) -> dict[str, Any]:
+    """One ``predictions.csv`` row (columns documented in the README); ``errors[0]`` is the top-1 error."""
+    top1_iou, known_iou = best_iou(boxes[0], record), best_iou(boxes[-1], record)
     w, h = batch.sizes[b]
     row: dict[str, Any] = {"index": int(batch.indices[b]), "image_id": record.image_id, "label": record.label,
                            "width": w, "height": h}
@@ -140,7 +94,7 @@ def _prediction_row(record: ImageRecord, batch: CAMBatch, b: int, boxes: np.ndar
     row["gt_known_iou"] = round(known_iou, 6)
     own = np.asarray(record.boxes).reshape(-1, 4)[record.labels_of_boxes() == record.label]
     row["gt_boxes"] = ";".join(" ".join(f"{v:g}" for v in box) for box in own)
-    row["top1_cls_correct"] = int(record.label == int(batch.predicted[b, 0]))
+    row["top1_cls_correct"] = int(int(batch.predicted[b, 0]) in record.image_labels())
     row["top1_loc_correct"] = "" if errors is None else int(errors[0] == 0)
-    row["gt_known_correct"] = "" if errors is None else int(known_iou >= counter.iou_threshold)
+    row["gt_known_correct"] = "" if errors is None else int(known_iou >= iou_threshold)
     return row

@@ -16,19 +16,20 @@ The image's classes are ``ImageRecord.image_labels()`` (its label and the classe
 GT-known localization (used since Choe et al.): the box computed from the ground-truth class's CAM is correct iff
 it has IoU >= 0.5 with any box of the image's class ``ImageRecord.label``.
 
-Accumulation over a dataset (counts, blacklist, images without boxes) lives in ``wsol.evaluation``.
+``DevkitErrors`` accumulates these over a dataset (sums only; blacklist and images without boxes counted); the
+per-protocol evaluators in ``wsol.evaluation`` and ``wsol-score devkit`` use it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
 from wsol.boxes import box_iou
 from wsol.data.records import ImageRecord
 
-__all__ = ["cls_errors", "loc_errors", "gt_known_correct", "best_iou"]
+__all__ = ["DevkitErrors", "cls_errors", "loc_errors", "gt_known_correct", "best_iou"]
 
 
 def _check_guesses(guesses: np.ndarray, ks: Sequence[int]) -> np.ndarray:
@@ -95,3 +96,91 @@ def best_iou(box: np.ndarray, record: ImageRecord) -> float:
 def gt_known_correct(box: np.ndarray, record: ImageRecord, iou_threshold: float = 0.5) -> bool:
     """GT-known localization: the GT class's box has IoU >= ``iou_threshold`` with a GT box of that class."""
     return best_iou(box, record) >= iou_threshold
+
+
+class DevkitErrors:
+    """Accumulates devkit top-k errors over images (NumPy only; bounded state: one vector of sums).
+
+    ``add_cls`` scores an image's classification, ``add_loc`` its localization (blacklisted images and images
+    without a box are counted and skipped). ``state`` is a flat float64 vector of sums, so several accumulators
+    (e.g. one per ``torch.distributed`` rank) combine by adding their states; ``compute(state)`` turns it into
+    percentages.
+
+    Args:
+        ks: the k values.
+        blacklist: image ids excluded from localization.
+        iou_threshold: a box is correct iff IoU >= this (0.5).
+    """
+
+    def __init__(self, ks: Sequence[int], blacklist: Collection[str] = (), iou_threshold: float = 0.5) -> None:
+        self.ks = tuple(sorted({int(k) for k in ks}))
+        if not self.ks or self.ks[0] < 1:
+            raise ValueError(f"top-k values must be >= 1, got {list(ks)}")
+        if not 0.0 < iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must lie in (0, 1]; got {iou_threshold!r}")
+        self.blacklist = frozenset(blacklist)
+        self.iou_threshold = float(iou_threshold)
+        self.reset()
+
+    def reset(self) -> None:
+        k = len(self.ks)
+        # [cls errors (k), n cls images, loc errors (k), gt-known wrong, n gt-known, n loc, n blacklisted, n no box]
+        self.state = np.zeros(2 * k + 6)
+
+    def add_cls(self, record: ImageRecord, guesses: np.ndarray) -> np.ndarray:
+        """Score one image's classification; returns its per-k errors."""
+        errors = cls_errors(guesses, record, self.ks)
+        k = len(self.ks)
+        self.state[:k] += errors
+        self.state[k] += 1
+        return errors
+
+    def loc_eligible(self, record: ImageRecord) -> bool:
+        """Whether the image is scored for localization (not blacklisted, has a box); counts it either way."""
+        k = len(self.ks)
+        if record.image_id in self.blacklist:
+            self.state[2 * k + 4] += 1
+            return False
+        if len(record.boxes) == 0:
+            self.state[2 * k + 5] += 1
+            return False
+        self.state[2 * k + 3] += 1
+        return True
+
+    def add_loc(self, record: ImageRecord, guesses: np.ndarray, boxes: np.ndarray,
+                gt_known_box: np.ndarray | None = None) -> np.ndarray | None:
+        """Score one image's localization (and GT-known box); None when it is not eligible (``loc_eligible``)."""
+        if not self.loc_eligible(record):
+            return None
+        k = len(self.ks)
+        errors = loc_errors(guesses, boxes, record, self.ks, self.iou_threshold)
+        self.state[k + 1:2 * k + 1] += errors
+        if gt_known_box is not None:
+            self.state[2 * k + 1] += 0.0 if gt_known_correct(gt_known_box, record, self.iou_threshold) else 1.0
+            self.state[2 * k + 2] += 1
+        return errors
+
+    def compute(self, state: np.ndarray | None = None) -> dict[str, float | int]:
+        """Percentages from ``state`` (default: this accumulator's): ``top{k}_cls_err`` when classification was
+        scored, ``top{k}_loc_err`` / ``gt_known_loc_err`` and the counts when localization was.
+
+        Raises:
+            ValueError: localization was attempted but no image was eligible.
+        """
+        s = self.state if state is None else np.asarray(state, dtype=np.float64)
+        k = len(self.ks)
+        out: dict[str, float | int] = {}
+        n_cls = int(round(s[k]))
+        if n_cls:
+            out.update({f"top{kk}_cls_err": 100.0 * e / n_cls for kk, e in zip(self.ks, s[:k])})
+            out["n_images"] = n_cls
+        scored, blacklisted, without = (int(round(x)) for x in s[2 * k + 3:2 * k + 6])
+        if scored + blacklisted + without:
+            if scored == 0:
+                raise ValueError(f"no image is eligible for localization scoring ({blacklisted} blacklisted, "
+                                 f"{without} without boxes)")
+            out.update({f"top{kk}_loc_err": 100.0 * e / scored for kk, e in zip(self.ks, s[k + 1:2 * k + 1])})
+            if s[2 * k + 2]:
+                out["gt_known_loc_err"] = 100.0 * s[2 * k + 1] / s[2 * k + 2]
+            out.update(n_loc_images=scored, n_blacklisted=blacklisted, n_without_boxes=without)
+        return out

@@ -1,5 +1,5 @@
-"""CAM store: sharded fp16 round trip, bounded-memory reading, incomplete / corrupt stores, fp16 overflow,
-wsolevaluation score-map export, and re-scoring stored CAMs against the network."""
+"""CAM store: sharded fp16 round trip, bounded-memory reading, incomplete / corrupt stores, resume from the finished
+shards, fp16 overflow, wsolevaluation score-map export, and re-scoring stored CAMs against the network."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from wsol.cam_store import CAMStore, CAMStoreWriter, export_wsoleval_scoremaps
 from wsol.data.datasets import build_source
-from wsol.evaluate import evaluate_model, rescore_cam_store
+from wsol.evaluation import ProtocolSettings, evaluate_model, rescore_store
+from wsol.evaluation.store import CAMStore, CAMStoreWriter, check_matches, export_wsoleval_scoremaps
 from wsol.models import build_model
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -43,11 +43,11 @@ def test_round_trip_across_shards_with_partial_last(tmp_path: Path) -> None:
     store = _write(tmp_path / "s", batches)
     assert len(store) == 10 and store.meta == META
     index = json.loads((tmp_path / "s" / "index.json").read_text())
-    assert index["format_version"] == 1 and index["dtype"] == "float16" and index["num_images"] == 10
+    assert index["format_version"] == 2 and index["dtype"] == "float16" and index["num_images"] == 10
     assert index["cam_shape"] == [3, 4, 5]
     assert [(s["file"], s["count"]) for s in index["shards"]] == [
-        ("shard_00000.pt", 4), ("shard_00001.pt", 4), ("shard_00002.pt", 2)]
-    assert not list((tmp_path / "s").glob("*.tmp"))
+        ("shard_r000_00000.pt", 4), ("shard_r000_00001.pt", 4), ("shard_r000_00002.pt", 2)]
+    assert not list((tmp_path / "s").glob("*.tmp*")) and not list((tmp_path / "s").glob("journal*"))
 
     got = list(store.iter_batches(batch_size=3))
     assert [len(b["indices"]) for b in got] == [3, 1, 3, 1, 2]  # a batch never spans two shards
@@ -106,9 +106,9 @@ def test_interrupted_write_leaves_a_recognisably_incomplete_store(tmp_path: Path
         with CAMStoreWriter(tmp_path / "s", shard_size=2, meta=META) as writer:
             writer.add(*_batch(0, 3, 0))  # one full shard on disk
             raise RuntimeError("interrupted")
-    assert (tmp_path / "s" / "shard_00000.pt").is_file()
+    assert (tmp_path / "s" / "shard_r000_00000.pt").is_file()
     assert not (tmp_path / "s" / "index.json").exists()
-    with pytest.raises(FileNotFoundError, match=r"index.json missing: .* not a complete CAM store"):
+    with pytest.raises(FileNotFoundError, match=r"index.json missing: .* not a complete CAM store .*eval.resume"):
         CAMStore(tmp_path / "s")
     # A new writer refuses to mix its shards with the stale ones, and never overwrites a complete store.
     with pytest.raises(FileExistsError, match="incomplete CAM store"):
@@ -121,25 +121,25 @@ def test_interrupted_write_leaves_a_recognisably_incomplete_store(tmp_path: Path
 def test_missing_corrupt_and_mismatched_shards_name_the_file(tmp_path: Path) -> None:
     store_dir = tmp_path / "s"
     _write(store_dir, [_batch(0, 6, 0)], shard_size=4)  # shards of 4 + 2
-    shard0, shard1 = store_dir / "shard_00000.pt", store_dir / "shard_00001.pt"
+    shard0, shard1 = store_dir / "shard_r000_00000.pt", store_dir / "shard_r000_00001.pt"
     good1 = shard1.read_bytes()
 
     shard1.write_bytes(good1[: len(good1) // 2])  # truncated
-    with pytest.raises(ValueError, match=r"shard_00001.pt: unreadable CAM shard"):
+    with pytest.raises(ValueError, match=r"shard_r000_00001.pt: unreadable CAM shard"):
         list(CAMStore(store_dir).iter_batches())
 
     shard1.write_bytes(shard0.read_bytes())  # a valid shard, but of 4 images where the index says 2
-    with pytest.raises(ValueError, match=r"shard_00001.pt: indices is \(\(4,\).* says 2 images"):
+    with pytest.raises(ValueError, match=r"shard_r000_00001.pt: indices is \(\(4,\).* says 2 images"):
         list(CAMStore(store_dir).iter_batches())
 
     shard = torch.load(shard0, weights_only=True)
     torch.save({**shard, "cams": shard["cams"][:, :, :3]}, shard1.with_suffix(".x"))  # wrong CAM shape
     torch.save({k: v[:2] for k, v in torch.load(shard1.with_suffix(".x"), weights_only=True).items()}, shard1)
-    with pytest.raises(ValueError, match=r"shard_00001.pt: cams is"):
+    with pytest.raises(ValueError, match=r"shard_r000_00001.pt: cams is"):
         list(CAMStore(store_dir).iter_batches())
 
     shard1.unlink()  # missing: refused on opening, before any work
-    with pytest.raises(FileNotFoundError, match=r"shard_00001.pt: shard listed in index.json is missing"):
+    with pytest.raises(FileNotFoundError, match=r"shard_r000_00001.pt: shard listed in index.json is missing"):
         CAMStore(store_dir)
 
 
@@ -223,8 +223,6 @@ def test_export_names_contents_and_refusal_to_overwrite(tmp_path: Path) -> None:
 def test_export_validates_ids_and_score_maps(tmp_path: Path) -> None:
     ids = ["a.jpg", "b.jpg"]
     store = _write(tmp_path / "s", [_batch(0, 2, 0)], meta={**META, "image_ids": ids})
-    with pytest.raises(ValueError, match="other images"):
-        export_wsoleval_scoremaps(store, ["a.jpg", "x.jpg"], tmp_path / "m", _scale_to_unit)
     bare = _write(tmp_path / "t", [_batch(0, 2, 0)])
     with pytest.raises(ValueError, match="outside the 1 image ids"):
         export_wsoleval_scoremaps(bare, ["a.jpg"], tmp_path / "m", _scale_to_unit)
@@ -234,22 +232,83 @@ def test_export_validates_ids_and_score_maps(tmp_path: Path) -> None:
         export_wsoleval_scoremaps(store, ids, tmp_path / "m", lambda cam: cam)
 
 
+# ----------------------------------------------------------------------------- resume
+def test_resume_continues_from_the_journaled_shards(tmp_path: Path) -> None:
+    full = [_batch(0, 4, 0), _batch(4, 4, 1), _batch(8, 2, 2)]
+    reference = _write(tmp_path / "ref", full, shard_size=4)
+    with pytest.raises(RuntimeError):
+        with CAMStoreWriter(tmp_path / "s", shard_size=4, meta=META) as writer:
+            writer.add(*full[0])  # shard 0 written and journaled
+            writer.add(*full[1])  # shard 1 written and journaled
+            raise RuntimeError("killed")
+    (tmp_path / "s" / "shard_r000_00099.pt").write_bytes(b"orphan")  # written, never journaled: recomputed
+    with pytest.raises(ValueError, match="written for other inputs"):
+        CAMStoreWriter(tmp_path / "s", shard_size=4, meta={**META, "split": "test"}, resume=True)
+    writer = CAMStoreWriter(tmp_path / "s", shard_size=4, meta=META, resume=True)
+    assert writer.done_indices == set(range(8)) and not (tmp_path / "s" / "shard_r000_00099.pt").exists()
+    with pytest.raises(ValueError, match=r"image indices \[7\] are repeated"):
+        writer.add(*_batch(7, 1, 0))
+    writer.add(*full[2])
+    writer.close()
+    got, ref = CAMStore(tmp_path / "s"), reference
+    assert len(got) == 10
+    for a, b in zip(got.iter_batches(100), ref.iter_batches(100)):
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_check_matches_refuses_other_data() -> None:
+    from wsol.data.records import ImageRecord
+    from wsol.evaluation.store import records_digest
+
+    recs = [ImageRecord("a.jpg", 0), ImageRecord("b.jpg", 1)]
+    meta = {"dataset": "toy", "split": "test", **records_digest(recs)}
+    check_matches(meta, recs, "s")
+    with pytest.raises(ValueError, match="the labels differ"):
+        check_matches(meta, [ImageRecord("a.jpg", 0), ImageRecord("b.jpg", 2)], "s")
+    with pytest.raises(ValueError, match="the image ids"):
+        check_matches(meta, [ImageRecord("b.jpg", 0), ImageRecord("a.jpg", 1)], "s")
+    with pytest.raises(ValueError, match="number of images"):
+        check_matches(meta, recs[:1], "s")
+
+
 # ----------------------------------------------------------------------------- re-scoring
-def test_rescoring_stored_cams_matches_the_network(tmp_path: Path) -> None:
+def _settings(protocol: str, topk: int = 3, **kw: Any) -> ProtocolSettings:
+    base = dict(protocol=protocol, topk=topk, cam_threshold=0.2, cam_curve_interval=0.01, iou_thresholds=(30, 50, 70),
+                box_method="exact", tau_policy="oracle", tau=None, tau_folds=2)
+    return ProtocolSettings(**{**base, **kw})
+
+
+def test_rescoring_stored_cams_equals_the_direct_evaluation(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build_model("small_cnn", num_classes=4, width=4)
     source = build_source("synthetic", split="test", num_images={"test": 16}, num_classes=4, image_size=32)
-    with CAMStoreWriter(tmp_path / "cams", shard_size=5, meta={"topk": 3}) as store:
-        direct = evaluate_model(model, source, protocol="paper", image_size=32, topk=3, batch_size=6,
-                                cam_store=store).metrics
-    kw = dict(topk=3, cam_threshold=0.2, cam_curve_interval=0.01, iou_thresholds=(30, 50, 70), batch_size=7)
-    again = rescore_cam_store(CAMStore(tmp_path / "cams"), source, protocol="paper", **kw).metrics
-    for key in ("top1_cls_err", "top3_cls_err"):
-        assert again[key] == direct[key]
-    for key in ("top1_loc_err", "top3_loc_err", "gt_known_loc_err"):  # fp16 may move a box: at most 1 image
-        assert abs(again[key] - direct[key]) <= 100 / 16 + 1e-9
-    ws = rescore_cam_store(CAMStore(tmp_path / "cams"), source, protocol="wsolevaluation", box_method="exact",
-                           **kw).metrics
-    assert 0 <= ws["maxboxacc"] <= 100
-    with pytest.raises(ValueError, match="cannot be re-scored"):
-        rescore_cam_store(CAMStore(tmp_path / "cams"), source, protocol="cam16_heuristics", **kw)
+    store = CAMStoreWriter(tmp_path / "cams", shard_size=5, meta={"topk": 3})
+    direct = evaluate_model(model, source, _settings("paper"), image_size=32, batch_size=6, num_workers=0,
+                            device=torch.device("cpu"), store=store)
+    again = rescore_store(CAMStore(tmp_path / "cams"), source, _settings("paper"), batch_size=7)
+    for key, v in direct.metrics.items():  # what is stored is what was scored: identical
+        if key != "eval_seconds":
+            assert again.metrics[key] == v, key
+    assert again.rows == direct.rows
+    ws = rescore_store(CAMStore(tmp_path / "cams"), source, _settings("wsolevaluation"))
+    assert 0 <= ws.metrics["maxboxacc"] <= 100
+    with pytest.raises(ValueError, match="holds 'cam' maps"):
+        rescore_store(CAMStore(tmp_path / "cams"), source, _settings("cam16_heuristics", topk=5))
+
+
+def test_rescoring_with_a_smaller_topk_reads_the_gt_map_from_the_last_column(tmp_path: Path) -> None:
+    # Slip caught: with k=1 the GT-class CAM must still be the LAST stored map, not column k.
+    torch.manual_seed(1)
+    model = build_model("small_cnn", num_classes=4, width=4)
+    source = build_source("synthetic", split="test", num_images={"test": 12}, num_classes=4, image_size=32)
+    store = CAMStoreWriter(tmp_path / "cams", shard_size=5, meta={"topk": 3})
+    evaluate_model(model, source, _settings("paper"), image_size=32, batch_size=6, num_workers=0,
+                   device=torch.device("cpu"), store=store)
+    stored = CAMStore(tmp_path / "cams")
+    k3 = rescore_store(stored, source, _settings("paper", topk=3)).metrics
+    k1 = rescore_store(stored, source, _settings("paper", topk=1)).metrics
+    assert k1["gt_known_loc_err"] == k3["gt_known_loc_err"]
+    assert k1["top1_loc_err"] == k3["top1_loc_err"] and k1["top1_cls_err"] == k3["top1_cls_err"]
+    with pytest.raises(ValueError, match="holds the top-3 classes"):
+        rescore_store(stored, source, _settings("paper", topk=4))

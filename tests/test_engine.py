@@ -1,0 +1,220 @@
+"""Training engine: exact resume, refusals on resume, parameter groups, schedules, checkpoints, recipes and the
+frozen-feature cache."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from wsol.data.datasets import WSOLDataset, build_source
+from wsol.data.transforms import build_train_transform
+from wsol.engine.checkpoint import load_checkpoint, load_model_file, model_spec
+from wsol.engine.features import PooledHead, cached_pooled_features, extract_pooled_features, fit_linear_svm
+from wsol.engine.optim import build_param_groups, lr_lambda
+from wsol.engine.recipes import TrainSettings, frozen_modules, train_model
+from wsol.engine.trainer import EpochSampler, seed_everything
+from wsol.models import build_model
+
+CPU = torch.device("cpu")
+SETTINGS = TrainSettings(
+    recipe="full", epochs=2, max_iters=None, batch_size=8, accumulate_grad_batches=2,
+    optimizer=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9, nesterov=True), lr=0.05,
+    weight_decay=5e-4, new_layer_lr_mult=10.0, bias_lr_mult=2.0, schedule="step", schedule_unit="iter",
+    milestones=(3,), gamma=0.1, warmup_iters=2, amp=True, channels_last=False, sync_bn=False, num_workers=0,
+    checkpoint_every=100, snapshot_every=None, log_every=1, feature_cache=True, svm_C=1.0, svm_max_iter=1000)
+
+
+def _source(n: int = 36, split: str = "train") -> Any:
+    return build_source("synthetic", split=split, num_images={split: n}, num_classes=4, image_size=32)
+
+
+def _train(tmp: Path, *, seed: int = 0, settings: TrainSettings = SETTINGS, resume: Any = None,
+           stop_after: int | None = None, fingerprint: dict | None = None, cache: Path | None = None) -> tuple:
+    seed_everything(seed)
+    model = build_model("small_cnn", num_classes=4, width=4)
+    spec = model_spec("small_cnn", 4, "gap", {"width": 4})
+    source = _source()
+    result = train_model(
+        model, source, tmp, settings=settings, seed=1, spec=spec, fingerprint=fingerprint or {"v": 1}, device=CPU,
+        # random crop + flip: augmentation randomness is part of what must resume exactly
+        make_train_dataset=lambda m: WSOLDataset(source, build_train_transform(36, 32, True, m.mean, m.std)),
+        image_size=32, cache_dir=None if cache is None else str(cache), data_root=None, arch="small_cnn",
+        resume=resume, stop_after=stop_after)
+    return model, result
+
+
+def test_resume_is_exact_and_the_log_has_no_duplicates(tmp_path: Path) -> None:
+    model_a, result = _train(tmp_path / "a")
+    assert result.steps == 2 * (36 // 8)
+    _, partial = _train(tmp_path / "b", stop_after=3)
+    assert partial.steps == 3  # stopped mid-epoch 0 (4 steps per epoch)
+    # a different init: everything must come from the checkpoint
+    model_c, _ = _train(tmp_path / "b", seed=123, resume=tmp_path / "b" / "checkpoints" / "last.pt")
+    for (name, a), c in zip(model_a.state_dict().items(), model_c.state_dict().values()):
+        assert torch.equal(a, c), name
+    assert load_model_file(tmp_path / "b" / "model.pt")["spec"]["kwargs"] == {"width": 4}
+    log_a = (tmp_path / "a" / "train_log.csv").read_text()
+    assert log_a == (tmp_path / "b" / "train_log.csv").read_text()  # rewritten to the resumed step: no duplicates
+    assert log_a.count("\n") == 1 + result.steps
+
+
+def test_resuming_a_finished_run_trains_nothing_and_keeps_its_numbers(tmp_path: Path) -> None:
+    _, first = _train(tmp_path)
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ckpt["finished"] and ckpt["step"] == first.steps
+    _, again = _train(tmp_path, resume=tmp_path / "checkpoints" / "last.pt")
+    assert again.steps == first.steps and again.final_loss == first.final_loss and again.train_acc == first.train_acc
+
+
+def test_resume_refuses_changed_settings(tmp_path: Path) -> None:
+    _train(tmp_path, stop_after=2, fingerprint={"batch_size": 8, "lr": 0.05})
+    with pytest.raises(ValueError, match=r"the run's settings changed:\n  lr: 0.05 in the checkpoint, 0.1 now"):
+        _train(tmp_path, resume=tmp_path / "checkpoints" / "last.pt", fingerprint={"batch_size": 8, "lr": 0.1})
+
+
+@pytest.mark.parametrize("content,match", [(b"", "empty checkpoint"), (b"PK\x03\x04garbage", "unreadable checkpoint")])
+def test_bad_checkpoint_files_are_named(tmp_path: Path, content: bytes, match: str) -> None:
+    path = tmp_path / "last.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=match):
+        load_checkpoint(path)
+
+
+def test_non_dict_and_partial_checkpoints_are_refused(tmp_path: Path) -> None:
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        load_checkpoint(tmp_path / "list.pt")
+    torch.save({"model": {}}, tmp_path / "model_only.pt")
+    with pytest.raises(ValueError, match="not a resumable wsol checkpoint"):
+        load_checkpoint(tmp_path / "model_only.pt")
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_param_groups_separate_new_layers_and_biases() -> None:
+    model = build_model("small_cnn", num_classes=4, width=4)
+    groups = build_param_groups(model, lr=0.01, weight_decay=5e-4, new_layer_lr_mult=10.0, bias_lr_mult=2.0,
+                                new_modules=model.new_modules())
+    by_name = {g["name"]: g for g in groups}
+    # small_cnn: convs without bias + BN in backbone and head; the classifier has weight and bias
+    assert set(by_name) == {"backbone_weight", "backbone_norm", "new_weight", "new_norm", "new_bias"}
+    assert by_name["backbone_weight"]["lr"] == pytest.approx(0.01)
+    assert by_name["new_weight"]["lr"] == pytest.approx(0.1)
+    assert by_name["new_bias"]["lr"] == pytest.approx(0.2)
+    assert by_name["new_bias"]["params"] == [model.classifier.bias]
+    assert by_name["backbone_weight"]["weight_decay"] == 5e-4 and by_name["new_norm"]["weight_decay"] == 0.0
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_lr_schedules_golden() -> None:
+    # the CAM authors' solver: x0.1 at 40k, 80k, 120k of 160k iterations
+    step = lr_lambda("step", total_steps=160000, milestones=[40000, 80000, 120000], gamma=0.1)
+    assert step(39999) == 1.0 and step(40000) == pytest.approx(0.1) and step(159999) == pytest.approx(1e-3)
+    assert lr_lambda("cosine", total_steps=100)(50) == pytest.approx(0.5)
+    assert lr_lambda("cosine", total_steps=100, warmup_steps=4)(0) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="unknown schedule 'poly'"):
+        lr_lambda("poly", total_steps=10)
+
+
+def test_lambda_lr_keeps_the_group_multipliers(tmp_path: Path) -> None:
+    # After 4 steps of the step schedule (milestone 3, gamma 0.1) with warm-up 2, the classifier bias group (lr x10
+    # new layers x2 bias) is at 0.05 * 20 * 0.1.
+    settings = replace(SETTINGS, epochs=1)
+    _train(tmp_path, settings=settings)
+    groups = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
+    lrs = sorted(g["lr"] for g in groups)
+    assert lrs[-1] == pytest.approx(0.05 * 20 * 0.1) and lrs[0] == pytest.approx(0.05 * 0.1)
+
+
+def test_sampler_resumes_mid_epoch_and_splits_global_batches_over_ranks() -> None:
+    full = list(EpochSampler(10, seed=3, epoch=2, batch_size=2))
+    assert sorted(i for _, i in full) == list(range(10))
+    assert list(EpochSampler(10, seed=3, epoch=2, batch_size=2, start=4)) == full[4:]
+    assert full != list(EpochSampler(10, seed=3, epoch=2 + 1, batch_size=2))
+    one = list(EpochSampler(9, seed=0, epoch=0, batch_size=4))  # 2 global batches, the 9th image dropped
+    r0 = list(EpochSampler(9, seed=0, epoch=0, batch_size=4, rank=0, world_size=2))
+    r1 = list(EpochSampler(9, seed=0, epoch=0, batch_size=4, rank=1, world_size=2))
+    assert len(one) == 8 and r0 == one[0:2] + one[4:6] and r1 == one[2:4] + one[6:8]
+
+
+def test_bad_values(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="divisible by world_size x accumulate_grad_batches"):
+        _train(tmp_path, settings=replace(SETTINGS, batch_size=7))
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        _train(tmp_path, settings=replace(SETTINGS, batch_size=64))
+    with pytest.raises(ValueError, match="train.epochs must be >= 1"):
+        replace(SETTINGS, epochs=0)
+    with pytest.raises(ValueError, match="train.max_iters must be >= 1"):
+        replace(SETTINGS, max_iters=0)
+    with pytest.raises(ValueError, match="unknown train.recipe"):
+        replace(SETTINGS, recipe="linear_probe")
+
+
+# ----------------------------------------------------------------------------- frozen features and head recipes
+def test_pooled_features_are_the_model_pooling_of_each_view() -> None:
+    torch.manual_seed(0)
+    model = build_model("small_cnn", num_classes=4, width=4).eval()
+    source = _source(6)
+    feats = extract_pooled_features(model, source, image_size=32, hflip=True, batch_size=4, num_workers=0, device=CPU)
+    assert feats.pooled.shape == (2, 6, 2, 16)
+    from wsol.data.transforms import build_eval_transform
+
+    x = build_eval_transform(32, model.mean, model.std)(source.load(3))[None]
+    with torch.no_grad():
+        f = model.forward_features(x.flip(-1))
+    torch.testing.assert_close(feats.of("gap")[1, 3], f.mean((2, 3))[0])
+    torch.testing.assert_close(feats.of("gmp")[1, 3], f.amax((2, 3))[0])
+    # the head on a pooled vector = the model's own head on the map (one classifier, shared modules)
+    head = PooledHead(model).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(head(feats.of("gap")[1, 3:4]), model.forward_head(f))
+
+
+def test_feature_cache_is_shared_by_poolings_and_refuses_other_inputs(tmp_path: Path) -> None:
+    settings = replace(SETTINGS, recipe="head", batch_size=6, accumulate_grad_batches=1, epochs=2)
+    _, gap = _train(tmp_path / "gap", settings=settings, cache=tmp_path / "cache")
+    files = list((tmp_path / "cache").glob("features-*.pt"))
+    assert len(files) == 1 and gap.history[-1]["features_cached"] is False
+    model, second = _train(tmp_path / "gap2", settings=settings, cache=tmp_path / "cache")
+    assert second.history[-1]["features_cached"] is True and list((tmp_path / "cache").glob("*.pt")) == files
+    # the backbone is untouched by the head recipe; only the classifier moved
+    seed_everything(0)
+    fresh = build_model("small_cnn", num_classes=4, width=4)
+    for name, t in fresh.state_dict().items():
+        if not name.startswith("classifier"):
+            assert torch.equal(t, model.state_dict()[name]), name
+    assert not torch.equal(fresh.classifier.weight, model.classifier.weight)
+    # a cache file whose recorded key differs (e.g. another model's) is refused, not reused
+    state = torch.load(files[0], weights_only=True)
+    torch.save({**state, "key": {**state["key"], "arch": "other"}}, files[0])
+    with pytest.raises(ValueError, match="feature cache made for other inputs"):
+        _train(tmp_path / "gap3", settings=settings, cache=tmp_path / "cache")
+
+
+def test_linear_svm_classifier_gives_the_cam_identity(tmp_path: Path) -> None:
+    model, result = _train(tmp_path, settings=replace(SETTINGS, recipe="linear_svm"), cache=tmp_path / "c")
+    assert result.steps == 0 and 0.0 <= result.train_acc <= 1.0
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        f = model.eval().forward_features(x)
+        cams = torch.einsum("bkhw,ck->bchw", f, model.classifier.weight)
+        torch.testing.assert_close(cams.mean((2, 3)) + model.classifier.bias, model.forward_head(f))
+    feats = torch.randn(40, 5)
+    labels = torch.arange(40) % 2
+    w, b, info = fit_linear_svm(feats, labels, C=1.0, seed=0, max_iter=1000)
+    assert w.shape == (2, 5) and torch.equal(w[0], -w[1])  # binary: the two classes' scores are opposite
+
+
+def test_frozen_modules_per_recipe() -> None:
+    model = build_model("small_cnn", num_classes=4, width=4)
+    frozen, new = frozen_modules(model, "head")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"classifier.weight", "classifier.bias"} and new == [model.classifier]
+    assert model.backbone in frozen and model.classifier not in frozen and model.dropout not in frozen
+    frozen, new = frozen_modules(model, "full")
+    assert frozen == () and all(p.requires_grad for p in model.parameters())
