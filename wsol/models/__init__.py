@@ -52,6 +52,7 @@ def check_cam_model(model: nn.Module, name: str = "model") -> None:
 
 # Registrations (import order = registry order is irrelevant; names are sorted).
 from wsol.models import backbones as _backbones  # noqa: E402
+from wsol.models import efficientnet_lite as _lite  # noqa: E402
 from wsol.models import paper as _paper  # noqa: E402
 from wsol.models import small as _small  # noqa: E402
 
@@ -68,6 +69,8 @@ MODELS.register("inception_v3")(_backbones.inception_v3)
 MODELS.register("mobilenet_v3_large")(_backbones.mobilenet_v3_large)
 MODELS.register("efficientnet_b0")(_backbones.efficientnet_b0)
 MODELS.register("convnext_tiny")(_backbones.convnext_tiny)
-MODELS.register("efficientnet_lite0")(_backbones.efficientnet_lite0)
+MODELS.register("efficientnet_lite0")(_lite.efficientnet_lite0)
+MODELS.register("efficientnet_lite1")(_lite.efficientnet_lite1)
+MODELS.register("efficientnet_lite2")(_lite.efficientnet_lite2)
 
 __all__ = ["MODELS", "CAMNet", "POOLS", "build_model", "check_cam_model", "global_pool", "list_models"]

