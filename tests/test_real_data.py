@@ -13,7 +13,7 @@ import torch
 
 from wsol.data.datasets import build_source
 from wsol.data.records import Annotations
-from wsol.evaluate import evaluate_model
+from wsol.evaluation import ProtocolSettings, evaluate_model
 from wsol.models import build_model
 
 
@@ -39,7 +39,10 @@ def test_efficientnet_lite0_paper_protocol_on_real_images(shared_data: Path, sub
     source = build_source("wsol_metadata", split="test", root=str(shared_data / "ilsvrc_val_mini" / subset),
                           num_classes=1000)
     model = build_model("efficientnet_lite0", pretrained=True)
-    out = evaluate_model(model, _Head(source, 12), protocol="paper", image_size=224, batch_size=12).metrics
+    settings = ProtocolSettings(protocol="paper", topk=5, cam_threshold=0.2, cam_curve_interval=0.01,
+                                iou_thresholds=(30, 50, 70), box_method="auto", tau_policy="oracle", tau=None, tau_folds=2)
+    out = evaluate_model(model, _Head(source, 12), settings, image_size=224, batch_size=12, num_workers=0,
+                         device=torch.device("cpu")).metrics
     assert out["n_images"] == 12 and out["n_loc_images"] == 12
     # A real ImageNet model on real val images, in the right class order and input scaling, is mostly
     # right; a wrong normalisation, class order or box geometry drives these towards 100%.

@@ -180,7 +180,11 @@ def train_model(model: CAMNet, train_source: Any, run_dir: str | Path, *, settin
     else:
         net, dataset, extra_info = model, make_train_dataset(model), {}
         if settings.sync_bn and torch.distributed.is_initialized():
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            if device.type != "cuda":  # PyTorch's SyncBatchNorm runs on GPUs only
+                log.warning("train.sync_bn ignored on %s: SyncBatchNorm needs CUDA; each rank keeps its own "
+                            "batch statistics", device)
+            else:
+                net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net.to(device)
     if settings.channels_last and settings.recipe not in ("head",):
         net.to(memory_format=torch.channels_last)
