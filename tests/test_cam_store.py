@@ -238,7 +238,9 @@ def test_export_validates_ids_and_score_maps(tmp_path: Path) -> None:
 def test_rescoring_stored_cams_matches_the_network(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build_model("small_cnn", num_classes=4, width=4)
-    source = build_source("synthetic", split="test", num_images={"test": 16}, num_classes=4, image_size=32)
+    source = build_source("synthetic", split="test", num_images={"test": 16}, num_classes=4, render_size=32,
+                          scale_range=(0.15, 0.7), aspect_range=(0.35, 0.8), two_instance_prob=0.2, part_prob=0.7,
+                          max_distractors=3, seed=0)
     with CAMStoreWriter(tmp_path / "cams", shard_size=5, meta={"topk": 3}) as store:
         direct = evaluate_model(model, source, protocol="paper", image_size=32, topk=3, batch_size=6,
                                 cam_store=store).metrics

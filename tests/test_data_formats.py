@@ -412,21 +412,36 @@ def test_shared_devkit_mat_equals_wsolevaluation_test_metadata(shared_data: Path
     assert boxes == 80477
 
 
-@pytest.mark.parametrize("name", ["wsol_metadata", "ilsvrc", "cub", "openimages"])
+COMMON_DATA_KEYS = {"name", "root", "num_classes", "train_split", "val_split", "test_split", "image_size",
+                    "crop_size", "resize_size", "hflip", "on_error"}
+
+
+@pytest.mark.parametrize("name", ["wsol_metadata", "ilsvrc", "cub", "openimages", "synthetic"])
 def test_data_configs_compose_and_build(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each data config composes with the evaluate config, names a registered factory, and its kwargs are
-    accepted by that factory (built on a tiny metadata data set)."""
+    """Each data config composes with the evaluate config, its options are top-level keys that are exactly the
+    registered factory's options, and ``source_from_cfg`` builds it (on a tiny metadata data set)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
+
+    from wsol.config import source_from_cfg
+    from wsol.data.datasets import dataset_options
 
     monkeypatch.setenv("WSOL_DATA", str(tmp_path))
     config_dir = str(Path(__file__).resolve().parents[1] / "configs")
     overrides = [f"data={name}"] + (["data.root=/x", "data.num_classes=2"] if name == "wsol_metadata" else [])
+    overrides += ["data.num_images={test:3}"] if name == "synthetic" else []
     with initialize_config_dir(version_base="1.3", config_dir=config_dir):
         cfg = compose(config_name="evaluate", overrides=overrides)
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    assert data["name"] == name and data["image_size"] == 224 and data["on_error"] == "raise"
-    assert {"root", "num_classes", "train_split", "val_split", "test_split", "crop_size", "resize_size", "kwargs"} <= set(data)
+    assert data["name"] == name and data["on_error"] == "raise"
+    assert data["image_size"] == (64 if name == "synthetic" else 224)
+    assert COMMON_DATA_KEYS <= set(data) and "kwargs" not in data
+    # Every option of the factory is spelled in the YAML (Hydra refuses unknown override keys without "+").
+    assert set(data) - COMMON_DATA_KEYS == set(dataset_options(name))
+    if name == "synthetic":
+        source = source_from_cfg(cfg.data, data["test_split"])
+        assert len(source.annotations) == 3 and source.load(0).size == (64, 64)
+        return
     if name != "wsol_metadata":
         assert data["root"].startswith(str(tmp_path))
     root = _dataset(tmp_path)
@@ -434,10 +449,9 @@ def test_data_configs_compose_and_build(name: str, tmp_path: Path, monkeypatch: 
     (root / "metadata" / "test").mkdir()
     for file in list((root / "metadata").glob("*.txt")):
         file.rename(root / "metadata" / "test" / file.name)
-    kwargs = dict(data["kwargs"])
     if name == "openimages":
         meta = root / "metadata" / "test"
         (meta / "localization.txt").write_text("".join(f"val/{n}.jpg,val/{n}.jpg,\n" for n in "abc"))
-    source = DATASETS.build(name, split=data["test_split"], root=root, num_classes=max(2, data["num_classes"]),
-                            on_error=data["on_error"], **kwargs)
+    cfg.data.root = str(root)
+    source = source_from_cfg(cfg.data, data["test_split"])
     assert len(source.annotations) == 3

@@ -70,7 +70,9 @@ def test_wsoleval_scorer_box_in_224_space() -> None:
 def test_evaluate_model_all_protocols_on_tiny_data() -> None:
     torch.manual_seed(0)
     model = build_model("small_cnn", num_classes=4, width=4)
-    source = build_source("synthetic", split="test", num_images={"test": 12}, num_classes=4, image_size=32)
+    source = build_source("synthetic", split="test", num_images={"test": 12}, num_classes=4, render_size=32,
+                          scale_range=(0.15, 0.7), aspect_range=(0.35, 0.8), two_instance_prob=0.2, part_prob=0.7,
+                          max_distractors=3, seed=0)
     paper = evaluate_model(model, source, protocol="paper", image_size=32, topk=3, batch_size=5).metrics
     assert paper["n_images"] == 12 and set(paper) >= {"top1_loc_err", "top3_loc_err", "gt_known_loc_err"}
     ws = evaluate_model(model, source, protocol="wsolevaluation", image_size=32, topk=3, batch_size=5)
@@ -88,7 +90,9 @@ def test_model_without_classifier_is_refused() -> None:
         def forward_features(self, x: torch.Tensor) -> torch.Tensor:
             return x
 
-    source = build_source("synthetic", split="test", num_images={"test": 2}, num_classes=4, image_size=32)
+    source = build_source("synthetic", split="test", num_images={"test": 2}, num_classes=4, render_size=32,
+                          scale_range=(0.15, 0.7), aspect_range=(0.35, 0.8), two_instance_prob=0.2, part_prob=0.7,
+                          max_distractors=3, seed=0)
     with pytest.raises(TypeError, match="classifier must be an nn.Linear"):
         evaluate_model(NoHead(), source)  # type: ignore[arg-type]
 

@@ -22,7 +22,9 @@ TRAIN = dict(epochs=2, max_iters=None, batch_size=8, accumulate_grad_batches=2, 
 def _setup(seed: int = 0) -> tuple[torch.nn.Module, WSOLDataset]:
     seed_everything(seed)
     model = build_model("small_cnn", num_classes=4, width=4)
-    source = build_source("synthetic", split="train", num_images={"train": 36}, num_classes=4, image_size=32)
+    source = build_source("synthetic", split="train", num_images={"train": 36}, num_classes=4, render_size=32,
+                          scale_range=(0.15, 0.7), aspect_range=(0.35, 0.8), two_instance_prob=0.2, part_prob=0.7,
+                          max_distractors=3, seed=0)
     # random crop + flip so that augmentation randomness is part of what must resume exactly
     transform = build_train_transform(36, 32, True, model.mean, model.std)
     return model, WSOLDataset(source, transform)

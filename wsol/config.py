@@ -18,7 +18,7 @@ import torchvision
 from omegaconf import DictConfig, OmegaConf
 
 import wsol
-from wsol.data.datasets import ImageSource, WSOLDataset, build_source
+from wsol.data.datasets import ImageSource, WSOLDataset, build_source, dataset_options
 from wsol.data.transforms import build_train_transform
 from wsol.models import CAMNet, build_model
 
@@ -30,15 +30,33 @@ def to_dict(node: DictConfig | None) -> dict[str, Any]:
     return {} if node is None else OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
 
 
+# Keys every data config has; any other key of a data node is an option of its dataset's factory.
+COMMON_DATA_KEYS = ("name", "root", "num_classes", "train_split", "val_split", "test_split", "image_size",
+                    "crop_size", "resize_size", "hflip", "on_error")
+
+
 def source_from_cfg(data: DictConfig, split: str, num_classes: int | None = None) -> ImageSource:
     """Build split ``split`` of the dataset described by a ``configs/data/*.yaml`` node.
 
-    ``num_classes`` (the model's) is used when ``data.num_classes`` is null: labels are then checked
-    against the model's classifier (e.g. 1000 for an ImageNet model on a subset of ImageNet).
+    Every key of the node that is not one of ``COMMON_DATA_KEYS`` (``data.gt_format``, ``data.num_images``,
+    ...) is passed to the registered factory as a keyword argument. ``num_classes`` (the model's) is used
+    when ``data.num_classes`` is null: labels are then checked against the model's classifier (e.g. 1000
+    for an ImageNet model on a subset of ImageNet).
+
+    Raises:
+        ValueError: a key that is not an option of the dataset's factory, named with the dataset.
     """
-    kwargs = to_dict(data.get("kwargs"))
+    options = {key: value for key, value in to_dict(data).items() if key not in COMMON_DATA_KEYS}
+    known = dataset_options(data.name)
+    if known is not None:
+        for key in options:
+            if key not in known:
+                hint = (" (dataset options are top-level keys of the data node now: data.<option>=..., "
+                        "not data.kwargs.<option>)" if key == "kwargs" else "")
+                raise ValueError(f"data.{key}: dataset {data.name!r} has no option {key!r}{hint}; "
+                                 f"its options are: {', '.join(known) or 'none'}")
     n = data.num_classes if data.num_classes is not None else num_classes
-    return build_source(data.name, split=split, root=data.root, num_classes=n, on_error=data.on_error, **kwargs)
+    return build_source(data.name, split=split, root=data.root, num_classes=n, on_error=data.on_error, **options)
 
 
 def split_name(data: DictConfig, which: str) -> str:
