@@ -455,3 +455,35 @@ def test_data_configs_compose_and_build(name: str, tmp_path: Path, monkeypatch: 
     cfg.data.root = str(root)
     source = source_from_cfg(cfg.data, data["test_split"])
     assert len(source.annotations) == 3
+
+
+def test_readers_read_only_the_selected_images(tmp_path: Path) -> None:
+    """``select`` skips the other images' lines unchecked (a subset out of 50,000, as data=imagenette reads)."""
+    def only_first(image_id: str) -> bool:
+        return image_id.endswith("_00000001.JPEG")
+
+    folder = _xml_folder(tmp_path)
+    (folder / "ILSVRC2012_val_00000003.xml").write_text("broken")  # never parsed
+    xml = read_devkit_xml(folder, WNIDS, select=only_first)
+    assert [r.image_id for r in xml.records] == ["val/ILSVRC2012_val_00000001.JPEG"]
+    csv_path = tmp_path / "LOC_val_solution.csv"
+    csv_path.write_text("ImageId,PredictionString\nILSVRC2012_val_00000002,n07777777 1 2 3\n"
+                        "ILSVRC2012_val_00000001,n02119789 111 108 441 193\n")
+    kaggle = read_kaggle_csv(csv_path, WNIDS, select=only_first)
+    assert [(r.image_id, r.label) for r in kaggle.records] == [("val/ILSVRC2012_val_00000001.JPEG", 2)]
+    mat = tmp_path / "gt.mat"
+    _write_cache_mat(mat, [[(1, (111, 108, 441, 193))], [(99, (9, 9, 1, 1))]])  # record 2: unknown id, inverted box
+    assert len(read_devkit_mat(mat, DEVKIT_TO_LABEL, num_classes=4, select=only_first)) == 1
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    (meta / "image_ids.txt").write_text("val/ILSVRC2012_val_00000002.JPEG\nval/ILSVRC2012_val_00000001.JPEG\n")
+    (meta / "class_labels.txt").write_text("val/ILSVRC2012_val_00000002.JPEG,x\nval/ILSVRC2012_val_00000001.JPEG,2\n")
+    (meta / "image_sizes.txt").write_text("val/ILSVRC2012_val_00000002.JPEG,0,0\nval/ILSVRC2012_val_00000001.JPEG,500,375\n")
+    (meta / "localization.txt").write_text("val/ILSVRC2012_val_00000002.JPEG,9,9,1,1\n"
+                                           "val/ILSVRC2012_val_00000001.JPEG,111,108,441,193\n")
+    with pytest.raises(AnnotationError):
+        read_metadata(meta)
+    selected = read_metadata(meta, select=only_first)
+    assert [(r.image_id, r.label, r.size) for r in selected.records] == [("val/ILSVRC2012_val_00000001.JPEG", 2, (500, 375))]
+    with pytest.raises(AnnotationError, match="no image id selected"):
+        read_metadata(meta, select=lambda image_id: False)
