@@ -92,12 +92,12 @@ def test_optimizer_is_chosen_by_target() -> None:
 
 def test_check_values_reports_every_problem_at_once() -> None:
     cfg = _compose("run", ["eval.cam_threshold=1.5", "train.epochs=0", "train.checkpoint_every=0",
-                           "train.log_every=0", "eval.tau_policy=fixed", "cam.topk=0", "+data.kwargs.colour=red"])
+                           "train.log_every=0", "eval.tau_policy=fixed", "cam.topk=0", "+data.colour=red"])
     problems = check_values(cfg)
     text = "\n".join(problems)
     for needle in ("eval.cam_threshold=1.5: must lie in (0, 1)", "train.epochs=0", "train.checkpoint_every=0",
                    "train.log_every=0", "eval.tau_policy=fixed needs eval.tau", "cam.topk=0",
-                   "data.colour: not an option of dataset 'synthetic'"):
+                   "data.colour: dataset 'synthetic' has no option 'colour'"):
         assert needle in text, needle
     assert check_values(_compose("run")) == []
     bad_tau = _compose("run", ["eval.tau_policy=fixed", "eval.tau=0.333"])

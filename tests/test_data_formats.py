@@ -412,21 +412,36 @@ def test_shared_devkit_mat_equals_wsolevaluation_test_metadata(shared_data: Path
     assert boxes == 80477
 
 
-@pytest.mark.parametrize("name", ["wsol_metadata", "ilsvrc", "cub", "openimages"])
+COMMON_DATA_KEYS = {"name", "root", "num_classes", "train_split", "val_split", "test_split", "image_size",
+                    "crop_size", "resize_size", "hflip", "on_error"}
+
+
+@pytest.mark.parametrize("name", ["wsol_metadata", "ilsvrc", "cub", "openimages", "synthetic"])
 def test_data_configs_compose_and_build(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each data config composes with the evaluate config, names a registered factory, and its kwargs are
-    accepted by that factory (built on a tiny metadata data set)."""
+    """Each data config composes with the evaluate config, its options are top-level keys that are exactly the
+    registered factory's options, and ``source_from_cfg`` builds it (on a tiny metadata data set)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
+
+    from wsol.config import source_from_cfg
+    from wsol.data.datasets import dataset_options
 
     monkeypatch.setenv("WSOL_DATA", str(tmp_path))
     config_dir = str(Path(__file__).resolve().parents[1] / "configs")
     overrides = [f"data={name}"] + (["data.root=/x", "data.num_classes=2"] if name == "wsol_metadata" else [])
+    overrides += ["data.num_images={test:3}"] if name == "synthetic" else []
     with initialize_config_dir(version_base="1.3", config_dir=config_dir):
         cfg = compose(config_name="evaluate", overrides=overrides)
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    assert data["name"] == name and data["image_size"] == 224 and data["on_error"] == "raise"
-    assert {"root", "num_classes", "train_split", "val_split", "test_split", "crop_size", "resize_size", "kwargs"} <= set(data)
+    assert data["name"] == name and data["on_error"] == "raise"
+    assert data["image_size"] == (64 if name == "synthetic" else 224)
+    assert COMMON_DATA_KEYS <= set(data) and "kwargs" not in data
+    # Every option of the factory is spelled in the YAML (Hydra refuses unknown override keys without "+").
+    assert set(data) - COMMON_DATA_KEYS == set(dataset_options(name))
+    if name == "synthetic":
+        source = source_from_cfg(cfg.data, data["test_split"])
+        assert len(source.annotations) == 3 and source.load(0).size == (64, 64)
+        return
     if name != "wsol_metadata":
         assert data["root"].startswith(str(tmp_path))
     root = _dataset(tmp_path)
@@ -434,10 +449,41 @@ def test_data_configs_compose_and_build(name: str, tmp_path: Path, monkeypatch: 
     (root / "metadata" / "test").mkdir()
     for file in list((root / "metadata").glob("*.txt")):
         file.rename(root / "metadata" / "test" / file.name)
-    kwargs = dict(data["kwargs"])
     if name == "openimages":
         meta = root / "metadata" / "test"
         (meta / "localization.txt").write_text("".join(f"val/{n}.jpg,val/{n}.jpg,\n" for n in "abc"))
-    source = DATASETS.build(name, split=data["test_split"], root=root, num_classes=max(2, data["num_classes"]),
-                            on_error=data["on_error"], **kwargs)
+    cfg.data.root = str(root)
+    source = source_from_cfg(cfg.data, data["test_split"])
     assert len(source.annotations) == 3
+
+
+def test_readers_read_only_the_selected_images(tmp_path: Path) -> None:
+    """``select`` skips the other images' lines unchecked (a subset out of 50,000, as data=imagenette reads)."""
+    def only_first(image_id: str) -> bool:
+        return image_id.endswith("_00000001.JPEG")
+
+    folder = _xml_folder(tmp_path)
+    (folder / "ILSVRC2012_val_00000003.xml").write_text("broken")  # never parsed
+    xml = read_devkit_xml(folder, WNIDS, select=only_first)
+    assert [r.image_id for r in xml.records] == ["val/ILSVRC2012_val_00000001.JPEG"]
+    csv_path = tmp_path / "LOC_val_solution.csv"
+    csv_path.write_text("ImageId,PredictionString\nILSVRC2012_val_00000002,n07777777 1 2 3\n"
+                        "ILSVRC2012_val_00000001,n02119789 111 108 441 193\n")
+    kaggle = read_kaggle_csv(csv_path, WNIDS, select=only_first)
+    assert [(r.image_id, r.label) for r in kaggle.records] == [("val/ILSVRC2012_val_00000001.JPEG", 2)]
+    mat = tmp_path / "gt.mat"
+    _write_cache_mat(mat, [[(1, (111, 108, 441, 193))], [(99, (9, 9, 1, 1))]])  # record 2: unknown id, inverted box
+    assert len(read_devkit_mat(mat, DEVKIT_TO_LABEL, num_classes=4, select=only_first)) == 1
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    (meta / "image_ids.txt").write_text("val/ILSVRC2012_val_00000002.JPEG\nval/ILSVRC2012_val_00000001.JPEG\n")
+    (meta / "class_labels.txt").write_text("val/ILSVRC2012_val_00000002.JPEG,x\nval/ILSVRC2012_val_00000001.JPEG,2\n")
+    (meta / "image_sizes.txt").write_text("val/ILSVRC2012_val_00000002.JPEG,0,0\nval/ILSVRC2012_val_00000001.JPEG,500,375\n")
+    (meta / "localization.txt").write_text("val/ILSVRC2012_val_00000002.JPEG,9,9,1,1\n"
+                                           "val/ILSVRC2012_val_00000001.JPEG,111,108,441,193\n")
+    with pytest.raises(AnnotationError):
+        read_metadata(meta)
+    selected = read_metadata(meta, select=only_first)
+    assert [(r.image_id, r.label, r.size) for r in selected.records] == [("val/ILSVRC2012_val_00000001.JPEG", 2, (500, 375))]
+    with pytest.raises(AnnotationError, match="no image id selected"):
+        read_metadata(meta, select=lambda image_id: False)

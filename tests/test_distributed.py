@@ -17,7 +17,7 @@ import torch
 from wsol.engine.distributed import shard_indices
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-TINY = ["data.kwargs.image_size=32", "data.image_size=32", "data.resize_size=32", "data.crop_size=32",
+TINY = ["data.render_size=32", "data.image_size=32", "data.resize_size=32", "data.crop_size=32",
         "train.epochs=2", "train.batch_size=16", "train.log_every=1", "model.kwargs.width=4", "device=cpu",
         "train.recipe=head", "paths.cache_dir=null", "train.scheduler.warmup_iters=0"]
 
@@ -44,7 +44,7 @@ def test_shards_cover_every_image_once() -> None:
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun not found")
 @pytest.mark.parametrize("n_test", [33, pytest.param(32, marks=pytest.mark.slow)])
 def test_two_processes_equal_one(tmp_path: Path, n_test: int) -> None:
-    data = f"data.kwargs.num_images={{train:64,val:16,test:{n_test}}}"
+    data = f"data.num_images={{train:64,val:16,test:{n_test}}}"
     one = _run(1, "run", f"hydra.run.dir={tmp_path / 'one'}", data, *TINY, "eval.save_cams=true")
     assert one.returncode == 0, one.stderr[-3000:]
     two = _run(2, "run", f"hydra.run.dir={tmp_path / 'two'}", data, *TINY, "eval.save_cams=true")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 
+from conftest import synthetic_source
 from wsol.data.datasets import WSOLDataset, build_source
 from wsol.data.transforms import build_train_transform
 from wsol.engine.checkpoint import load_checkpoint, load_model_file, model_spec
@@ -30,7 +31,7 @@ SETTINGS = TrainSettings(
 
 
 def _source(n: int = 36, split: str = "train") -> Any:
-    return build_source("synthetic", split=split, num_images={split: n}, num_classes=4, image_size=32)
+    return synthetic_source(split, n, 4)
 
 
 def _train(tmp: Path, *, seed: int = 0, settings: TrainSettings = SETTINGS, resume: Any = None,

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from conftest import synthetic_source
 from wsol.data.datasets import build_source
 from wsol.data.records import ImageRecord
 from wsol.dtbox import dt_box, dt_rects_to_xyxy
@@ -112,7 +113,7 @@ def test_evaluate_model_applies_the_split_blacklist() -> None:
     # Slip caught: the pipeline passing an empty blacklist instead of the split's.
     torch.manual_seed(0)
     model = build_model("small_cnn", num_classes=4, width=4)
-    source = build_source("synthetic", split="test", num_images={"test": 8}, num_classes=4, image_size=32)
+    source = synthetic_source("test", 8, 4)
     ids = [r.image_id for r in source.annotations.records]
     source.annotations.blacklist = frozenset(ids[:3])
     out = evaluate_model(model, source, _settings("paper"), image_size=32, batch_size=4, num_workers=0, device=CPU)
@@ -312,7 +313,7 @@ def test_cam16_pipeline_equals_an_independent_implementation(tmp_path: Path) -> 
 def test_evaluate_model_all_protocols_on_tiny_data() -> None:
     torch.manual_seed(0)
     model = build_model("small_cnn", num_classes=6, width=4)
-    source = build_source("synthetic", split="test", num_images={"test": 12}, num_classes=6, image_size=32)
+    source = synthetic_source("test", 12, 6)
     kw = dict(image_size=32, batch_size=5, num_workers=0, device=CPU)
     paper = evaluate_model(model, source, _settings("paper"), **kw)
     assert paper.metrics["n_images"] == 12 and {"top1_loc_err", "top3_loc_err", "gt_known_loc_err"} <= set(paper.metrics)
@@ -329,8 +330,8 @@ def test_evaluate_model_all_protocols_on_tiny_data() -> None:
 def test_heldout_policy_scores_the_val_split_first() -> None:
     torch.manual_seed(0)
     model = build_model("small_cnn", num_classes=4, width=4)
-    test = build_source("synthetic", split="test", num_images={"test": 8}, num_classes=4, image_size=32)
-    val = build_source("synthetic", split="val", num_images={"val": 8}, num_classes=4, image_size=32)
+    test = synthetic_source("test", 8, 4)
+    val = synthetic_source("val", 8, 4)
     kw = dict(image_size=32, batch_size=8, num_workers=0, device=CPU)
     out = evaluate_model(model, test, _settings("wsolevaluation", tau_policy="heldout"), heldout_source=val, **kw)
     held = evaluate_model(model, val, _settings("wsolevaluation"), **kw)
@@ -346,7 +347,7 @@ def test_model_without_classifier_is_refused() -> None:
         def forward_features(self, x: torch.Tensor) -> torch.Tensor:
             return x
 
-    source = build_source("synthetic", split="test", num_images={"test": 2}, num_classes=4, image_size=32)
+    source = synthetic_source("test", 2, 4)
     with pytest.raises(TypeError, match="classifier must be an nn.Linear"):
         evaluate_model(NoHead(), source, _settings("paper"), image_size=32, batch_size=2,  # type: ignore[arg-type]
                        num_workers=0, device=CPU)

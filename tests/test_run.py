@@ -11,8 +11,8 @@ import pytest
 
 from wsol.report import collect_runs, main as report_main
 
-TINY = ["data.kwargs.num_images={train:64,val:16,test:32}", "data.image_size=32", "data.resize_size=32",
-        "data.crop_size=32", "data.kwargs.image_size=32", "train.epochs=1", "train.batch_size=32",
+TINY = ["data.num_images={train:64,val:16,test:32}", "data.image_size=32", "data.resize_size=32",
+        "data.crop_size=32", "data.render_size=32", "train.epochs=1", "train.batch_size=32",
         "train.log_every=1", "model.kwargs.width=4", "device=cpu"]
 
 
@@ -104,5 +104,5 @@ def test_saved_cams_rescored_without_the_network(tiny_run: Path, tmp_path: Path)
     assert (tmp_path / "b" / "boxacc_curve.csv").is_file()
     # ... and refuses to score them against other data
     proc = _wsol("evaluate", f"hydra.run.dir={tmp_path / 'c'}", f"cams={tmp_path / 'a' / 'cams'}", *TINY[:5],
-                 "data.kwargs.seed=1", "device=cpu")
+                 "data.seed=1", "device=cpu")
     assert proc.returncode == 2 and "other data than this split" in proc.stderr

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import synthetic_source
 from wsol.data.datasets import build_source
 from wsol.evaluation import ProtocolSettings, evaluate_model, rescore_store
 from wsol.evaluation.store import CAMStore, CAMStoreWriter, check_matches, export_wsoleval_scoremaps
@@ -282,7 +283,7 @@ def _settings(protocol: str, topk: int = 3, **kw: Any) -> ProtocolSettings:
 def test_rescoring_stored_cams_equals_the_direct_evaluation(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build_model("small_cnn", num_classes=4, width=4)
-    source = build_source("synthetic", split="test", num_images={"test": 16}, num_classes=4, image_size=32)
+    source = synthetic_source("test", 16, 4)
     store = CAMStoreWriter(tmp_path / "cams", shard_size=5, meta={"topk": 3})
     direct = evaluate_model(model, source, _settings("paper"), image_size=32, batch_size=6, num_workers=0,
                             device=torch.device("cpu"), store=store)
@@ -301,7 +302,7 @@ def test_rescoring_with_a_smaller_topk_reads_the_gt_map_from_the_last_column(tmp
     # Slip caught: with k=1 the GT-class CAM must still be the LAST stored map, not column k.
     torch.manual_seed(1)
     model = build_model("small_cnn", num_classes=4, width=4)
-    source = build_source("synthetic", split="test", num_images={"test": 12}, num_classes=4, image_size=32)
+    source = synthetic_source("test", 12, 4)
     store = CAMStoreWriter(tmp_path / "cams", shard_size=5, meta={"topk": 3})
     evaluate_model(model, source, _settings("paper"), image_size=32, batch_size=6, num_workers=0,
                    device=torch.device("cpu"), store=store)

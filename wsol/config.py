@@ -7,7 +7,6 @@ expensive work and reports every problem at once.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import platform
 import subprocess
@@ -21,7 +20,7 @@ import wsol
 log = logging.getLogger(__name__)
 
 #: Keys every data config has; the others are the selected dataset factory's own options.
-DATA_COMMON_KEYS = ("name", "root", "num_classes", "train_split", "val_split", "test_split", "image_size",
+COMMON_DATA_KEYS = ("name", "root", "num_classes", "train_split", "val_split", "test_split", "image_size",
                     "crop_size", "resize_size", "hflip", "on_error")
 
 
@@ -38,17 +37,44 @@ def value(x: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- data and model
+def data_option_problems(data: DictConfig) -> list[str]:
+    """Keys of a data node that are not options of its dataset's factory (one message each)."""
+    from wsol.data.datasets import dataset_options
+
+    try:
+        known = dataset_options(data.name)
+    except KeyError as err:
+        return [f"data.name: {err.args[0]}"]
+    if known is None:
+        return []
+    problems = []
+    for key in (k for k in data if k not in COMMON_DATA_KEYS and k not in known):
+        hint = (" (dataset options are top-level keys of the data node now: data.<option>=..., not "
+                "data.kwargs.<option>)" if key == "kwargs" else "")
+        problems.append(f"data.{key}: dataset {data.name!r} has no option {key!r}{hint}; its options are: "
+                        f"{', '.join(known) or 'none'}")
+    return problems
+
+
 def source_from_cfg(data: DictConfig, split: str, num_classes: int | None = None) -> Any:
     """Build split ``split`` of the dataset described by a ``configs/data/*.yaml`` node.
 
-    ``num_classes`` (the model's) is used when ``data.num_classes`` is null: labels are then checked against the
-    model's classifier (e.g. 1000 for an ImageNet model on a subset of ImageNet).
+    Every key of the node that is not one of ``COMMON_DATA_KEYS`` (``data.gt_format``, ``data.num_images``, ...) is
+    passed to the registered factory as a keyword argument. ``num_classes`` (the model's) is used when
+    ``data.num_classes`` is null: labels are then checked against the model's classifier (e.g. 1000 for an ImageNet
+    model on a subset of ImageNet).
+
+    Raises:
+        ValueError: a key that is not an option of the dataset's factory, named with the dataset.
     """
     from wsol.data.datasets import build_source
 
-    kwargs = to_dict(data.get("kwargs"))
+    problems = data_option_problems(data)
+    if problems:
+        raise ValueError(problems[0])
+    options = {key: v for key, v in to_dict(data).items() if key not in COMMON_DATA_KEYS}
     n = data.num_classes if data.num_classes is not None else num_classes
-    return build_source(data.name, split=split, root=data.root, num_classes=n, on_error=data.on_error, **kwargs)
+    return build_source(data.name, split=split, root=data.root, num_classes=n, on_error=data.on_error, **options)
 
 
 def split_name(data: DictConfig, which: str) -> str:
@@ -197,28 +223,8 @@ def check_values(cfg: DictConfig) -> list[str]:
     _range(p, "data.crop_size", data.crop_size, 1, inf, integer=True)
     if data.crop_size is not None and data.resize_size is not None and data.crop_size > data.resize_size:
         p.append(f"data.crop_size={data.crop_size} is larger than data.resize_size={data.resize_size}")
-    p += _check_data_keys(data)
+    p += data_option_problems(data)
     return p
-
-
-def _check_data_keys(data: DictConfig) -> list[str]:
-    """Every non-common data key must be an option of the selected dataset factory."""
-    try:
-        import wsol.data  # noqa: F401  (registers the datasets)
-        from wsol.data.datasets import DATASETS
-
-        factory = DATASETS.get(data.name)
-    except KeyError as err:
-        return [f"data.name: {err.args[0]}"]
-    params = inspect.signature(factory).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return []
-    extra = [k for k in data if k not in DATA_COMMON_KEYS and k not in params]
-    if "kwargs" in data:  # the older nested layout
-        extra = [k for k in to_dict(data.kwargs) if k not in params]
-    return [f"data.{k}: not an option of dataset {data.name!r} (options: "
-            f"{', '.join(sorted(n for n in params if n not in ('split', 'root', 'num_classes', 'on_error')))})"
-            for k in extra]
 
 
 # ----------------------------------------------------------------------------- provenance and run files

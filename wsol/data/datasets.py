@@ -9,6 +9,7 @@ with a transform for training or evaluation.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Protocol
 
 import torch
@@ -30,6 +31,27 @@ class ImageSource(Protocol):
 
 
 DATASETS: Registry[ImageSource] = Registry("dataset")
+
+# Keyword arguments every factory receives from the data config's common keys (``wsol.config.source_from_cfg``);
+# they are not dataset options.
+INTERFACE_ARGUMENTS = ("split", "root", "num_classes", "on_error")
+
+
+def dataset_options(name: str) -> tuple[str, ...] | None:
+    """The dataset-specific keyword arguments of the factory registered as ``name``.
+
+    These are the keys a data config may hold besides the common ones (``data.gt_format``,
+    ``data.num_images`` ...). ``None`` when the factory accepts any keyword (``**kwargs``).
+
+    Raises:
+        KeyError: ``name`` is not registered (listing the known names).
+    """
+    parameters = inspect.signature(DATASETS.get(name)).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return tuple(p.name for p in parameters
+                 if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+                 and p.name not in INTERFACE_ARGUMENTS)
 
 
 def build_source(name: str, split: str, **kwargs: Any) -> ImageSource:

@@ -23,7 +23,7 @@ import csv
 import os
 import re
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -276,6 +276,7 @@ def read_devkit_xml(
     blacklist: Iterable[str] = (),
     on_error: OnError = "raise",
     box_tolerance: float = DEFAULT_BOX_TOLERANCE,
+    select: Callable[[str], bool] | None = None,
 ) -> Annotations:
     """The devkit's per-image XML files (``Annotations/CLS-LOC/val/*.xml``), every box of every image.
 
@@ -292,6 +293,8 @@ def read_devkit_xml(
         blacklist: image ids excluded from localization scoring.
         on_error: ``"raise"`` or ``"skip"``.
         box_tolerance: pixels a box may overshoot its image.
+        select: when given, only the XML files whose image id (``id_template`` applied to the XML file's stem,
+            which the devkit names after its image, with an empty ``{folder}``) it accepts are parsed.
 
     Returns:
         ``Annotations`` sorted by image id, sizes from ``<size>``.
@@ -312,6 +315,8 @@ def read_devkit_xml(
     xml_files = sorted(root.rglob("*.xml"))
     if not xml_files:
         raise FileNotFoundError(f"{root}: no *.xml file")
+    if select is not None:
+        xml_files = [path for path in xml_files if select(id_template.format(filename=path.stem, folder=""))]
     for xml_path in xml_files:
         where = str(xml_path)
         first_problem = len(problems)
@@ -402,6 +407,7 @@ def read_kaggle_csv(
     blacklist: Iterable[str] = (),
     on_error: OnError = "raise",
     box_tolerance: float = DEFAULT_BOX_TOLERANCE,
+    select: Callable[[str], bool] | None = None,
 ) -> Annotations:
     """Kaggle's ``LOC_val_solution.csv`` (or ``LOC_train_solution.csv``): ``ImageId,PredictionString``.
 
@@ -418,6 +424,7 @@ def read_kaggle_csv(
         blacklist: image ids excluded from localization scoring.
         on_error: ``"raise"`` or ``"skip"``.
         box_tolerance: pixels a box may overshoot its image.
+        select: when given, only the rows whose image id it accepts are read; the others are skipped unchecked.
 
     Returns:
         ``Annotations`` sorted by image id.
@@ -443,6 +450,8 @@ def read_kaggle_csv(
             name, prediction = row[0].strip(), row[1].split()
             wnid0 = prediction[0] if prediction else ""
             image_id = id_template.format(name, wnid=wnid0)
+            if select is not None and not select(image_id):
+                continue
             if image_id in first_line:
                 problems.append(Problem(str(path), number, f"duplicate ImageId {name!r} (first on line {first_line[image_id]})", image_id))
                 continue
@@ -532,6 +541,8 @@ def read_devkit_mat(
     blacklist: Iterable[str] = (),
     on_error: OnError = "raise",
     box_tolerance: float = DEFAULT_BOX_TOLERANCE,
+    select: Callable[[str], bool] | None = None,
+    objects: list[list[tuple[int, np.ndarray]]] | None = None,
 ) -> Annotations:
     """The ILSVRC2014 devkit's cached val ground truth with its labels mapped to the sorted-WNID order.
 
@@ -548,6 +559,8 @@ def read_devkit_mat(
         blacklist: image ids excluded from localization scoring.
         on_error: ``"raise"`` or ``"skip"``.
         box_tolerance: pixels a box may overshoot its image.
+        select: when given, only the images whose id it accepts are kept; the others are skipped unchecked.
+        objects: the file's content when already read by ``read_devkit_mat_objects`` (it takes seconds).
 
     Returns:
         ``Annotations`` in val-index order.
@@ -556,11 +569,14 @@ def read_devkit_mat(
     where = str(mat_path)
     problems: list[Problem] = []
     records: list[ImageRecord] = []
-    for index, objects in enumerate(read_devkit_mat_objects(mat_path), start=1):
+    content = read_devkit_mat_objects(mat_path) if objects is None else objects
+    for index, image_objects in enumerate(content, start=1):
         image_id = id_template.format(index)
+        if select is not None and not select(image_id):
+            continue
         size = sizes.get(image_id) if sizes is not None else None
         boxes, labels, bad = [], [], False
-        for number, (devkit_id, bbox) in enumerate(objects, start=1):
+        for number, (devkit_id, bbox) in enumerate(image_objects, start=1):
             if devkit_id not in id_to_label:
                 problems.append(Problem(where, index, f"rec({index}).objects({number}): devkit id {devkit_id} not in the id map", image_id))
                 bad = True
@@ -590,7 +606,13 @@ def read_devkit_mat(
     )
 
 
-def infer_devkit_id_map(mat_path: str | os.PathLike[str], reference: Annotations, id_template: str = ILSVRC_VAL_ID_TEMPLATE) -> dict[int, int]:
+def infer_devkit_id_map(
+    mat_path: str | os.PathLike[str],
+    reference: Annotations,
+    id_template: str = ILSVRC_VAL_ID_TEMPLATE,
+    *,
+    objects: list[list[tuple[int, np.ndarray]]] | None = None,
+) -> dict[int, int]:
     """Derive devkit id -> label by matching the ``.mat`` with reference annotations of the same images.
 
     For a user without the devkit's ``meta_clsloc.mat``: every image present in both must pair one devkit
@@ -600,6 +622,7 @@ def infer_devkit_id_map(mat_path: str | os.PathLike[str], reference: Annotations
         mat_path: the cached ground truth.
         reference: e.g. wsolevaluation's ``ILSVRC/test`` metadata (labels in the sorted-WNID order).
         id_template: formats the 1-based record index into the image id.
+        objects: the file's content when already read by ``read_devkit_mat_objects`` (it takes seconds).
 
     Returns:
         ``{devkit_id: label}``.
@@ -610,11 +633,12 @@ def infer_devkit_id_map(mat_path: str | os.PathLike[str], reference: Annotations
     labels = {record.image_id: record.label for record in reference.records}
     mapping: dict[int, int] = {}
     reverse: dict[int, int] = {}
-    for index, objects in enumerate(read_devkit_mat_objects(mat_path), start=1):
+    content = read_devkit_mat_objects(mat_path) if objects is None else objects
+    for index, image_objects in enumerate(content, start=1):
         image_id = id_template.format(index)
         if image_id not in labels:
             continue
-        for devkit_id, _ in objects:
+        for devkit_id, _ in image_objects:
             label = labels[image_id]
             if mapping.setdefault(devkit_id, label) != label or reverse.setdefault(label, devkit_id) != devkit_id:
                 raise ValueError(

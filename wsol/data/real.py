@@ -92,7 +92,7 @@ class FileImageSource:
         )
 
 
-def _resolve(root: Path, path: PathLike | None) -> Path | None:
+def resolve_path(root: Path, path: PathLike | None) -> Path | None:
     """``path`` relative to ``root`` unless absolute; ``None`` stays ``None``."""
     if path is None:
         return None
@@ -187,7 +187,7 @@ def check_image_files(
     return checked, problems
 
 
-def _build_source(
+def build_file_source(
     annotations: Annotations,
     images_dir: Path,
     description: str,
@@ -199,6 +199,11 @@ def _build_source(
     alpha: AlphaPolicy = "white",
     box_tolerance: float = DEFAULT_BOX_TOLERANCE,
 ) -> FileImageSource:
+    """A ``FileImageSource`` over ``images_dir`` after ``check_image_files`` at level ``check_files``.
+
+    Raises:
+        FileNotFoundError: ``images_dir`` missing. AnnotationError: bad files with ``on_error="raise"``.
+    """
     if not images_dir.is_dir():
         raise FileNotFoundError(f"image folder not found: {images_dir} ({description})")
     annotations, _ = check_image_files(
@@ -224,7 +229,7 @@ def resolve_metadata_dir(root: PathLike, split: str, metadata_dir: PathLike | No
     """
     base = Path(root)
     if metadata_dir is not None:
-        candidates = [_resolve(base, str(metadata_dir).format(split=split))]
+        candidates = [resolve_path(base, str(metadata_dir).format(split=split))]
     else:
         candidates = [base / "metadata" / split, base / "metadata"]
     for candidate in candidates:
@@ -237,7 +242,7 @@ def resolve_metadata_dir(root: PathLike, split: str, metadata_dir: PathLike | No
 def _default_images_dir(base: Path, images_dir: PathLike | None) -> Path:
     """``images_dir`` if given, else ``root/images`` when it exists, else ``root`` (wsolevaluation layout)."""
     if images_dir is not None:
-        resolved = _resolve(base, images_dir)
+        resolved = resolve_path(base, images_dir)
         assert resolved is not None
         return resolved
     return base / "images" if (base / "images").is_dir() else base
@@ -281,8 +286,8 @@ def wsol_metadata(
     annotations = read_metadata(meta, num_classes=num_classes, on_error=on_error, box_tolerance=box_tolerance)
     images = _default_images_dir(base, images_dir)
     has_masks = any(record.mask_paths for record in annotations.records)
-    masks = (_resolve(base, mask_root) or images) if has_masks else None
-    return _build_source(
+    masks = (resolve_path(base, mask_root) or images) if has_masks else None
+    return build_file_source(
         annotations, images, f"wsol_metadata {meta}", check_files=check_files, on_error=on_error,
         mask_root=masks, apply_exif_orientation=apply_exif_orientation, alpha=alpha, box_tolerance=box_tolerance,
     )
@@ -345,20 +350,20 @@ def ilsvrc(
         check_files=check_files, on_error=on_error, apply_exif_orientation=apply_exif_orientation, alpha=alpha,
         box_tolerance=box_tolerance,
     )
-    blacklist = read_blacklist(_resolve(base, blacklist_file)) if blacklist_file is not None else frozenset()  # type: ignore[arg-type]
+    blacklist = read_blacklist(resolve_path(base, blacklist_file)) if blacklist_file is not None else frozenset()  # type: ignore[arg-type]
 
     def class_list() -> list[str]:
         if synsets is not None:
-            return read_synsets(_resolve(base, synsets))[0]  # type: ignore[arg-type]
-        folder = _resolve(base, train_dir)
+            return read_synsets(resolve_path(base, synsets))[0]  # type: ignore[arg-type]
+        folder = resolve_path(base, train_dir)
         if folder is not None and folder.is_dir():
             return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
         if devkit_meta is not None:
-            return sorted(read_devkit_id_map(_resolve(base, devkit_meta)).values())  # type: ignore[arg-type]
+            return sorted(read_devkit_id_map(resolve_path(base, devkit_meta)).values())  # type: ignore[arg-type]
         raise ValueError("ILSVRC needs its class list: pass synsets= (LOC_synset_mapping.txt), a train folder, or devkit_meta=")
 
     if split == "train" and gt_format != "metadata":
-        folder = _resolve(base, train_dir)
+        folder = resolve_path(base, train_dir)
         assert folder is not None
         # Ids are "<train folder name>/<wnid>/<file>" relative to the folder's parent, as wsolevaluation's
         # "train/n01440764/..." relative to dataset/ILSVRC.
@@ -367,7 +372,7 @@ def ilsvrc(
             raise ValueError(f"{folder}: {annotations.num_classes} class folders, expected num_classes={num_classes}")
         # The 1.28M training images are not opened at start-up (minutes on a network file system): a bad one
         # raises naming its file when it is loaded. ``train_check_files`` asks for the up-front check.
-        return _build_source(annotations, folder.parent, f"ilsvrc train folder {folder}",  # type: ignore[arg-type]
+        return build_file_source(annotations, folder.parent, f"ilsvrc train folder {folder}",  # type: ignore[arg-type]
                              **{**common, "check_files": train_check_files})
 
     chosen = gt_format
@@ -394,28 +399,28 @@ def ilsvrc(
         if label_file is not None:
             if devkit_meta is None:
                 raise ValueError("label_file= needs devkit_meta= (meta_clsloc.mat, meta.mat or map_clsloc.txt) to map its ids")
-            id_to_label = devkit_ids_to_labels(read_devkit_id_map(_resolve(base, devkit_meta)), wnids)  # type: ignore[arg-type]
+            id_to_label = devkit_ids_to_labels(read_devkit_id_map(resolve_path(base, devkit_meta)), wnids)  # type: ignore[arg-type]
         annotations = read_devkit_xml(
-            _resolve(base, xml_dir), wnids, label_file=_resolve(base, label_file), id_to_label=id_to_label,  # type: ignore[arg-type]
+            resolve_path(base, xml_dir), wnids, label_file=resolve_path(base, label_file), id_to_label=id_to_label,  # type: ignore[arg-type]
             blacklist=blacklist, on_error=on_error, box_tolerance=box_tolerance,
         )
-        description = f"ilsvrc {split} from devkit XML {_resolve(base, xml_dir)}"
+        description = f"ilsvrc {split} from devkit XML {resolve_path(base, xml_dir)}"
     elif chosen == "kaggle":
         if kaggle_csv is None:
             raise ValueError("gt_format='kaggle' needs kaggle_csv= (LOC_val_solution.csv) and synsets=")
         annotations = read_kaggle_csv(
-            _resolve(base, kaggle_csv), class_list(), blacklist=blacklist, on_error=on_error, box_tolerance=box_tolerance,  # type: ignore[arg-type]
+            resolve_path(base, kaggle_csv), class_list(), blacklist=blacklist, on_error=on_error, box_tolerance=box_tolerance,  # type: ignore[arg-type]
         )
-        description = f"ilsvrc {split} from Kaggle CSV {_resolve(base, kaggle_csv)}"
+        description = f"ilsvrc {split} from Kaggle CSV {resolve_path(base, kaggle_csv)}"
     elif chosen == "devkit_mat":
         if devkit_mat is None:
             raise ValueError("gt_format='devkit_mat' needs devkit_mat= (the cached ground-truth .mat)")
-        mat = _resolve(base, devkit_mat)
+        mat = resolve_path(base, devkit_mat)
         assert mat is not None
         if devkit_meta is not None:
-            id_to_label = devkit_ids_to_labels(read_devkit_id_map(_resolve(base, devkit_meta)), class_list())  # type: ignore[arg-type]
+            id_to_label = devkit_ids_to_labels(read_devkit_id_map(resolve_path(base, devkit_meta)), class_list())  # type: ignore[arg-type]
         elif id_map_reference is not None:
-            reference = read_metadata(_resolve(base, id_map_reference), num_classes=num_classes)  # type: ignore[arg-type]
+            reference = read_metadata(resolve_path(base, id_map_reference), num_classes=num_classes)  # type: ignore[arg-type]
             id_to_label = infer_devkit_id_map(mat, reference)
         else:
             raise ValueError("gt_format='devkit_mat' needs devkit_meta= (meta_clsloc.mat / map_clsloc.txt) or id_map_reference=")
@@ -425,7 +430,7 @@ def ilsvrc(
         raise ValueError(f"gt_format must be auto, metadata, devkit_xml, kaggle or devkit_mat, got {gt_format!r}")
     if blacklist and not annotations.blacklist:
         annotations.blacklist = frozenset(i for i in blacklist if i in {r.image_id for r in annotations.records})
-    return _build_source(annotations, images, description, **common)  # type: ignore[arg-type]
+    return build_file_source(annotations, images, description, **common)  # type: ignore[arg-type]
 
 
 @DATASETS.register("cub")
@@ -466,13 +471,13 @@ def cub(
     if chosen == "metadata":
         meta = resolve_metadata_dir(base, split, metadata_dir)
         annotations = read_metadata(meta, num_classes=num_classes, on_error=on_error, box_tolerance=box_tolerance)
-        return _build_source(annotations, _default_images_dir(base, images_dir), f"cub {split} from metadata {meta}", **common)  # type: ignore[arg-type]
+        return build_file_source(annotations, _default_images_dir(base, images_dir), f"cub {split} from metadata {meta}", **common)  # type: ignore[arg-type]
     if chosen != "cub_text":
         raise ValueError(f"gt_format must be auto, metadata or cub_text, got {gt_format!r}")
     annotations = read_cub(base, split, num_classes=num_classes, on_error=on_error, box_tolerance=box_tolerance)
-    images = _resolve(base, images_dir) if images_dir is not None else base / "images"
+    images = resolve_path(base, images_dir) if images_dir is not None else base / "images"
     assert images is not None
-    return _build_source(annotations, images, f"cub {split} from CUB text files in {base}", **common)  # type: ignore[arg-type]
+    return build_file_source(annotations, images, f"cub {split} from CUB text files in {base}", **common)  # type: ignore[arg-type]
 
 
 @DATASETS.register("openimages")
@@ -503,8 +508,8 @@ def openimages(
     if split != "train" and annotations.records and not any(record.mask_paths for record in annotations.records):
         raise ValueError(f"{meta}: split {split!r} has no mask annotations (localization.txt of masks expected)")
     images = _default_images_dir(base, images_dir)
-    masks = _resolve(base, mask_root) if mask_root is not None else images
-    return _build_source(
+    masks = resolve_path(base, mask_root) if mask_root is not None else images
+    return build_file_source(
         annotations, images, f"openimages {split} from metadata {meta}", check_files=check_files, on_error=on_error,
         mask_root=masks, apply_exif_orientation=apply_exif_orientation, alpha=alpha,
     )

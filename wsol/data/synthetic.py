@@ -53,24 +53,35 @@ _PART_SHAPES = ("disc", "square", "diamond")
 _DISTRACTOR_COLOURS = np.array([[0.5, 0.5, 0.5], [0.3, 0.3, 0.3], [0.7, 0.65, 0.6], [0.2, 0.25, 0.3]])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SyntheticConfig:
-    """Parameters of the generator (defaults live in ``configs/data/synthetic.yaml``)."""
+    """Parameters of the generator, all required: their defaults live in ``configs/data/synthetic.yaml`` only.
 
-    num_classes: int = 8
-    image_size: int = 64
-    scale_range: tuple[float, float] = (0.15, 0.7)
-    aspect_range: tuple[float, float] = (0.35, 0.8)
-    two_instance_prob: float = 0.2
-    part_prob: float = 0.7
-    max_distractors: int = 3
-    seed: int = 0
+    Attributes:
+        num_classes: number of classes, in ``[2, 12]``.
+        render_size: side of the rendered square image in pixels (>= 32).
+        scale_range: object major axis as a fraction of the image side, ``(lo, hi)`` in ``(0, 1]``.
+        aspect_range: minor / major axis ratio, ``(lo, hi)`` in ``(0, 1]``.
+        two_instance_prob: chance that an image holds a second instance of its class.
+        part_prob: chance that an object's discriminative part is visible.
+        max_distractors: most distractor bodies + symbols per image.
+        seed: the dataset's own seed.
+    """
+
+    num_classes: int
+    render_size: int
+    scale_range: tuple[float, float]
+    aspect_range: tuple[float, float]
+    two_instance_prob: float
+    part_prob: float
+    max_distractors: int
+    seed: int
 
     def __post_init__(self) -> None:
         if not 2 <= self.num_classes <= len(_PART_COLOURS):
             raise ValueError(f"synthetic num_classes must be in [2, {len(_PART_COLOURS)}], got {self.num_classes}")
-        if self.image_size < 32:
-            raise ValueError(f"synthetic image_size must be >= 32, got {self.image_size}")
+        if self.render_size < 32:
+            raise ValueError(f"synthetic render_size must be >= 32, got {self.render_size}")
         lo, hi = self.scale_range
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"synthetic scale_range must satisfy 0 < lo <= hi <= 1, got {self.scale_range}")
@@ -81,6 +92,8 @@ class SyntheticConfig:
             raise ValueError(f"synthetic two_instance_prob must be in [0, 1], got {self.two_instance_prob}")
         if not 0 <= self.part_prob <= 1:
             raise ValueError(f"synthetic part_prob must be in [0, 1], got {self.part_prob}")
+        if self.max_distractors < 0:
+            raise ValueError(f"synthetic max_distractors must be >= 0, got {self.max_distractors}")
 
 
 def _rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -140,7 +153,7 @@ def _half_extent(a: float, b: float, theta: float, shape: str) -> tuple[float, f
 def _paint_object(rng: np.random.Generator, img: np.ndarray, label: int | None, cfg: SyntheticConfig,
                   palette: int) -> np.ndarray:
     """Paint one body (with the part of ``label``, or none for a distractor); return its pixel mask."""
-    size = cfg.image_size
+    size = cfg.render_size
     major = rng.uniform(*cfg.scale_range) * size  # full length of the major axis, in pixels
     a = major / 2
     b = a * rng.uniform(*cfg.aspect_range)
@@ -204,7 +217,7 @@ def render_image(cfg: SyntheticConfig, split: str, index: int) -> tuple[np.ndarr
     if split not in SPLITS:
         raise ValueError(f"unknown synthetic split {split!r}; expected one of {SPLITS}")
     rng = _rng(cfg.seed, split, index)
-    size = cfg.image_size
+    size = cfg.render_size
     label = int(rng.integers(0, cfg.num_classes))
     img = _background(rng, size)
     n_distractors = int(rng.integers(0, cfg.max_distractors + 1))
@@ -239,7 +252,7 @@ class SyntheticSource:
         self.cfg = cfg
         rendered = [render_image(cfg, split, i) for i in range(num_images)]
         self.images = np.stack([r[0] for r in rendered])
-        size = (cfg.image_size, cfg.image_size)
+        size = (cfg.render_size, cfg.render_size)
         self.annotations = Annotations(
             records=[ImageRecord(image_id=f"{split}/{i:06d}.png", label=lab, boxes=boxes, size=size)
                      for i, (_, lab, boxes) in enumerate(rendered)],
@@ -252,20 +265,37 @@ class SyntheticSource:
 
 
 @DATASETS.register("synthetic")
-def synthetic(split: str, num_images: dict[str, int], num_classes: int = 8, image_size: int = 64,
-              scale_range: tuple[float, float] = (0.15, 0.7), aspect_range: tuple[float, float] = (0.35, 0.8),
-              two_instance_prob: float = 0.2, part_prob: float = 0.7, max_distractors: int = 3, seed: int = 0,
-              root: str | None = None, on_error: str = "raise") -> SyntheticSource:
-    """The ``synthetic`` dataset factory (``configs/data/synthetic.yaml`` holds the defaults).
+def synthetic(
+    split: str,
+    *,
+    num_images: dict[str, int],
+    num_classes: int,
+    render_size: int,
+    scale_range: tuple[float, float],
+    aspect_range: tuple[float, float],
+    two_instance_prob: float,
+    part_prob: float,
+    max_distractors: int,
+    seed: int,
+    root: str | None = None,
+    on_error: str = "raise",
+) -> SyntheticSource:
+    """The ``synthetic`` dataset factory; every generator option is required (``configs/data/synthetic.yaml``
+    holds the defaults, see ``SyntheticConfig``).
 
-    ``root`` and ``on_error`` are accepted for the uniform data interface: the images are generated
-    in memory and cannot be unreadable, so ``root`` must be None.
+    Args:
+        split: ``train``, ``val`` or ``test``.
+        num_images: images per split, e.g. ``{"train": 2400, "val": 400, "test": 600}``.
+        num_classes, render_size, scale_range, aspect_range, two_instance_prob, part_prob, max_distractors,
+            seed: the generator's parameters (``SyntheticConfig``).
+        root: must be None (accepted for the uniform data interface: the images are generated in memory).
+        on_error: accepted for the uniform data interface; generated images cannot be unreadable.
     """
     if root is not None:
         raise ValueError(f"synthetic data is generated in memory; data.root must be null, got {root!r}")
     if split not in num_images:
         raise ValueError(f"synthetic: no size given for split {split!r} (num_images has {sorted(num_images)})")
-    cfg = SyntheticConfig(num_classes=num_classes, image_size=image_size, scale_range=tuple(scale_range),
+    cfg = SyntheticConfig(num_classes=num_classes, render_size=render_size, scale_range=tuple(scale_range),
                           aspect_range=tuple(aspect_range), two_instance_prob=two_instance_prob,
                           part_prob=part_prob, max_distractors=max_distractors, seed=seed)
     return SyntheticSource(cfg, split, int(num_images[split]))
