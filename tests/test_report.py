@@ -277,6 +277,9 @@ TWO = np.array([[0, 0, 9, 9], [20, 0, 29, 9]], dtype=float)  # two 10 x 10 insta
     ([20, 10, 39, 29], G, "misplaced"),  # same area, half inside each way: neither larger nor smaller
     ([5, 0, 24, 9], TWO, "several_instances"),  # exactly half of each instance
     ([6, 0, 24, 9], TWO, "too_large"),  # 45% of the first: not several; best-IoU GT is the SECOND, half inside
+    # G* is the best-IoU box (IoU 0.11, half of the box inside it: too small), not the best-covered one (a
+    # 5 x 5 instance wholly inside the box, IoU 0.06: judged against it, the box would be "too large")
+    ([0, 0, 19, 19], np.array([[0, 0, 4, 4], [10, 0, 49, 39.0]]), "too_small"),
 ])
 def test_classify_failure_golden(pred: list[int], gts: np.ndarray, expected: str) -> None:
     assert classify_failure(np.array(pred, dtype=float), gts) == expected

@@ -219,3 +219,25 @@ def test_report_overlays_and_failures_of_a_run(run_dir: Path, tmp_path: Path) ->
     assert failures["top1_loc_err"].iloc[0] == pytest.approx(expected_err)
     assert failures["wrong_class"].iloc[0] == pytest.approx(100 * 2 / 6)  # images 4 and 5
     assert sum(failures[c].iloc[0] for c in FAILURE_CATEGORIES) == pytest.approx(expected_err)
+
+
+def test_overlay_panels_from_the_run(run_dir: Path) -> None:
+    from wsol.visualize import load_overlay_panels
+
+    pred = pd.read_csv(run_dir / "predictions.csv", dtype={"gt_boxes": str})
+    panels, notes = load_overlay_panels(run_dir, pred)
+    assert notes == [] and len(panels) == 6
+    first = panels[0]
+    assert first.image.shape == (64, 64, 3) and first.image.dtype == np.uint8
+    heat = first.heatmap
+    assert heat is not None and heat.shape == (64, 64) and heat.min() == 0.0 and heat.max() == 1.0
+    # the stored 4x4 CAM peaks at row 1, column 2: bilinear x16 puts the peak at rows 23-24, columns 39-40
+    rows, cols = np.nonzero(heat == heat.max())
+    assert set(rows) <= {23, 24} and set(cols) <= {39, 40}
+    assert [p for _, p in first.top_classes] == pytest.approx([0.9, 0.05])  # top-k probabilities from the store
+    assert first.title == pred["image_id"][0] and first.gt_boxes.shape[1] == 4
+    assert [p.note for p in panels[4:]] == ["wrong class", "wrong class"]  # images 4 and 5: wrong top-1 class
+    assert panels[0].note == "correct" and panels[0].iou == pytest.approx(1.0)  # even images: the GT box
+    known, _ = load_overlay_panels(run_dir, pred.head(1), which="gt_known")
+    gt_known_box = pred.loc[0, ["gt_known_x0", "gt_known_y0", "gt_known_x1", "gt_known_y1"]].tolist()
+    assert known[0].note == "" and known[0].pred_box.tolist() == gt_known_box

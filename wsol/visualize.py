@@ -142,7 +142,8 @@ def draw_failure_breakdown(labels: Sequence[str], means: np.ndarray, stds: np.nd
     x = np.arange(n_cats)
     width = 0.8 / max(n_groups, 1)
     for i, label in enumerate(labels):
-        err = None if stds is None else np.nan_to_num(stds[i], nan=0.0)
+        # No error bar where there is no std (a single run), rather than a misleading zero-length one.
+        err = None if stds is None or np.isnan(stds[i]).all() else np.nan_to_num(stds[i], nan=0.0)
         ax.bar(x + (i - (n_groups - 1) / 2) * width, means[i], width, yerr=err, capsize=2, label=label,
                color=f"C{i % 10}")
     ax.set_xticks(x, [c.replace("_", " ") for c in FAILURE_CATEGORIES])
@@ -169,6 +170,7 @@ class OverlayPanel:
         top_classes: ``(name, probability or None)`` best first.
         gt_class: name of the image's class.
         title: first line above the panel (e.g. the image id).
+        note: appended to the GT line (e.g. the failure cause), or empty.
     """
 
     image: np.ndarray
@@ -179,6 +181,7 @@ class OverlayPanel:
     top_classes: list[tuple[str, float | None]]
     gt_class: str = ""
     title: str = ""
+    note: str = ""
 
 
 def _check_panel(p: OverlayPanel) -> None:
@@ -220,13 +223,15 @@ def draw_overlay(ax: Axes, panel: OverlayPanel) -> None:
         ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, ec=_PRED_COLOUR,
                                lw=lw, ls="--"))
         if panel.iou is not None and np.isfinite(panel.iou):
-            ax.text(x0 - 0.5, y0 - 0.5, f"IoU {panel.iou:.2f}", color="white", fontsize=6, va="bottom",
+            # Inside the box's top-left corner: always within the image, never over the title.
+            ax.text(max(x0, 0), max(y0, 0), f"IoU {panel.iou:.2f}", color="white", fontsize=6, va="top",
                     ha="left", bbox=dict(fc=_PRED_COLOUR, ec="none", pad=1))
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
     ax.set_xticks([])
     ax.set_yticks([])
-    title = "\n".join(t for t in (panel.title, f"GT: {panel.gt_class}" if panel.gt_class else "") if t)
+    gt_line = " | ".join(t for t in (f"GT: {panel.gt_class}" if panel.gt_class else "", panel.note) if t)
+    title = "\n".join(t for t in (panel.title, gt_line) if t)
     ax.set_title(title, fontsize=6)
     lines = [f"{i + 1}. {name}" + ("" if p is None else f" {p:.2f}") + (" *" if name == panel.gt_class else "")
              for i, (name, p) in enumerate(panel.top_classes[:3])]
@@ -380,6 +385,8 @@ def load_overlay_panels(run_dir: str | Path, rows: pd.DataFrame, *,
         notes.append(f"no CAM store at {store_dir} (evaluate with eval.save_cams=true for heat maps): "
                      "drawing boxes only")
     prefix = "box" if which == "top1" else "gt_known"
+    # The top-1 outcome (correct, or why it failed) under each panel's GT line; the GT-known box has none.
+    outcomes = failure_categories(rows) if which == "top1" else pd.Series("", index=rows.index)
     pred_cols = [c for c in (f"pred{k}" for k in range(1, 6)) if c in rows]
     panels = []
     for _, row in rows.iterrows():
@@ -408,7 +415,8 @@ def load_overlay_panels(run_dir: str | Path, rows: pd.DataFrame, *,
             image=image, heatmap=heatmap,
             gt_boxes=parse_boxes(row["gt_boxes"], f"predictions.csv, image {row['image_id']!r}"),
             pred_box=None if np.isnan(box).any() else box, iou=None if pd.isna(iou) else float(iou),
-            top_classes=top, gt_class=name(row["label"]), title=str(row["image_id"])))
+            top_classes=top, gt_class=name(row["label"]), title=str(row["image_id"]),
+            note=str(outcomes[row.name]).replace("_", " ").replace("excluded", "")))
     return panels, notes
 
 

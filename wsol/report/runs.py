@@ -28,12 +28,14 @@ AGGREGATED = ["top1_cls_err", "top5_cls_err", "top1_loc_err", "top5_loc_err", "g
 #: error (%) of the paper's networks, for placing our runs beside them. Table 3 (ILSVRC *test*, e.g.
 #: GoogLeNet-GAP 37.1 top-5 with the heuristics) cannot be compared: the test labels are not public.
 PAPER_ILSVRC_VAL: dict[tuple[str, str], dict[str, float]] = {
-    ("googlenet_gap", "gap"): {"top1_cls_err": 35.0, "top5_cls_err": 13.2, "top1_loc_err": 56.40, "top5_loc_err": 43.00},
+    ("googlenet_gap", "gap"): {"top1_cls_err": 35.0, "top5_cls_err": 13.2, "top1_loc_err": 56.40,
+                               "top5_loc_err": 43.00},
     ("vgg16_gap", "gap"): {"top1_cls_err": 33.4, "top5_cls_err": 12.2, "top1_loc_err": 57.20, "top5_loc_err": 45.14},
     ("alexnet_star_gap", "gap"): {"top1_cls_err": 44.9, "top5_cls_err": 20.9, "top1_loc_err": 63.75,
                                   "top5_loc_err": 49.53},
     ("alexnet_gap", "gap"): {"top1_cls_err": 51.1, "top5_cls_err": 26.3, "top1_loc_err": 67.19, "top5_loc_err": 52.16},
-    ("googlenet_gap", "gmp"): {"top1_cls_err": 35.6, "top5_cls_err": 13.9, "top1_loc_err": 57.78, "top5_loc_err": 45.26},
+    ("googlenet_gap", "gmp"): {"top1_cls_err": 35.6, "top5_cls_err": 13.9, "top1_loc_err": 57.78,
+                               "top5_loc_err": 45.26},
 }
 
 

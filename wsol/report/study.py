@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,19 +18,28 @@ from wsol.report.runs import (AGGREGATED, GROUP_COLUMNS, ID_COLUMNS, add_paper_c
                               varying_config)
 from wsol.report.summary import METRICS, chosen_taus, format_mean_std, format_value, is_missing, markdown_table
 
+if TYPE_CHECKING:
+    from wsol.visualize import BoxAccCurves
+
 #: Threshold-policy columns (wsolevaluation protocol), shown after the metrics when present.
 POLICY_COLUMNS = ["tau_policy", "boxacc_at_tau", "tau", "tau_source", "oracle_tau", "maxboxacc_tau"]
 
 
 # ----------------------------------------------------------------------------- writing a study
+def _at(out: Path, suffix: str) -> Path:
+    """``out`` + ``suffix`` (``results/x`` -> ``results/x_summary.csv``; a dot in ``out``'s name is kept)."""
+    return out.with_name(out.name + suffix)
+
+
 def _planned_outputs(out: Path, *, curves: bool, failures: bool, overlays: bool) -> list[Path]:
-    paths = [out.with_suffix(".csv"), out.with_suffix(".md"), out.with_name(out.name + "_summary.csv")]
+    """Every path ``write_study`` would write, checked for existence before anything is written."""
+    paths = [_at(out, ".csv"), _at(out, ".md"), _at(out, "_summary.csv")]
     if curves:
-        paths.append(out.with_name(out.name + "_boxacc.png"))
+        paths.append(_at(out, "_boxacc.png"))
     if failures:
-        paths += [out.with_name(out.name + s) for s in ("_failures.csv", "_failures.md", "_failures.png")]
+        paths += [_at(out, s) for s in ("_failures.csv", "_failures.md", "_failures.png")]
     if overlays:
-        paths.append(out.with_name(out.name + "_overlays"))
+        paths.append(_at(out, "_overlays"))
     return paths
 
 
@@ -39,7 +48,11 @@ def _display_columns(df: pd.DataFrame, candidates: Sequence[str]) -> list[str]:
 
 
 def _labels(agg: pd.DataFrame, shared: Sequence[str]) -> list[str]:
-    """Short legend labels for groups: what differs between them (sweep name, overrides, identity)."""
+    """Short legend labels for groups: what differs between them.
+
+    The sweep's name (when several), the overrides not shared by every group, and the identity columns that
+    differ (``pool=gmp``) unless an override already says it (``model.pool=gmp``).
+    """
     parts: list[list[str]] = [[] for _ in range(len(agg))]
     if agg["sweep"].nunique() > 1:
         for i, sweep in enumerate(agg["sweep"]):
@@ -48,15 +61,16 @@ def _labels(agg: pd.DataFrame, shared: Sequence[str]) -> list[str]:
     if len(set(varying)) > 1:
         for i, v in enumerate(varying):
             parts[i].append(v)
-    else:
-        for col in GROUP_COLUMNS:
-            if col in agg and agg[col].map(key_value).nunique(dropna=False) > 1:
-                for i, v in enumerate(agg[col]):
-                    parts[i].append(f"{col}={format_value(col, v)}")
+    for col in GROUP_COLUMNS:
+        if col in agg and agg[col].map(key_value).nunique(dropna=False) > 1:
+            for i, v in enumerate(agg[col]):
+                text = format_value(col, v)
+                if not any(o.endswith(f"={text}") for o in varying[i].split()):
+                    parts[i].append(f"{col}={text}")
     return [", ".join(p) or f"{r.get('arch')} ({r.get('pool')})" for p, (_, r) in zip(parts, agg.iterrows())]
 
 
-def _aggregatemarkdown_table(agg: pd.DataFrame, shared: Sequence[str]) -> str:
+def _aggregate_markdown(agg: pd.DataFrame, shared: Sequence[str]) -> str:
     ident = ["sweep", "config"] + _display_columns(agg, GROUP_COLUMNS)
     metrics = [c for c in AGGREGATED if f"{c}_mean" in agg and agg[f"{c}_mean"].notna().any()]
     paper = [c for c in agg if c.startswith("paper_") and agg[c].notna().any()]
@@ -71,7 +85,7 @@ def _aggregatemarkdown_table(agg: pd.DataFrame, shared: Sequence[str]) -> str:
     return markdown_table(rows, ident + ["n", "seeds"] + metrics + paper)
 
 
-def _per_runmarkdown_table(df: pd.DataFrame, shared: Sequence[str]) -> str:
+def _per_run_markdown(df: pd.DataFrame, shared: Sequence[str]) -> str:
     paper = [f"paper_{m}" for m in METRICS]
     cols = _display_columns(df, ID_COLUMNS + list(METRICS) + POLICY_COLUMNS + paper)
     rows = []
@@ -88,7 +102,7 @@ _NOTE = ("Percentages with 2 decimals, thresholds tau with 3; mean ± sample std
          "at the tau chosen by `tau_policy`.")
 
 
-def _boxacc_groups(df: pd.DataFrame, labels: Sequence[str], key: str) -> list[Any]:
+def _boxacc_groups(df: pd.DataFrame, labels: Sequence[str], key: str) -> list[BoxAccCurves]:
     """A ``wsol.visualize.BoxAccCurves`` per group whose runs have ``boxacc_curve.csv``."""
     from wsol.visualize import BoxAccCurves
 
@@ -124,8 +138,8 @@ def write_study(df: pd.DataFrame, out: Path, *, force: bool = False, overlays: i
     Files: ``<out>.csv`` (every run, full precision), ``<out>_summary.csv`` (one row per group: mean, std, n;
     full precision), ``<out>.md`` (the group table, then the per-run table, rounded), ``<out>_boxacc.png``
     (runs with curves), ``<out>_failures.{csv,md,png}`` (runs with ``predictions.csv``), and with
-    ``overlays > 0`` ``<out>_overlays/<run>.png`` for each run with ``predictions.csv``. Every input is read
-    and checked before the first file is written.
+    ``overlays > 0`` ``<out>_overlays/<run>.png`` for each run with ``predictions.csv``. Every input but the
+    overlays' images and CAMs (drawn last) is read and checked before the first file is written.
 
     Raises:
         FileExistsError: one of those outputs exists and ``force`` is false; nothing is written then.
@@ -144,23 +158,24 @@ def write_study(df: pd.DataFrame, out: Path, *, force: bool = False, overlays: i
     shared = shared_overrides(df["config"])
     labels = _labels(agg, shared)
     curves = _boxacc_groups(df, labels, "boxacc_v1_iou50") if has_curves else []
-    failures = pd.DataFrame([{"run_dir": d, **failure_row(read_predictions(Path(d) / "predictions.csv"))}
-                             for d in pred_runs])
+    failures = pd.DataFrame([{"run_dir": r["run_dir"], "sweep": r["sweep"], "config": r["config"],
+                              **failure_row(read_predictions(Path(r["run_dir"]) / "predictions.csv"))}
+                             for _, r in df.iterrows() if r["run_dir"] in pred_runs])
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    written = [out.with_suffix(".csv"), out.with_name(out.name + "_summary.csv"), out.with_suffix(".md")]
+    written = [_at(out, ".csv"), _at(out, "_summary.csv"), _at(out, ".md")]
     df.drop(columns=["results_mtime", "root"], errors="ignore").to_csv(written[0], index=False)
     agg.to_csv(written[1], index=False)
     md = [f"Sweeps: {describe_sweeps(df)}.", ""]
     if shared:
         md += [f"Overrides shared by every run: `{' '.join(shared)}`.", ""]
-    md += [_NOTE, "", "## Mean ± std over seeds", "", _aggregatemarkdown_table(agg, shared), "",
-           "## Per run", "", _per_runmarkdown_table(df, shared), ""]
+    md += [_NOTE, "", "## Mean ± std over seeds", "", _aggregate_markdown(agg, shared), "",
+           "## Per run", "", _per_run_markdown(df, shared), ""]
     written[2].write_text("\n".join(md))
     if curves:
         from wsol.visualize import draw_boxacc_curves, save_figure
 
-        png = out.with_name(out.name + "_boxacc.png")
+        png = _at(out, "_boxacc.png")
         save_figure(draw_boxacc_curves(curves), png)
         written.append(png)
     if pred_runs:
@@ -168,7 +183,7 @@ def write_study(df: pd.DataFrame, out: Path, *, force: bool = False, overlays: i
     if overlays > 0 and pred_runs:
         from wsol.visualize import write_overlay_grid
 
-        folder = out.with_name(out.name + "_overlays")
+        folder = _at(out, "_overlays")
         folder.mkdir(exist_ok=True)
         for run_dir, name in zip(pred_runs, _run_names(pred_runs)):
             png = folder / f"{name}.png"
@@ -189,7 +204,7 @@ def _write_failures(runs: pd.DataFrame, agg: pd.DataFrame, labels: Sequence[str]
     """Per-run failure rows (CSV), per-group mean ± std (markdown) and a bar chart of the group means."""
     from wsol.visualize import draw_failure_breakdown, save_figure
 
-    paths = [out.with_name(out.name + s) for s in ("_failures.csv", "_failures.md", "_failures.png")]
+    paths = [_at(out, s) for s in ("_failures.csv", "_failures.md", "_failures.png")]
     runs.to_csv(paths[0], index=False)
     md_rows, means, stds, bar_labels = [], [], [], []
     by_dir = {d: i for i, d in enumerate(runs["run_dir"])}
@@ -247,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             df = kept
         else:
             print(f"wsol-report: {n_sweeps} sweep{'s' * (n_sweeps != 1)}: {describe_sweeps(df)}"
-                  + (" (each its own group; --latest keeps only the newest)" if n_sweeps > 1 else ""))
+                  + (" (never pooled; --latest keeps only the newest)" if n_sweeps > 1 else ""))
         written = write_study(df, Path(args.out), force=args.force, overlays=args.overlays,
                               overlay_select=args.overlay_select, seed=args.seed)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
@@ -255,6 +270,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from err
     agg = aggregate_runs(df)
     shared = shared_overrides(df["config"])
-    print(_aggregatemarkdown_table(agg, shared))
+    print(_aggregate_markdown(agg, shared))
     for path in written:
         print(f"wrote {path}")
