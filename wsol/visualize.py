@@ -1,0 +1,481 @@
+"""Figures: BoxAcc-vs-tau curves, the failure breakdown, CAM overlay grids (``wsol-visualize``).
+
+Drawing functions are pure: arrays in, a matplotlib ``Figure`` (or an RGB array) out; the only I/O is in
+``load_overlay_panels`` / ``write_overlay_grid`` / ``main``. matplotlib is used through its object API with
+the Agg canvas (no pyplot, no global backend switch) and imported inside the functions, as are torch and
+the data stack, so that ``wsol-visualize --help`` and ``wsol-report --help`` start fast.
+
+Overlay conventions: boxes are ``xyxy`` with inclusive pixel coordinates (``wsol.boxes``), drawn as the
+outline of the pixels they cover (a box ``[x0, y0, x1, y1]`` spans ``x0 - 0.5 .. x1 + 0.5`` in the
+pixel-centre coordinates of ``imshow``). GT boxes are green, the predicted box red with its IoU. The heat
+map is the stored CAM bilinearly upsampled to the image (``wsol.cam.upsample_cams``) and min-max
+normalised (``wsol.cam.normalize_cams``), shown with the ``jet`` colour map blended at 50% over the image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from wsol.report import FAILURE_CATEGORIES, failure_categories, parse_boxes, read_predictions
+
+if TYPE_CHECKING:  # annotations only: matplotlib is imported where a figure is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+#: ``--select`` choices of ``wsol-visualize``.
+SELECTIONS = ("worst", "best", "random", "failures")
+_GT_COLOUR, _PRED_COLOUR = "#00d000", "#ff2020"
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    """A figure on an Agg canvas (no pyplot state, nothing shown)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> None:
+    """Write ``fig`` as a PNG (parent dirs created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+
+
+def figure_to_array(fig: Figure, dpi: int = 100) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` RGB rendering of ``fig``."""
+    fig.set_dpi(dpi)
+    canvas = fig.canvas
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+# ----------------------------------------------------------------------------- BoxAcc vs tau
+@dataclass
+class BoxAccCurves:
+    """The BoxAcc-vs-tau curves of one group of runs (e.g. the seeds of one config).
+
+    Attributes:
+        label: legend text.
+        tau: ``[T]`` threshold grid shared by the runs.
+        acc: ``[n, T]`` BoxAcc in percent, one row per run.
+        chosen_taus: the tau(s) the threshold policy chose in these runs (marked on the curve).
+    """
+
+    label: str
+    tau: np.ndarray
+    acc: np.ndarray
+    chosen_taus: list[float] = field(default_factory=list)
+
+
+def draw_boxacc_curves(groups: Sequence[BoxAccCurves], *, ylabel: str = "BoxAcc, IoU 0.5 (%)") -> Figure:
+    """BoxAcc vs the CAM threshold tau, one line per group: the mean over its runs, a band of ± one sample std
+    (``ddof=1``, when it has several runs), and a dot at each tau its policy chose.
+
+    Raises:
+        ValueError: a group whose ``acc`` is not ``[n, len(tau)]``.
+    """
+    fig = _new_figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    for i, g in enumerate(groups):
+        tau = np.asarray(g.tau, dtype=np.float64)
+        acc = np.atleast_2d(np.asarray(g.acc, dtype=np.float64))
+        if acc.shape[1] != len(tau):
+            raise ValueError(f"curves of {g.label!r}: acc is {acc.shape}, expected [n, {len(tau)}]")
+        mean = acc.mean(0)
+        colour = f"C{i % 10}"
+        n = len(acc)
+        taus_text = ", ".join(f"{t:.3f}" for t in g.chosen_taus[:3]) + (" ..." if len(g.chosen_taus) > 3 else "")
+        label = f"{g.label} (n={n})" + (f", tau {taus_text}" if g.chosen_taus else "")
+        ax.plot(tau, mean, "-", color=colour, lw=1.5, label=label)
+        if n > 1:
+            std = acc.std(0, ddof=1)
+            ax.fill_between(tau, mean - std, mean + std, color=colour, alpha=0.2, lw=0)
+        for t in g.chosen_taus:
+            j = int(np.argmin(np.abs(tau - t)))
+            ax.plot([tau[j]], [mean[j]], "o", color=colour, ms=6, mec="black", mew=0.8)
+    ax.set_xlabel("CAM threshold tau")
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    if groups:
+        ax.legend(fontsize=7, title="dot: chosen tau; band: ±1 std over seeds", title_fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- failure breakdown
+def draw_failure_breakdown(labels: Sequence[str], means: np.ndarray, stds: np.ndarray | None = None) -> Figure:
+    """Grouped bars: for each failure category (``FAILURE_CATEGORIES``), one bar per group.
+
+    Args:
+        labels: ``G`` group names.
+        means: ``[G, C]`` percent of the localization-scored images, ``C = len(FAILURE_CATEGORIES)``.
+        stds: ``[G, C]`` error bars (NaN: none), or None.
+
+    Raises:
+        ValueError: shapes that do not match.
+    """
+    means = np.atleast_2d(np.asarray(means, dtype=np.float64))
+    n_groups, n_cats = len(labels), len(FAILURE_CATEGORIES)
+    if means.shape != (n_groups, n_cats):
+        raise ValueError(f"means must be [{n_groups}, {n_cats}] (groups x categories), got {means.shape}")
+    if stds is not None:
+        stds = np.atleast_2d(np.asarray(stds, dtype=np.float64))
+        if stds.shape != means.shape:
+            raise ValueError(f"stds must be {means.shape}, got {stds.shape}")
+    fig = _new_figure(max(6.4, 1.2 * n_cats + 0.3 * n_groups * n_cats), 4.0)
+    ax = fig.add_subplot()
+    x = np.arange(n_cats)
+    width = 0.8 / max(n_groups, 1)
+    for i, label in enumerate(labels):
+        # No error bar where there is no std (a single run), rather than a misleading zero-length one.
+        err = None if stds is None or np.isnan(stds[i]).all() else np.nan_to_num(stds[i], nan=0.0)
+        ax.bar(x + (i - (n_groups - 1) / 2) * width, means[i], width, yerr=err, capsize=2, label=label,
+               color=f"C{i % 10}")
+    ax.set_xticks(x, [c.replace("_", " ") for c in FAILURE_CATEGORIES])
+    ax.set_ylabel("% of images (sums to top-1 loc. error)")
+    ax.set_title("Top-1 localization errors by cause")
+    ax.grid(axis="y", alpha=0.3)
+    if n_groups:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- overlays
+@dataclass
+class OverlayPanel:
+    """What one overlay panel shows.
+
+    Attributes:
+        image: uint8 ``[H, W, 3]`` RGB.
+        heatmap: float ``[H, W]`` in ``[0, 1]`` (blended over the image), or None (boxes only).
+        gt_boxes: ``[N, 4]`` GT boxes, xyxy inclusive, image pixels (green).
+        pred_box: ``[4]`` predicted box (red), or None.
+        iou: the predicted box's IoU, written on it, or None.
+        top_classes: ``(name, probability or None)`` best first.
+        gt_class: name of the image's class.
+        title: first line above the panel (e.g. the image id).
+        note: appended to the GT line (e.g. the failure cause), or empty.
+    """
+
+    image: np.ndarray
+    heatmap: np.ndarray | None
+    gt_boxes: np.ndarray
+    pred_box: np.ndarray | None
+    iou: float | None
+    top_classes: list[tuple[str, float | None]]
+    gt_class: str = ""
+    title: str = ""
+    note: str = ""
+
+
+def _check_panel(p: OverlayPanel) -> None:
+    image = np.asarray(p.image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"overlay image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
+    if p.heatmap is not None:
+        heat = np.asarray(p.heatmap)
+        if heat.shape != image.shape[:2]:
+            raise ValueError(f"heat map {heat.shape} does not match the image {image.shape[:2]}")
+        if not np.isfinite(heat).all() or heat.min() < 0 or heat.max() > 1:
+            raise ValueError("heat map must be finite and in [0, 1] (min-max normalise it first)")
+    if np.asarray(p.gt_boxes).reshape(-1, 4).shape[1] != 4:
+        raise ValueError(f"gt_boxes must be [N, 4], got {np.shape(p.gt_boxes)}")
+
+
+def blend_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """uint8 ``[H, W, 3]``: ``(1 - alpha) * image + alpha * jet(heatmap)``."""
+    from matplotlib import colormaps
+
+    colour = colormaps["jet"](np.asarray(heatmap, dtype=np.float64))[..., :3] * 255.0
+    return np.clip((1 - alpha) * image.astype(np.float64) + alpha * colour + 0.5, 0, 255).astype(np.uint8)
+
+
+def draw_overlay(ax: Axes, panel: OverlayPanel) -> None:
+    """Draw one panel into ``ax``: image (+ heat map), GT boxes, predicted box with its IoU, top classes."""
+    from matplotlib.patches import Rectangle
+
+    _check_panel(panel)
+    image = np.asarray(panel.image)
+    shown = image if panel.heatmap is None else blend_heatmap(image, panel.heatmap)
+    ax.imshow(shown, interpolation="nearest")
+    height, width = image.shape[:2]
+    lw = 1.5
+    for x0, y0, x1, y1 in np.asarray(panel.gt_boxes, dtype=np.float64).reshape(-1, 4):
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, ec=_GT_COLOUR, lw=lw))
+    if panel.pred_box is not None:
+        x0, y0, x1, y1 = np.asarray(panel.pred_box, dtype=np.float64).reshape(4)
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, ec=_PRED_COLOUR,
+                               lw=lw, ls="--"))
+        if panel.iou is not None and np.isfinite(panel.iou):
+            # Inside the box's top-left corner: always within the image, never over the title.
+            ax.text(max(x0, 0), max(y0, 0), f"IoU {panel.iou:.2f}", color="white", fontsize=6, va="top",
+                    ha="left", bbox=dict(fc=_PRED_COLOUR, ec="none", pad=1))
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    gt_line = " | ".join(t for t in (f"GT: {panel.gt_class}" if panel.gt_class else "", panel.note) if t)
+    title = "\n".join(t for t in (panel.title, gt_line) if t)
+    ax.set_title(title, fontsize=6)
+    lines = [f"{i + 1}. {name}" + ("" if p is None else f" {p:.2f}") + (" *" if name == panel.gt_class else "")
+             for i, (name, p) in enumerate(panel.top_classes[:3])]
+    ax.set_xlabel("\n".join(lines), fontsize=6, loc="left")
+
+
+def draw_overlay_grid(panels: Sequence[OverlayPanel], ncols: int = 4, panel_inches: float = 2.2) -> Figure:
+    """Panels in a grid of ``ncols`` columns (``draw_overlay`` each), with a colour legend in the title."""
+    if not panels:
+        raise ValueError("no panel to draw")
+    ncols = max(1, min(ncols, len(panels)))
+    nrows = -(-len(panels) // ncols)
+    fig = _new_figure(ncols * panel_inches, nrows * (panel_inches + 0.7) + 0.3)
+    for i, panel in enumerate(panels):
+        draw_overlay(fig.add_subplot(nrows, ncols, i + 1), panel)
+    fig.suptitle("GT boxes green, predicted box red (dashed) with IoU; top-3 classes, * = GT class", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def render_overlay(image: np.ndarray, heatmap: np.ndarray | None, gt_boxes: np.ndarray,
+                   pred_box: np.ndarray | None, iou: float | None, top_classes: Sequence[tuple[str, float | None]],
+                   *, gt_class: str = "", title: str = "", inches: float = 3.0, dpi: int = 100) -> np.ndarray:
+    """One overlay panel as a uint8 ``[H, W, 3]`` RGB array (``inches * dpi`` pixels wide).
+
+    Args:
+        image: uint8 ``[H, W, 3]``.
+        heatmap: ``[H, W]`` in ``[0, 1]``, or None for boxes only.
+        gt_boxes: ``[N, 4]`` xyxy inclusive, image pixels.
+        pred_box: ``[4]`` or None.
+        iou: of ``pred_box``, or None.
+        top_classes: ``(name, probability or None)``, best first.
+        gt_class, title: text above the panel.
+
+    Raises:
+        ValueError: arrays of the wrong shape, dtype or range.
+    """
+    panel = OverlayPanel(np.asarray(image), None if heatmap is None else np.asarray(heatmap),
+                         np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4), pred_box, iou, list(top_classes),
+                         gt_class, title)
+    fig = _new_figure(inches, inches + 0.7)
+    draw_overlay(fig.add_subplot(), panel)
+    fig.tight_layout()
+    return figure_to_array(fig, dpi)
+
+
+def select_predictions(predictions: pd.DataFrame, n: int, select: str = "random", *, seed: int = 0,
+                       which: str = "top1", category: str | None = None) -> pd.DataFrame:
+    """The ``n`` rows of ``predictions`` an overlay grid shows.
+
+    Args:
+        select: ``worst`` / ``best``: lowest / highest IoU of the shown box first (images without a GT box
+            left out); ``failures``: the images whose shown box is wrong (``top1_loc_correct == 0``, or
+            ``gt_known_correct == 0`` for ``which="gt_known"``), most confident (``prob1``) first;
+            ``random``: a uniform sample without replacement (``seed``).
+        which: ``top1`` (the box from the top-1 class's CAM) or ``gt_known`` (from the GT class's CAM).
+        category: keep only top-1 failures of this ``FAILURE_CATEGORIES`` entry (``failure_categories``).
+        Ties keep the file's order (stable sorts).
+
+    Raises:
+        ValueError: unknown ``select``, ``which`` or ``category``, or ``n < 1``.
+    """
+    if select not in SELECTIONS:
+        raise ValueError(f"unknown selection {select!r}; expected one of {SELECTIONS}")
+    if which not in ("top1", "gt_known"):
+        raise ValueError(f"unknown box {which!r}; expected top1 or gt_known")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    df = predictions
+    if category is not None:
+        if category not in FAILURE_CATEGORIES:
+            raise ValueError(f"unknown failure category {category!r}; expected one of {FAILURE_CATEGORIES}")
+        df = df[failure_categories(df) == category]
+    iou = "box_iou" if which == "top1" else "gt_known_iou"
+    flag = "top1_loc_correct" if which == "top1" else "gt_known_correct"
+    if select in ("worst", "best"):
+        df = df[df[iou].notna() & df["gt_boxes"].map(lambda t: bool(str(t).strip()))]
+        return df.sort_values(iou, ascending=select == "worst", kind="stable").head(n)
+    if select == "failures":
+        return df[df[flag] == 0].sort_values("prob1", ascending=False, kind="stable").head(n)
+    return df.sample(n=min(n, len(df)), random_state=seed)
+
+
+def _read_cams(store: Any, indices: set[int]) -> dict[int, dict[str, np.ndarray]]:
+    """The stored classes, scores and CAMs of the images ``indices`` (one pass over the shards)."""
+    found: dict[int, dict[str, np.ndarray]] = {}
+    for batch in store.iter_batches():
+        for j, index in enumerate(batch["indices"].tolist()):
+            if index in indices:
+                found[index] = {k: batch[k][j].numpy() for k in ("classes", "scores", "cams")}
+    return found
+
+
+def _heatmap(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A stored ``[h, w]`` CAM at the image's ``(H, W)``: bilinear upsampling, then min-max (``wsol.cam``)."""
+    import torch
+
+    from wsol.cam import normalize_cams, upsample_cams
+
+    up = upsample_cams(torch.as_tensor(cam, dtype=torch.float32)[None, None], size)
+    # normalize_cams is gaining an explicit ``mode`` (min-max vs divide-by-max); ask for min-max when it has one.
+    kwargs = {"mode": "minmax"} if "mode" in inspect.signature(normalize_cams).parameters else {}
+    return np.asarray(normalize_cams(up, **kwargs))[0, 0].astype(np.float64)
+
+
+def load_overlay_panels(run_dir: str | Path, rows: pd.DataFrame, *,
+                        which: str = "top1") -> tuple[list[OverlayPanel], list[str]]:
+    """Overlay panels of the images ``rows`` (from the run's ``predictions.csv``), and notes for the user.
+
+    Reads the run's ``config.yaml`` to load the images (``wsol.config.source_from_cfg``, split from
+    ``metrics.json`` or ``eval.split``) and, when present, the CAM store ``cams/`` for the heat maps
+    (the top-1 class's CAM for ``which="top1"``, the GT class's for ``"gt_known"``) and the top-k
+    probabilities. Without a store the panels show the boxes only, and a note says so.
+
+    Raises:
+        FileNotFoundError: no ``config.yaml``.
+        ValueError: an image id not in the split, an image whose size differs from ``predictions.csv``,
+            or a CAM store whose classes disagree with ``predictions.csv``.
+    """
+    from omegaconf import OmegaConf
+
+    from wsol.config import source_from_cfg, split_name
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir / 'config.yaml'} missing: cannot tell which images the run scored")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    split = metrics.get("split") or split_name(cfg.data, cfg.eval.split)
+    source = source_from_cfg(cfg.data, split, cfg.data.get("num_classes"))
+    records = source.annotations.records
+    index_of = {r.image_id: i for i, r in enumerate(records)}
+    names = source.annotations.class_names
+
+    def name(c: Any) -> str:
+        c = int(c)
+        return names[c] if names is not None and 0 <= c < len(names) else str(c)
+
+    notes: list[str] = []
+    missing = [i for i in rows["image_id"] if i not in index_of]
+    if missing:
+        raise ValueError(f"{run_dir}: image ids {missing[:3]} of predictions.csv are not in {cfg.data.name} "
+                         f"split {split!r}")
+    cams: dict[int, dict[str, np.ndarray]] = {}
+    store_dir = run_dir / "cams"
+    if (store_dir / "index.json").is_file():
+        from wsol.cam_store import CAMStore
+
+        cams = _read_cams(CAMStore(store_dir), {index_of[i] for i in rows["image_id"]})
+    else:
+        notes.append(f"no CAM store at {store_dir} (evaluate with eval.save_cams=true for heat maps): "
+                     "drawing boxes only")
+    prefix = "box" if which == "top1" else "gt_known"
+    # The top-1 outcome (correct, or why it failed) under each panel's GT line; the GT-known box has none.
+    outcomes = failure_categories(rows) if which == "top1" else pd.Series("", index=rows.index)
+    pred_cols = [c for c in (f"pred{k}" for k in range(1, 6)) if c in rows]
+    panels = []
+    for _, row in rows.iterrows():
+        index = index_of[row["image_id"]]
+        image = np.asarray(source.load(index).convert("RGB"))
+        if (image.shape[1], image.shape[0]) != (int(row["width"]), int(row["height"])):
+            raise ValueError(f"image {row['image_id']!r} is {image.shape[1]}x{image.shape[0]} but predictions.csv "
+                             f"says {int(row['width'])}x{int(row['height'])}")
+        top = [(name(row[c]), float(row["prob1"]) if c == "pred1" else None) for c in pred_cols
+               if not pd.isna(row[c])]
+        heatmap = None
+        if cams:
+            if index not in cams:
+                raise ValueError(f"{store_dir}: no CAM stored for image {row['image_id']!r} (index {index})")
+            stored = cams[index]
+            j = 0 if which == "top1" else len(stored["classes"]) - 1
+            expected = int(row["pred1"] if which == "top1" else row["label"])
+            if int(stored["classes"][j]) != expected:
+                raise ValueError(f"{store_dir}: the CAM store is not of this predictions.csv (image "
+                                 f"{row['image_id']!r}: stored class {int(stored['classes'][j])}, expected {expected})")
+            heatmap = _heatmap(stored["cams"][j], image.shape[:2])
+            top = [(name(c), float(p)) for c, p in zip(stored["classes"][:-1], stored["scores"][:-1])]
+        box = np.array([row[f"{prefix}_{k}"] for k in ("x0", "y0", "x1", "y1")], dtype=np.float64)
+        iou = row[f"{prefix}_iou"]
+        panels.append(OverlayPanel(
+            image=image, heatmap=heatmap,
+            gt_boxes=parse_boxes(row["gt_boxes"], f"predictions.csv, image {row['image_id']!r}"),
+            pred_box=None if np.isnan(box).any() else box, iou=None if pd.isna(iou) else float(iou),
+            top_classes=top, gt_class=name(row["label"]), title=str(row["image_id"]),
+            note=str(outcomes[row.name]).replace("_", " ").replace("excluded", "")))
+    return panels, notes
+
+
+def write_overlay_grid(run_dir: str | Path, out_png: str | Path, *, n: int = 16, select: str = "random",
+                       seed: int = 0, which: str = "top1", category: str | None = None, ncols: int = 4) -> list[str]:
+    """Select ``n`` images of a run (``select_predictions``), draw their overlays, save the grid.
+
+    Returns:
+        Notes for the user (e.g. no CAM store, fewer images than asked).
+
+    Raises:
+        ValueError: nothing to draw (e.g. no failure in the run), or as ``load_overlay_panels``.
+    """
+    run_dir = Path(run_dir)
+    predictions = read_predictions(run_dir / "predictions.csv")
+    rows = select_predictions(predictions, n, select, seed=seed, which=which, category=category)
+    if rows.empty:
+        raise ValueError(f"{run_dir}: no image matches --select {select}"
+                         + (f" --category {category}" if category else ""))
+    panels, notes = load_overlay_panels(run_dir, rows, which=which)
+    if len(rows) < n:
+        notes.append(f"only {len(rows)} images match --select {select} (asked for {n})")
+    save_figure(draw_overlay_grid(panels, ncols=ncols), out_png, dpi=150)
+    return notes
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``wsol-visualize RUN_DIR --n 16 --select worst --out grid.png``: a grid of CAM overlays of a run."""
+    parser = argparse.ArgumentParser(
+        prog="wsol-visualize", description=(main.__doc__ or "").replace("``", ""),
+        epilog="Reads RUN_DIR/predictions.csv (paper protocol), the CAM store RUN_DIR/cams (eval.save_cams=true; "
+               "without it: boxes only) and the images named by RUN_DIR/config.yaml.")
+    parser.add_argument("run_dir", help="a run dir holding predictions.csv")
+    parser.add_argument("--n", type=int, default=16, help="number of images (default 16)")
+    parser.add_argument("--select", default="random", choices=SELECTIONS,
+                        help="worst/best: lowest/highest IoU first; failures: wrong boxes, most confident first; "
+                             "random: a seeded sample (default)")
+    parser.add_argument("--category", choices=FAILURE_CATEGORIES,
+                        help="only top-1 failures of this cause (see wsol.report.classify_failure)")
+    parser.add_argument("--which", default="top1", choices=("top1", "gt_known"),
+                        help="box and heat map of the top-1 class (default) or of the GT class")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --select random")
+    parser.add_argument("--ncols", type=int, default=4, help="panels per row (default 4)")
+    parser.add_argument("--out", help="PNG to write (default RUN_DIR/overlays_<select>.png)")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out")
+    args = parser.parse_args(argv)
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"overlays_{args.select}.png"
+    try:
+        if out.exists() and not args.force:
+            raise FileExistsError(f"refusing to overwrite {out} (pass --force to replace it)")
+        notes = write_overlay_grid(args.run_dir, out, n=args.n, select=args.select, seed=args.seed,
+                                   which=args.which, category=args.category, ncols=args.ncols)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"wsol-visualize: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+    for note in notes:
+        print(f"wsol-visualize: {note}", file=sys.stderr)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
