@@ -85,7 +85,7 @@ def markdown_table(rows: list[dict[str, str]], columns: list[str]) -> str:
 # ----------------------------------------------------------------------------- one run's summary
 def chosen_taus(row: Mapping[str, Any]) -> list[float]:
     """The tau(s) a row's policy chose: one, or one per fold (crossfold rows carry a list)."""
-    for key in ("tau_folds", "tau"):
+    for key in ("tau_per_fold", "tau"):
         value = row.get(key)
         if isinstance(value, (list, tuple)):
             return [float(v) for v in value]

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The Imagenette localization study (results/imagenette/): every run of it, then the tables and figures.
+#
+#   IMAGENETTE=/path/to/imagenette2 GT=/path/to/ILSVRC/val/ground/truth scripts/imagenette_study.sh [PHASE...]
+#
+# PHASE: head (Lite0/1/2 x GAP/GMP x 3 seeds, head recipe), svm (linear SVM, the paper's section 4), baseline (the
+# unmodified 1000-class models), last_stage (Lite0 GAP/GMP x 3 seeds), hires (Lite0 GAP at 448 px: 14x14 maps),
+# report (tables + figures into results/imagenette/). Default: all of them, in that order.
+# Every run is a named wsol run under $OUT (default outputs/imagenette); a finished run is not redone, an
+# interrupted one resumes (train.resume=auto), so the script can simply be started again.
+# Each run: wsol-run (paper protocol, CAMs stored), then wsol-evaluate on the stored CAMs under wsolevaluation
+# (step 0.001; tau by 2-fold crossfold on the 500 test images — no held-out split with boxes exists here — and
+# the oracle tau as the upper bound).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+IMAGENETTE=${IMAGENETTE:?set IMAGENETTE to the Imagenette2 folder (train/, val/)}
+GT=${GT:?set GT to the ILSVRC2012 val ground truth (e.g. wsolevaluation metadata/ILSVRC/test)}
+OUT=${OUT:-outputs/imagenette}
+SEEDS=${SEEDS:-0 1 2}
+PHASES=${*:-head svm baseline last_stage hires report}
+DATA=(data.root="$IMAGENETTE" data.gt="$GT")
+mkdir -p "$OUT/logs"
+
+run() {  # run NAME EXPERIMENT [overrides...]: train + paper protocol, then wsolevaluation on the stored CAMs
+  local name=$1 exp=$2; shift 2
+  local dir="$OUT/$name"
+  echo "[$(date +%H:%M:%S)] $name"
+  "$BIN/wsol-run" experiment="$exp" "${DATA[@]}" hydra.run.dir="$dir" train.resume=auto eval.save_cams=true \
+    "$@" >"$OUT/logs/$name.log" 2>&1
+  "$BIN/wsol-evaluate" cams="$dir/cams" eval.protocol=wsolevaluation eval.tau_policy=crossfold \
+    eval.cam_curve_interval=0.001 hydra.run.dir="$dir/wsoleval" >>"$OUT/logs/$name.log" 2>&1
+}
+
+evaluate_pretrained() {  # the unmodified ImageNet model, 1000-way, on the same 500 images
+  local arch=$1 size=$2 dir="$OUT/baseline_$1"
+  echo "[$(date +%H:%M:%S)] baseline_$arch"
+  "$BIN/wsol-evaluate" model=efficientnet_"$arch" model.pretrained=true data=imagenette "${DATA[@]}" \
+    data.imagenet_labels=true data.num_classes=1000 data.image_size="$size" eval.save_cams=true \
+    hydra.run.dir="$dir" >"$OUT/logs/baseline_$arch.log" 2>&1
+  "$BIN/wsol-evaluate" cams="$dir/cams" eval.protocol=wsolevaluation eval.tau_policy=crossfold \
+    eval.cam_curve_interval=0.001 hydra.run.dir="$dir/wsoleval" >>"$OUT/logs/baseline_$arch.log" 2>&1
+}
+
+for phase in $PHASES; do
+  case $phase in
+    head)
+      for arch in lite0 lite1 lite2; do for pool in gap gmp; do for seed in $SEEDS; do
+        run "${arch}_head_${pool}_s$seed" "imagenette/${arch}_head" model.pool=$pool seed=$seed
+      done; done; done ;;
+    svm)
+      for arch in lite0 lite1 lite2; do for pool in gap gmp; do
+        run "${arch}_svm_${pool}_s0" "imagenette/${arch}_svm" model.pool=$pool seed=0
+      done; done ;;
+    baseline)
+      evaluate_pretrained lite0 224; evaluate_pretrained lite1 240; evaluate_pretrained lite2 260 ;;
+    last_stage)
+      for pool in gap gmp; do for seed in $SEEDS; do
+        run "lite0_last_stage_${pool}_s$seed" imagenette/lite0_last_stage model.pool=$pool seed=$seed
+      done; done ;;
+    hires)  # 448 px input: Lite0's map becomes 14x14, the resolution the paper's surgery aims for
+      run lite0_head_gap_448_s0 imagenette/lite0_head model.pool=gap seed=0 data.image_size=448 ;;
+    report)
+      "$BIN/python" scripts/imagenette_report.py "$OUT" results/imagenette ;;
+    *) echo "unknown phase $phase" >&2; exit 2 ;;
+  esac
+done
