@@ -134,6 +134,7 @@ class EvalSchema:
     tau_folds: int = MISSING
     save_cams: bool = MISSING
     resume: bool = MISSING
+    shard_size: int = MISSING
     export_scoremaps: Optional[str] = MISSING
     predictions: bool = MISSING
     batch_size: int = MISSING

@@ -193,6 +193,7 @@ def check_values(cfg: DictConfig) -> list[str]:
         _range(p, "eval.tau", e.tau, 0, 1, hi_open=True)
         _range(p, "eval.tau_folds", e.tau_folds, 2, inf, integer=True)
         _range(p, "eval.batch_size", e.batch_size, 1, inf, integer=True)
+        _range(p, "eval.shard_size", e.shard_size, 1, inf, integer=True)
         _range(p, "eval.num_workers", e.num_workers, 0, inf, integer=True)
         policy = value(e.tau_policy)
         if policy == "fixed":

@@ -3,6 +3,9 @@
 * ``atomic_write(path, write)``: temp sibling -> write -> flush + fsync -> rename -> fsync of the directory. A
   reader sees either the previous file or the whole new one; after a crash the renamed file cannot be an empty or
   partial one (delayed allocation). Used by checkpoints, ``metrics.json``, the CAM store and score-map exports.
+* Fault injection for the kill tests (``tests/test_faults.py``): with ``WSOL_KILL_DURING_WRITE=<name part>:<n>`` in
+  the environment, the process SIGKILLs itself halfway through the n-th atomic write of a file whose name contains
+  ``<name part>`` — after half the bytes reached the temporary file, before the rename. Unset, it costs one lookup.
 * ``load_torch_file(path, what)``: ``torch.load(weights_only=True)`` (no pickled code is ever executed) with a
   clear error naming the file when it is missing, empty, truncated or not a dict.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -44,6 +48,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
     try:
         with open(tmp, "wb") as f:
             write(f)
+            if _KILL_SPEC:
+                _maybe_kill(path, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -51,6 +57,23 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+_KILL_SPEC = os.environ.get("WSOL_KILL_DURING_WRITE", "")
+_kill_counts: dict[str, int] = {}
+
+
+def _maybe_kill(path: Path, f: IO[bytes]) -> None:
+    """The fault-injection hook (module docstring): truncate the temporary file to half, then SIGKILL."""
+    part, _, nth = _KILL_SPEC.partition(":")
+    if part not in path.name:
+        return
+    _kill_counts[part] = _kill_counts.get(part, 0) + 1
+    if _kill_counts[part] == int(nth or 1):
+        f.flush()
+        f.truncate(max(f.tell() // 2, 1))
+        os.fsync(f.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -237,7 +237,7 @@ def evaluate_job(job: Job) -> dict[str, Any]:
             out = rescore_store(CAMStore(store_dir), source, job.protocol, batch_size=256,
                                 mask_loader=_mask_loader)
         else:
-            store = CAMStoreWriter(store_dir, meta=meta, resume=bool(ev.resume))
+            store = CAMStoreWriter(store_dir, meta=meta, shard_size=ev.shard_size, resume=bool(ev.resume))
     if store is not None or not (ev.save_cams or ev.export_scoremaps):
         out = evaluate_model(job.model, source, job.protocol, image_size=cfg.data.image_size,
                              batch_size=ev.batch_size, num_workers=ev.num_workers, device=job.device, store=store,
