@@ -1,9 +1,11 @@
 """``torch.distributed`` set-up shared by training and evaluation — nothing home-made.
 
-The processes are started by ``torchrun`` (one node or ``--nnodes``) or by SLURM through Hydra's submitit
-launcher; either way PyTorch's environment variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
-``MASTER_PORT``) describe the job and ``init_process_group(init_method="env://")`` joins it. Without them the
-job is a single process and every helper here degrades to the identity. Backend: NCCL on CUDA, gloo on CPU.
+The processes are started by ``torchrun`` (one node or ``--nnodes``) or by SLURM through Hydra's submitit launcher
+(``hydra/launcher=slurm``: one task per GPU). torchrun sets PyTorch's environment variables (``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``); under SLURM they are derived from the job's
+``SLURM_*`` variables by submitit's own ``TorchDistributedEnvironment``. Either way
+``init_process_group(init_method="env://")`` joins the job. Without them the job is a single process and every
+helper here degrades to the identity. Backend: NCCL on CUDA, gloo on CPU.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "get_dist", "barrier", "all_reduce_sum", "all_gather_objects",
+__all__ = ["DistInfo", "init_distributed", "export_slurm_env", "get_dist", "barrier", "all_reduce_sum", "all_gather_objects",
            "broadcast_object", "shard_indices"]
 
 
@@ -49,6 +51,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
         device: the job's device setting; ``cuda`` (or ``auto`` with CUDA present) selects NCCL and binds this
             process to GPU ``LOCAL_RANK``; otherwise gloo.
     """
+    export_slurm_env()
     world = _env_int("WORLD_SIZE", 1)
     if world <= 1:
         return DistInfo()
@@ -59,6 +62,26 @@ def init_distributed(device: str = "auto") -> DistInfo:
             torch.cuda.set_device(local)
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
     return DistInfo(rank=rank, world_size=world, local_rank=local)
+
+
+def export_slurm_env() -> bool:
+    """Under a multi-task SLURM job without torchrun's variables, export them from SLURM's (via submitit).
+
+    Returns:
+        True when the variables were exported.
+
+    Raises:
+        RuntimeError: a multi-task SLURM job without submitit installed (``pip install hydra-submitit-launcher``).
+    """
+    if "RANK" in os.environ or _env_int("SLURM_NTASKS", 1) <= 1 or "SLURM_PROCID" not in os.environ:
+        return False
+    try:
+        from submitit.helpers import TorchDistributedEnvironment
+    except ImportError as err:
+        raise RuntimeError("a multi-task SLURM job needs submitit to set up torch.distributed: "
+                           "pip install hydra-submitit-launcher (the 'slurm' extra)") from err
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    return True
 
 
 def get_dist() -> DistInfo:
