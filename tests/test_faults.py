@@ -86,3 +86,29 @@ def test_interrupted_sweep_skips_finished_jobs_and_resumes_the_other(tmp_path: P
     assert "already complete" in again.stdout
     for job in ("0", "1"):
         _same_run(ref / job, tmp_path / "s" / job)
+
+
+def test_ctrl_c_says_where_the_checkpoint_is_and_how_to_resume(tmp_path: Path) -> None:
+    import shlex
+    import time
+
+    args = [*TINY[:10], "train.epochs=50", "train.checkpoint_every=2", f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.Popen([sys.executable, "-m", "wsol.train", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = tmp_path / "train_log.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not log.is_file() or log.read_text().count("\n") < 6):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("interrupted at step ") and "last checkpoint: step" in line, line
+    command = line.split("resume with: ", 1)[1]
+    assert command.startswith("python -m wsol.train ") and f"train.resume={tmp_path}" in command
+    step = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["step"]
+    assert f"last checkpoint: step {step} " in line
+    # the printed command resumes the run (shortened to 1 more epoch is not allowed: settings must not change)
+    resumed = subprocess.run([sys.executable, "-m", "wsol.train", *shlex.split(command)[3:],
+                              "train.epochs=51"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 2 and "the run's settings changed" in resumed.stderr

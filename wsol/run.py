@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from wsol import CONFIG_DIR
 from wsol.cli import hydra_entry
 from wsol.conf import register_configs
-from wsol.train import attach_resume_hint, run_dir_is_named
+from wsol.train import run_dir_is_named, train_with_resume_hint
 
 register_configs()
 
@@ -26,8 +26,7 @@ def _headline(row: dict[str, Any]) -> float:
 def _run(cfg: DictConfig, out_dir: Path) -> float:
     from wsol.config import provenance, save_run_files
     from wsol.engine.distributed import get_dist
-    from wsol.engine.trainer import TrainingInterrupted
-    from wsol.jobs import completed_row, evaluate_job, prepare_job, train_job
+    from wsol.jobs import completed_row, evaluate_job, prepare_job
     from wsol.report import format_summary
 
     done = completed_row(out_dir, cfg)
@@ -36,11 +35,7 @@ def _run(cfg: DictConfig, out_dir: Path) -> float:
         print(f"already complete (same config): {out_dir / 'metrics.json'}")
         return _headline(done)
     job = prepare_job(cfg, out_dir, train=True, evaluate=True, named=run_dir_is_named(cfg))
-    try:
-        result = train_job(job)
-    except TrainingInterrupted as err:
-        attach_resume_hint(err, out_dir)
-        raise
+    result = train_with_resume_hint(job, out_dir)
     row = evaluate_job(job)
     row.update({"recipe": job.settings.recipe, "train_steps": result.steps, "train_epochs": round(result.epochs, 3),
                 "train_final_loss": round(result.final_loss, 4), "train_acc": round(100 * result.train_acc, 2),

@@ -7,6 +7,7 @@ Writes ``model.pt``, ``checkpoints/last.pt``, ``train_log.csv``, ``config.yaml``
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
@@ -30,13 +31,19 @@ def run_dir_is_named(cfg: DictConfig) -> bool:
         cfg.get("train", {}).get("resume") not in (None, "", "auto")
 
 
-def attach_resume_hint(err: BaseException, out_dir: Path) -> None:
-    """Give a ``TrainingInterrupted`` the exact command that resumes this run."""
+def train_with_resume_hint(job: Any, out_dir: Path) -> Any:
+    """``wsol.jobs.train_job``; on Ctrl-C the error carries the exact command that resumes this run."""
     from hydra.core.hydra_config import HydraConfig
 
     from wsol.cli import resume_command
+    from wsol.engine.trainer import TrainingInterrupted
+    from wsol.jobs import train_job
 
-    err.resume_hint = resume_command(str(out_dir), list(HydraConfig.get().overrides.task))  # type: ignore[attr-defined]
+    try:
+        return train_job(job)
+    except TrainingInterrupted as err:
+        err.resume_hint = resume_command(str(out_dir), list(HydraConfig.get().overrides.task))  # type: ignore
+        raise
 
 
 def _train(cfg: DictConfig) -> None:
@@ -44,19 +51,14 @@ def _train(cfg: DictConfig) -> None:
 
     from wsol.config import save_run_files
     from wsol.engine.distributed import get_dist
-    from wsol.engine.trainer import TrainingInterrupted
-    from wsol.jobs import completed_row, prepare_job, train_job
+    from wsol.jobs import completed_row, prepare_job
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     if completed_row(out_dir, cfg) is not None:
         print(f"already complete (same config): {out_dir / 'metrics.json'}")
         return
     job = prepare_job(cfg, out_dir, train=True, evaluate=False, named=run_dir_is_named(cfg))
-    try:
-        result = train_job(job)
-    except TrainingInterrupted as err:
-        attach_resume_hint(err, out_dir)
-        raise
+    result = train_with_resume_hint(job, out_dir)
     save_run_files(out_dir, cfg, {"task": "train", "dataset": cfg.data.name, "arch": job.arch, "pool": job.model.pool,
                                   "recipe": job.settings.recipe, "seed": cfg.seed, "steps": result.steps,
                                   "epochs": round(result.epochs, 3), "final_loss": result.final_loss,
