@@ -15,7 +15,6 @@ normalised (``wsol.cam.normalize_cams``), shown with the ``jet`` colour map blen
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 from collections.abc import Sequence
@@ -332,9 +331,7 @@ def _heatmap(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     from wsol.cam import normalize_cams, upsample_cams
 
     up = upsample_cams(torch.as_tensor(cam, dtype=torch.float32)[None, None], size)
-    # normalize_cams is gaining an explicit ``mode`` (min-max vs divide-by-max); ask for min-max when it has one.
-    kwargs = {"mode": "minmax"} if "mode" in inspect.signature(normalize_cams).parameters else {}
-    return np.asarray(normalize_cams(up, **kwargs))[0, 0].astype(np.float64)
+    return np.asarray(normalize_cams(up, mode="minmax"))[0, 0].astype(np.float64)
 
 
 def load_overlay_panels(run_dir: str | Path, rows: pd.DataFrame, *,
@@ -378,7 +375,7 @@ def load_overlay_panels(run_dir: str | Path, rows: pd.DataFrame, *,
     cams: dict[int, dict[str, np.ndarray]] = {}
     store_dir = run_dir / "cams"
     if (store_dir / "index.json").is_file():
-        from wsol.cam_store import CAMStore
+        from wsol.evaluation.store import CAMStore
 
         cams = _read_cams(CAMStore(store_dir), {index_of[i] for i in rows["image_id"]})
     else:
