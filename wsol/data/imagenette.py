@@ -55,7 +55,7 @@ from wsol.data.formats import (
     read_devkit_xml,
     read_kaggle_csv,
 )
-from wsol.data.images import AlphaPolicy, ImageLoadError, read_image_size
+from wsol.data.images import DEFAULT_MAX_IMAGE_PIXELS, AlphaPolicy, ImageLoadError, check_image, read_image_size
 from wsol.data.metadata import (
     DEFAULT_BOX_TOLERANCE,
     IMAGE_IDS,
@@ -430,6 +430,7 @@ def imagenette(
     apply_exif_orientation: bool = False,
     alpha: AlphaPolicy = "white",
     box_tolerance: float = DEFAULT_BOX_TOLERANCE,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> FileImageSource:
     """Imagenette2 / Imagewoof2 at any resolution: train/val on ImageNet-train files, test on the ILSVRC2012 val
     images with their official boxes (see the module docstring for the splits and the box mapping).
@@ -458,6 +459,7 @@ def imagenette(
             or ``"decode"`` (every file opened when the split is built).
         apply_exif_orientation, alpha: see ``wsol.data.images.load_rgb``.
         box_tolerance: pixels a mapped box may overshoot its image.
+        max_image_pixels: larger images are refused before decoding (``wsol.data.images``).
 
     Returns:
         A ``FileImageSource`` whose image ids are paths relative to ``root``.
@@ -491,7 +493,7 @@ def imagenette(
     label_of = {c.wnid: (c.imagenet_index if imagenet_labels else i) for i, c in enumerate(classes)}
     class_names = None if imagenet_labels else [c.name for c in classes]
     common = dict(on_error=on_error, apply_exif_orientation=apply_exif_orientation, alpha=alpha,
-                  box_tolerance=box_tolerance)
+                  box_tolerance=box_tolerance, max_image_pixels=max_image_pixels)
 
     if split in ("train", "val"):
         carved = carve_val(files, val_fraction)
@@ -519,7 +521,7 @@ def imagenette(
     problems: list[Problem] = []
     for file in val_files:
         record, problem = _val_image_record(base, file, truth.get(Path(file.name).stem), gt_path, classes, label_of,
-                                            original_size, apply_exif_orientation, box_tolerance)
+                                            original_size, apply_exif_orientation, box_tolerance, max_image_pixels)
         if record is not None:
             records.append(record)
         if problem is not None:
@@ -529,7 +531,7 @@ def imagenette(
     annotations = finalize_annotations(
         records, problems, num_classes=expected, on_error=on_error, class_names=class_names,
         blacklist=[f.image_id for f in val_files if Path(f.name).stem in blacklisted], source=str(base))
-    # Headers were read for the box mapping; "decode" still decodes every image up front.
+    # Headers and end markers were read for the box mapping; "decode" still decodes every image up front.
     level: CheckLevel = "decode" if check_files == "decode" else "none"
     description = (f"{chosen_variant} test ({len(annotations)} ILSVRC2012 val images under {base}, {used_format} "
                    f"ground truth {gt_path})")
@@ -572,8 +574,13 @@ def _val_image_record(
     original_size: Callable[[str, ImageRecord, tuple[int, int]], tuple[int, int] | None],
     apply_exif_orientation: bool,
     box_tolerance: float,
+    max_image_pixels: int,
 ) -> tuple[ImageRecord | None, Problem | None]:
-    """The test record of one val image (boxes mapped onto the stored file), or the problem that prevents it."""
+    """The test record of one val image (boxes mapped onto the stored file), or the problem that prevents it.
+
+    The file's header gives its stored size; ``check_image`` reads it, and the end-of-file marker, so a truncated
+    JPEG is found here (and skipped with ``on_error="skip"``) rather than when a batch is loaded.
+    """
     path = base / file.image_id
 
     def problem(message: str) -> tuple[None, Problem]:
@@ -586,7 +593,7 @@ def _val_image_record(
         return problem(f"in class folder {file.wnid} (ImageNet-1k label {folder_index}) but the ground truth {gt} "
                        f"labels it {truth.label} ({_wnid_of(truth.label)})")
     try:
-        stored = read_image_size(path, apply_exif_orientation=apply_exif_orientation)
+        stored = check_image(path, apply_exif_orientation=apply_exif_orientation, max_pixels=max_image_pixels)
     except ImageLoadError as error:
         return None, Problem(error.path, None, error.reason, file.image_id)
     stem = Path(file.name).stem
