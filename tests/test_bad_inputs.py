@@ -724,7 +724,37 @@ def _xml_text(tmp_path: Path, text: bytes) -> None:
     read_devkit_xml(folder, ["n01440764"], on_error="skip")
 
 
+def _train_folder_with_loop(tmp_path: Path) -> None:
+    from wsol.data.formats import read_train_folder
+
+    folder = tmp_path / "train" / "n01440764"
+    folder.mkdir(parents=True)
+    (folder / "n01440764_1.JPEG").write_bytes(_jpeg((8, 8)))
+    (folder / "again").symlink_to(folder, target_is_directory=True)  # a loop: every image read forever
+    read_train_folder(tmp_path / "train")
+
+
+def _metadata_dir_braces(tmp_path: Path) -> None:
+    root = _baseline(tmp_path)
+    build_source("wsol_metadata", split="test", root=root, num_classes=3, metadata_dir="metadata/{splt}")
+
+
+def _factory(tmp_path: Path, **options: object) -> None:
+    build_source("wsol_metadata", split="test", root=_baseline(tmp_path), num_classes=3, **options)
+
+
 OTHER_READERS: dict[str, tuple[Callable[[Path], None], tuple[str, ...]]] = {
+    "train-folder-symlink-loop": (_train_folder_with_loop, ("n01440764/again is the folder", "read twice")),
+    "metadata-dir-braces": (_metadata_dir_braces, ("metadata_dir 'metadata/{splt}'", "only {split} is replaced")),
+    "box-tolerance-nan": (lambda t: _factory(t, box_tolerance=float("nan")), ("box_tolerance must be a finite",)),
+    "box-tolerance-negative": (lambda t: _factory(t, box_tolerance=-1.0), ("box_tolerance must be a finite",)),
+    "max-image-pixels-float": (lambda t: _factory(t, max_image_pixels=1e8), ("max_image_pixels must be a positive",)),
+    "xml-id-template-unknown-field": (
+        lambda t: __import__("wsol.data.formats", fromlist=["x"]).read_devkit_xml(
+            _xml_with_filename(t, "a"), ["n01440764"], id_template="val/{name}.JPEG"),
+        ("id template 'val/{name}.JPEG' cannot be filled", "{filename}, {folder}")),
+    "kaggle-field-over-csv-limit": (lambda t: _kaggle(t, b"ImageId,PredictionString\nx,\"" + b"1" * 200_000 + b"\"\n"),
+                                    ("LOC_val_solution.csv:2: not a readable CSV line", "field larger than field limit")),
     "devkit-mat-zero-byte": (lambda t: _devkit_mat(t, lambda b: b""),
                              ("cache_groundtruth.mat: not a readable MATLAB .mat file",)),
     "devkit-mat-truncated": (lambda t: _devkit_mat(t, lambda b: b[: len(b) // 2]),
@@ -820,3 +850,26 @@ def test_symlinks_inside_the_tree_are_followed(tmp_path: Path) -> None:
     _link_folder_outside(root)  # and the whole val/ folder
     source = _evaluate(root)
     assert [load_or_skip(source, i).size for i in range(3)] == [(20, 16), (16, 20), (24, 24)]
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["score", "devkit", "--num-classes", "0"], "--num-classes: must be a positive integer, got 0"),
+    (["score", "scoremaps", "--box-tolerance", "nan"], "--box-tolerance: box_tolerance must be a finite number"),
+    (["score", "scoremaps", "--max-image-pixels", "-1"], "--max-image-pixels: must be a positive integer"),
+    (["prepare", "check", "--num-classes", "-3"], "--num-classes: must be a positive integer, got -3"),
+    (["prepare", "check", "--box-tolerance", "inf"], "--box-tolerance: box_tolerance must be a finite number"),
+], ids=["score-num-classes-0", "score-box-tolerance-nan", "score-max-pixels-negative", "check-num-classes-negative",
+        "check-box-tolerance-inf"])
+def test_cli_options_out_of_range(argv: list[str], fragment: str, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from wsol.prepare import main as prepare
+    from wsol.score import main as score
+
+    root = _baseline(tmp_path)
+    tool, command, *options = argv
+    extra = {"devkit": ["--pred", str(root / "pred.txt"), "--gt", str(root)],
+             "scoremaps": ["--scoremap-root", str(root / "maps"), "--gt", str(root)],
+             "check": ["--root", str(root)]}[command]
+    with pytest.raises(SystemExit) as raised:
+        (score if tool == "score" else prepare)([command, *extra, *options])
+    assert raised.value.code == 2 and fragment in capsys.readouterr().err

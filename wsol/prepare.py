@@ -42,7 +42,14 @@ from wsol.data.formats import (
     read_synsets,
 )
 from wsol.data.images import DEFAULT_MAX_IMAGE_PIXELS
-from wsol.data.metadata import AnnotationError, Problem, collect_metadata, read_metadata, write_metadata
+from wsol.data.metadata import (
+    AnnotationError,
+    Problem,
+    check_box_tolerance,
+    collect_metadata,
+    read_metadata,
+    write_metadata,
+)
 from wsol.data.real import check_image_files, resolve_metadata_dir
 from wsol.data.records import Annotations
 
@@ -187,6 +194,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def box_tolerance(text: str) -> float:
+    """argparse type: a finite number of pixels >= 0."""
+    try:
+        return check_box_tolerance(float(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``wsol-prepare`` argument parser."""
     parser = argparse.ArgumentParser(prog="wsol-prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -221,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--synsets")
     mat.add_argument("--reference", help="metadata folder of the same images to infer the id map from")
     mat.add_argument("--blacklist")
-    mat.add_argument("--num-classes", type=int, default=1000)
+    mat.add_argument("--num-classes", type=positive_int, default=1000)
     mat.set_defaults(func=_cmd_devkit_mat)
 
     cub = conversion("cub", "CUB-200-2011 text files (bounding_boxes.txt x y w h -> x0,y0,x0+w,y0+h)")
@@ -235,8 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--metadata-dir", help="metadata folder, relative to ROOT ({split} replaced)")
     check.add_argument("--images-dir", help="image root (default ROOT/images or ROOT)")
     check.add_argument("--mask-root", help="mask root for OpenImages metadata (default: the image root)")
-    check.add_argument("--num-classes", type=int, help="labels must lie in [0, N)")
-    check.add_argument("--box-tolerance", type=float, default=1.0)
+    check.add_argument("--num-classes", type=positive_int, help="labels must lie in [0, N)")
+    check.add_argument("--box-tolerance", type=box_tolerance, default=1.0,
+                       help="pixels a box may overshoot its image (default 1)")
     check.add_argument("--level", choices=("none", "header", "decode"), default="header",
                        help="image check: header (default: header, size and end-of-file marker, which finds "
                             "truncated JPEG/PNG at about the cost of the header alone), decode (every "

@@ -56,7 +56,7 @@ from wsol.data.records import Annotations
 from wsol.io import UnsafePathError, safe_join
 from wsol.metrics.boxacc import RESIZE_LENGTH, BoxAccEvaluator, resize_boxes_wsoleval
 from wsol.metrics.topk import DevkitErrors
-from wsol.prepare import positive_int
+from wsol.prepare import box_tolerance, positive_int
 
 __all__ = ["main", "read_scoremap"]
 
@@ -240,9 +240,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def ground_truth(command: argparse.ArgumentParser) -> None:
         command.add_argument("--gt", required=True, help="data set folder holding metadata/ (or the metadata folder)")
-        command.add_argument("--num-classes", type=int, help="labels must lie in [0, N) (e.g. 1000 for ILSVRC); "
+        command.add_argument("--num-classes", type=positive_int, help="labels must lie in [0, N) (e.g. 1000 for ILSVRC); "
                                                              "default: any label in [0, 2**31 - 1]")
-        command.add_argument("--box-tolerance", type=float, default=DEFAULT_BOX_TOLERANCE,
+        command.add_argument("--box-tolerance", type=box_tolerance, default=DEFAULT_BOX_TOLERANCE,
                              help=f"pixels a GT box may overshoot its image (default {DEFAULT_BOX_TOLERANCE:g}, "
                                   "as wsol-evaluate and wsol-prepare check)")
         command.add_argument("--max-image-pixels", type=positive_int, default=DEFAULT_MAX_IMAGE_PIXELS,

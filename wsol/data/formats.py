@@ -23,7 +23,7 @@ import csv
 import os
 import re
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from wsol.data.metadata import (
     OnError,
     Problem,
     box_problem,
+    check_box_tolerance,
     check_on_error,
     finalize_annotations,
     label_problem,
@@ -55,6 +56,29 @@ _TRAILING_NUMBER = re.compile(r"(\d+)$")
 # ----------------------------------------------------------------------------------------------------
 # Class lists and devkit id maps
 # ----------------------------------------------------------------------------------------------------
+
+
+def _check_template(template: str, *args: object, **kwargs: object) -> None:
+    """Raise ``ValueError`` unless ``template.format(*args, **kwargs)`` works (a user's ``--id-template``)."""
+    try:
+        template.format(*args, **kwargs)
+    except (KeyError, IndexError, ValueError, AttributeError) as error:
+        fields = ", ".join([*("{}" for _ in args), *(f"{{{k}}}" for k in kwargs)])
+        raise ValueError(f"id template {template!r} cannot be filled ({type(error).__name__}: {error}); its "
+                         f"fields are {fields}") from None
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, fields)`` of a UTF-8 CSV file; a malformed line raises ``ValueError`` naming it."""
+    reader = csv.reader(read_text(path))  # read_text names the file and line of a byte that is not UTF-8
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:  # e.g. a field over csv.field_size_limit(), a NUL byte
+            raise ValueError(f"{path}:{reader.line_num}: not a readable CSV line ({error})") from None
+        yield reader.line_num, row
 
 
 def _loadmat(path: Path, **options: bool) -> dict:
@@ -225,6 +249,31 @@ def read_label_file(path: str | os.PathLike[str], id_to_label: Mapping[int, int]
 # ----------------------------------------------------------------------------------------------------
 
 
+def walk_image_files(folder: Path) -> Iterator[Path]:
+    """Image files under ``folder``, recursively, in sorted order (folders, then names), following symbolic links.
+
+    Links are followed because clusters link image folders to shared storage. A folder reached twice (a link to
+    an ancestor, or two links to one folder) is an error: its images would be read twice, or forever.
+
+    Raises:
+        ValueError: naming the folder reached twice and where it was first seen.
+    """
+    seen: dict[tuple[int, int], str] = {}
+    found: list[tuple[str, list[str]]] = []
+    for directory, _, names in os.walk(folder, followlinks=True):
+        stat = os.stat(directory)
+        key = (stat.st_dev, stat.st_ino)
+        if key in seen:
+            raise ValueError(f"{directory} is the folder {seen[key]} again (a symbolic link): its images would be read "
+                             "twice; remove the link or the loop")
+        seen[key] = directory
+        found.append((directory, names))
+    for directory, names in sorted(found):
+        for name in sorted(names):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                yield Path(directory) / name
+
+
 def read_train_folder(
     train_dir: str | os.PathLike[str], *, image_prefix: str = "train/", wnids: list[str] | None = None
 ) -> Annotations:
@@ -255,11 +304,8 @@ def read_train_folder(
         raise ValueError(f"{root}: class folders differ from the class list: extra {extra[:5]}, missing {missing[:5]}")
     records: list[ImageRecord] = []
     for label, wnid in enumerate(classes):
-        for folder, _, files in sorted(os.walk(root / wnid, followlinks=True)):
-            for name in sorted(files):
-                if name.lower().endswith(IMAGE_EXTENSIONS):
-                    relative = (Path(folder) / name).relative_to(root).as_posix()
-                    records.append(ImageRecord(image_id=f"{image_prefix}{relative}", label=label))
+        for path in walk_image_files(root / wnid):
+            records.append(ImageRecord(image_id=f"{image_prefix}{path.relative_to(root).as_posix()}", label=label))
     return Annotations(records=records, num_classes=len(classes), class_names=classes)
 
 
@@ -313,6 +359,8 @@ def read_devkit_xml(
         ``Annotations`` sorted by image id, sizes from ``<size>``.
     """
     check_on_error(on_error)
+    check_box_tolerance(box_tolerance)
+    _check_template(id_template, filename="x", folder="x")
     root = Path(xml_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"XML folder not found: {root}")
@@ -447,17 +495,18 @@ def read_kaggle_csv(
         ``Annotations`` sorted by image id.
     """
     check_on_error(on_error)
+    check_box_tolerance(box_tolerance)
+    _check_template(id_template, "x", wnid="x")
     path = Path(csv_path)
     class_index = {wnid: label for label, wnid in enumerate(sorted(wnids))}
     problems: list[Problem] = []
     records: dict[str, ImageRecord] = {}
     first_line: dict[str, int] = {}
-    reader = csv.reader(read_text(path))  # read_text names the file and line of a byte that is not UTF-8
-    header = next(reader, None)
+    rows = _csv_rows(path)
+    _, header = next(rows, (1, None))
     if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
         raise ValueError(f"{path}:1: expected the header 'ImageId,PredictionString', got {header}")
-    for row in reader:
-        number = reader.line_num
+    for number, row in rows:
         if not row or not any(cell.strip() for cell in row):
             continue
         if len(row) != 2:
@@ -586,6 +635,8 @@ def read_devkit_mat(
         ``Annotations`` in val-index order.
     """
     check_on_error(on_error)
+    check_box_tolerance(box_tolerance)
+    _check_template(id_template, 1)
     where = str(mat_path)
     problems: list[Problem] = []
     records: list[ImageRecord] = []
@@ -718,6 +769,7 @@ def read_cub(
         ``Annotations`` in ``images.txt`` order; image ids are the ``images.txt`` paths.
     """
     check_on_error(on_error)
+    check_box_tolerance(box_tolerance)
     if split not in ("train", "test", "all"):
         raise ValueError(f"CUB split must be 'train', 'test' or 'all', got {split!r}")
     base = Path(root)

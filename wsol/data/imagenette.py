@@ -45,7 +45,6 @@ import numpy as np
 
 from wsol.data.datasets import DATASETS
 from wsol.data.formats import (
-    IMAGE_EXTENSIONS,
     ILSVRC_NUM_CLASSES,
     infer_devkit_id_map,
     read_blacklist,
@@ -54,6 +53,7 @@ from wsol.data.formats import (
     read_devkit_mat_objects,
     read_devkit_xml,
     read_kaggle_csv,
+    walk_image_files,
 )
 from wsol.data.images import DEFAULT_MAX_IMAGE_PIXELS, AlphaPolicy, ImageLoadError, check_image, read_image_size
 from wsol.data.metadata import (
@@ -198,16 +198,12 @@ def scan_tree(root: PathLike) -> list[ImagenetteFile]:
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: missing (the Imagenette2 / Imagewoof2 layout has train/ and val/)")
         for wnid in sorted(entry.name for entry in os.scandir(folder) if entry.is_dir()):
-            for directory, _, names in sorted(os.walk(folder / wnid, followlinks=True)):
-                for name in sorted(names):
-                    if not name.lower().endswith(IMAGE_EXTENSIONS):
-                        continue
-                    path = Path(directory) / name
-                    val = is_val_image_name(name)
-                    if val and not _VAL_NAME.match(name):
-                        raise ValueError(f"{path}: named like an ILSVRC2012 val image but not "
-                                         f"ILSVRC2012_val_<8 digits>.JPEG; its ground truth cannot be found")
-                    files.append(ImagenetteFile(path.relative_to(base).as_posix(), wnid, val))
+            for path in walk_image_files(folder / wnid):
+                val = is_val_image_name(path.name)
+                if val and not _VAL_NAME.match(path.name):
+                    raise ValueError(f"{path}: named like an ILSVRC2012 val image but not "
+                                     f"ILSVRC2012_val_<8 digits>.JPEG; its ground truth cannot be found")
+                files.append(ImagenetteFile(path.relative_to(base).as_posix(), wnid, val))
     return files
 
 
@@ -327,11 +323,10 @@ def _original_sizes_from(
     if not source.is_dir():
         raise FileNotFoundError(f"original_sizes: {source} is neither a metadata folder nor a folder of images")
     sizes: dict[str, tuple[int, int]] = {}
-    for directory, _, names in os.walk(source, followlinks=True):
-        for name in names:
-            stem = _stem(name)
-            if stem in stems and name.lower().endswith(IMAGE_EXTENSIONS):
-                sizes[stem] = read_image_size(Path(directory) / name)
+    for path in walk_image_files(source):
+        stem = _stem(path.name)
+        if stem in stems:
+            sizes[stem] = read_image_size(path)
     return sizes
 
 

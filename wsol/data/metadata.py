@@ -13,7 +13,7 @@ A metadata folder holds (format of clovaai/wsolevaluation ``metadata/<dataset>/<
 
 Text rules (one reader, one rule set: ``wsol-score``, ``wsol-prepare check`` and every dataset factory use it):
 UTF-8 (a byte-order mark on the first line is dropped; a byte that is not UTF-8 is an error naming the file and
-line), LF or CRLF line ends, blank lines and spaces around fields ignored, fields separated by commas with exactly
+line), LF, CRLF or CR line ends, blank lines and spaces around fields ignored, fields separated by commas with exactly
 the expected count (a trailing comma is an extra, empty field: an error). Integers are ASCII digits with an optional
 sign (``1e3``, ``1_000``, ``٣`` are not labels); coordinates are decimal or exponent notation, finite. Image ids
 and mask paths must name a file inside their root (``wsol.io.unsafe_path_reason``: no absolute path, no ``..``,
@@ -103,6 +103,14 @@ class AnnotationError(ValueError):
         more = len(problems) - _MAX_PROBLEMS_IN_MESSAGE
         tail = f"\n  ... and {more} more" if more > 0 else ""
         super().__init__(f"{len(problems)} annotation error(s):\n  {shown}{tail}")
+
+
+def check_box_tolerance(tolerance: float) -> float:
+    """``tolerance`` as a float after checking it is finite and >= 0 (a NaN would let every box through)."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) \
+            or tolerance < 0:
+        raise ValueError(f"box_tolerance must be a finite number >= 0 (pixels), got {tolerance!r}")
+    return float(tolerance)
 
 
 def check_on_error(on_error: str) -> None:
@@ -325,6 +333,7 @@ def collect_metadata(
         FileNotFoundError: ``metadata_dir`` or its ``image_ids.txt`` / ``class_labels.txt`` is missing.
     """
     check_max_pixels(max_image_pixels)
+    check_box_tolerance(box_tolerance)
     root = Path(metadata_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"metadata folder not found: {root}")

@@ -57,6 +57,7 @@ from wsol.data.metadata import (
     OnError,
     Problem,
     box_problem,
+    check_box_tolerance,
     check_on_error,
     finalize_annotations,
     read_metadata,
@@ -199,6 +200,7 @@ def check_image_files(
     """
     check_on_error(on_error)
     check_max_pixels(max_image_pixels)
+    check_box_tolerance(box_tolerance)
     if level == "none":
         return annotations, []
     if level not in ("header", "decode"):
@@ -266,7 +268,12 @@ def resolve_metadata_dir(root: PathLike, split: str, metadata_dir: PathLike | No
     """
     base = Path(root)
     if metadata_dir is not None:
-        candidates = [resolve_path(base, str(metadata_dir).format(split=split))]
+        try:
+            filled = str(metadata_dir).format(split=split)
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(f"metadata_dir {str(metadata_dir)!r}: only {{split}} is replaced in it, and braces "
+                             f"must be doubled ({type(error).__name__}: {error})") from None
+        candidates = [resolve_path(base, filled)]
     else:
         candidates = [base / "metadata" / split, base / "metadata"]
     for candidate in candidates:
