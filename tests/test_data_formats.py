@@ -306,17 +306,23 @@ def test_factory_bad_images_raise_or_skip(tmp_path: Path, damage, reason: str) -
     assert list(source.annotations.skipped) == ["val/b.jpg"] and reason in source.annotations.skipped["val/b.jpg"]
 
 
-def test_truncated_image_found_by_decode_check_or_at_load(tmp_path: Path) -> None:
+def test_truncated_image_found_by_the_default_check_or_at_load(tmp_path: Path) -> None:
     root = _dataset(tmp_path)
     path = root / "images" / "val" / "c.jpg"
     path.write_bytes(path.read_bytes()[:-40])
-    # The header check passes (intact header); loading the image then fails loudly, naming the file.
-    source = build_source("wsol_metadata", split="test", root=root, num_classes=2, on_error="skip")
-    assert len(source.annotations) == 3
-    with pytest.raises(ImageLoadError, match="truncated"):
-        source.load(2)
-    decoded = build_source("wsol_metadata", split="test", root=root, num_classes=2, on_error="skip", check_files="decode")
-    assert list(decoded.annotations.skipped) == ["val/c.jpg"] and "truncated" in decoded.annotations.skipped["val/c.jpg"]
+    # The default check reads the header and the JPEG end marker: the truncated file is skipped when the split
+    # is built, and listed (metrics.json's "skipped").
+    for level in ("header", "decode"):
+        source = build_source("wsol_metadata", split="test", root=root, num_classes=2, on_error="skip", check_files=level)
+        assert list(source.annotations.skipped) == ["val/c.jpg"]
+        assert "c.jpg: error: truncated image data" in source.annotations.skipped["val/c.jpg"]
+    with pytest.raises(AnnotationError, match="c.jpg: error: truncated image data"):
+        build_source("wsol_metadata", split="test", root=root, num_classes=2, on_error="raise")
+    # Unchecked files: loading the image fails loudly, naming the file.
+    unchecked = build_source("wsol_metadata", split="test", root=root, num_classes=2, check_files="none")
+    assert len(unchecked.annotations) == 3
+    with pytest.raises(ImageLoadError, match="c.jpg: truncated"):
+        unchecked.load(2)
 
 
 def test_ilsvrc_factory_formats_agree(tmp_path: Path) -> None:
@@ -424,8 +430,10 @@ def test_data_configs_compose_and_build(name: str, tmp_path: Path, monkeypatch: 
     from omegaconf import OmegaConf
 
     from wsol.config import source_from_cfg
+    from wsol.conf import register_configs
     from wsol.data.datasets import dataset_options
 
+    register_configs()  # the schemas the configs' defaults name (else this test passes only after test_config)
     monkeypatch.setenv("WSOL_DATA", str(tmp_path))
     config_dir = str(Path(__file__).resolve().parents[1] / "configs")
     overrides = [f"data={name}"] + (["data.root=/x", "data.num_classes=2"] if name == "wsol_metadata" else [])

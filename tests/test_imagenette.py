@@ -374,8 +374,10 @@ def test_data_config_composes_and_builds(tree: tuple[Path, Path]) -> None:
     from omegaconf import OmegaConf
 
     from wsol.config import COMMON_DATA_KEYS, source_from_cfg
+    from wsol.conf import register_configs
     from wsol.data.datasets import dataset_options
 
+    register_configs()  # the schemas the configs' defaults name (else this test passes only after test_config)
     root, gt = tree
     config_dir = str(Path(__file__).resolve().parents[1] / "configs")
     with initialize_config_dir(version_base="1.3", config_dir=config_dir):

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from wsol.data.images import ImageLoadError, ImageSizeMismatchError, load_rgb, read_image_size
+from wsol.data import images as images_module
+from wsol.data.images import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageLoadError,
+    ImageSizeMismatchError,
+    check_image,
+    load_rgb,
+    read_image_size,
+)
 
 
 def _gradient(width: int = 40, height: int = 30) -> np.ndarray:
@@ -169,3 +177,62 @@ def test_float_image_refused(tmp_path: Path) -> None:
     Image.fromarray(np.ones((3, 3), dtype=np.float32)).save(path)
     with pytest.raises(ImageLoadError, match="mode F"):
         load_rgb(path)
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_header_check_proves_completeness_without_decoding(fmt: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A complete JPEG/PNG is accepted from its header and end marker alone (load_rgb is never called); the
+    same file cut short is not, and the decode that follows names the truncation. (A PNG missing only its IEND
+    chunk and checksums decodes to the right pixels, so the PNG is cut into its pixel data.)"""
+    noise = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    data = _jpeg_bytes(_gradient()) if fmt == "jpeg" else _png_bytes(noise)
+    cut = 1 if fmt == "jpeg" else 200
+    path = tmp_path / f"a.{fmt}"
+    path.write_bytes(data)
+    decoded: list[Path] = []
+    real_load = images_module.load_rgb
+    monkeypatch.setattr(images_module, "load_rgb", lambda p, **kw: decoded.append(p) or real_load(p, **kw))
+    assert check_image(path, expected_size=(40, 30)) == (40, 30) and decoded == []
+    path.write_bytes(data[:-cut])
+    with pytest.raises(ImageLoadError, match="truncated"):
+        check_image(path)
+    assert decoded == [path]
+    with pytest.raises(ImageSizeMismatchError, match=r"size 40x30 differs from the metadata size 30x40"):
+        check_image(path, expected_size=(30, 40))  # the header's size is checked first
+
+
+def test_header_check_decodes_files_it_cannot_prove_complete(tmp_path: Path) -> None:
+    """Bytes after the JPEG end marker (some cameras pad files) or a format without an end marker we read: the
+    file is decoded, so a legal file passes and a truncated one fails either way."""
+    path = tmp_path / "padded.jpg"
+    path.write_bytes(_jpeg_bytes(_gradient()) + b"\0" * 100)
+    assert check_image(path) == (40, 30)
+    bmp = tmp_path / "a.bmp"
+    Image.fromarray(_gradient()).save(bmp)
+    assert check_image(bmp) == (40, 30)
+    bmp.write_bytes(bmp.read_bytes()[:-200])
+    with pytest.raises(ImageLoadError, match="truncated"):
+        check_image(bmp)
+
+
+def test_size_limit_refuses_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+    assert DEFAULT_MAX_IMAGE_PIXELS == 89_478_485 == int(1024 * 1024 * 1024 // 4 // 3)  # Pillow's default
+    path = tmp_path / "a.jpg"
+    path.write_bytes(_jpeg_bytes(_gradient()))
+    for read in (read_image_size, load_rgb, check_image):
+        with pytest.raises(ImageLoadError, match=r"a.jpg: 40x30 = 1,200 pixels exceeds the image size limit of "
+                                                 r"1,199 pixels \(max_image_pixels\); refused before decoding"):
+            read(path, max_pixels=1199)
+        assert read(path, max_pixels=1200) is not None
+    with pytest.raises(ValueError, match="positive integer"):
+        load_rgb(path, max_pixels=0)
+    load_rgb(path, max_pixels=10**9)  # a limit above Pillow's own raises Pillow's, else Pillow would refuse
+    assert Image.MAX_IMAGE_PIXELS == 10**9

@@ -170,3 +170,60 @@ def test_shared_wsolevaluation_cub_and_openimages(shared_data: Path) -> None:
     assert all(r.mask_paths and r.size is None for r in excerpt.records)
     with pytest.raises(AnnotationError, match="no mask for"):
         read_metadata(root / "OpenImages_excerpt" / "test", num_classes=100)
+
+
+@pytest.mark.parametrize(("text", "value"), [("0", 0), ("+7", 7), ("-3", -3), ("007", 7), ("1e3", None), ("1_000", None),
+                                             ("\u0663", None), ("1.0", None), ("", None), (" 1", None)])
+def test_parse_int_takes_ascii_decimal_only(text: str, value: int | None) -> None:
+    from wsol.data.metadata import parse_int
+
+    assert parse_int(text) == value
+
+
+@pytest.mark.parametrize(("text", "value"), [("1.5", 1.5), ("-2", -2.0), (".5", 0.5), ("3.", 3.0), ("1e3", 1000.0),
+                                             ("2.5E-1", 0.25), ("nan", None), ("inf", None), ("1e400", None),
+                                             ("1_0", None), ("0x10", None), ("\u0663", None), ("", None)])
+def test_parse_float_takes_finite_ascii_numbers_only(text: str, value: float | None) -> None:
+    from wsol.data.metadata import parse_float
+
+    assert parse_float(text) == value
+
+
+def test_read_text_line_ends_bom_and_bad_bytes(tmp_path: Path) -> None:
+    from wsol.data.metadata import read_text
+
+    path = tmp_path / "f.txt"
+    path.write_bytes(b"\xef\xbb\xbfa\r\nb\rc\n\nd")
+    assert read_text(path) == ["a", "b", "c", "", "d"]
+    path.write_bytes(b"ok\nsecond \xff line\n")
+    with pytest.raises(AnnotationError, match=r"f.txt:2: error: not UTF-8 text: byte 0xff at column 8"):
+        read_text(path)
+    with pytest.raises(FileNotFoundError, match="missing.txt: file not found"):
+        read_text(tmp_path / "missing.txt")
+    with pytest.raises(AnnotationError, match="is a directory"):
+        read_text(tmp_path)
+
+
+def test_rules_without_sizes_and_without_a_class_count(tmp_path: Path) -> None:
+    """No image_sizes.txt: a box left of / above the image is still an error; num_classes unknown: labels must
+    still fit an int32 class index (a label of 2**31 would make a classifier of 2**31 classes)."""
+    folder = _write(tmp_path / "m", image_sizes="", localization="a/1.jpg,-3,0,9,7\na/2.jpg,1,2,3,4\nb/3.jpg,0,0,0,0\n")
+    with pytest.raises(AnnotationError, match=r"localization.txt:1: error: 'a/1.jpg': box \(-3, 0, 9, 7\) has a "
+                                              r"negative coordinate beyond the 1 px tolerance"):
+        read_metadata(folder)
+    folder = _write(tmp_path / "n", image_sizes="", class_labels="a/1.jpg,0\na/2.jpg,2147483647\nb/3.jpg,2147483648\n")
+    with pytest.raises(AnnotationError, match=r"class_labels.txt:3: error: 'b/3.jpg': label 2147483648 outside "
+                                              r"\[0, 2147483647\] \(num_classes unknown"):
+        read_metadata(folder)
+    skipped = read_metadata(folder, on_error="skip")
+    assert skipped.num_classes == 2**31 and list(skipped.skipped) == ["b/3.jpg"]
+
+
+def test_unsafe_ids_raise_under_every_policy_and_cannot_be_written(tmp_path: Path) -> None:
+    folder = _write(tmp_path / "m", image_ids="a/1.jpg\n../2.jpg\nb/3.jpg\n")
+    for on_error in ("raise", "skip"):
+        with pytest.raises(AnnotationError, match=r"image_ids.txt:2: error: image id '../2.jpg' is not a relative "
+                                                  r"path inside the image root: it climbs out"):
+            read_metadata(folder, on_error=on_error)
+    with pytest.raises(ValueError, match=r"image id 'C:/x.jpg' is not a relative path .* drive letter"):
+        write_metadata(Annotations([ImageRecord("C:/x.jpg", 0)], num_classes=1), tmp_path / "out")

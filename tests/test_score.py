@@ -72,27 +72,94 @@ def test_devkit_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_scoremaps_hand_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # image size 224x224, so the GT boxes are not rescaled; the maps are small (wsolevaluation does not check).
+    # Image size 224x224, so the GT boxes are not rescaled; the maps are the 4x5 maps of
+    # test_metrics.test_boxacc_evaluator_hand_counted in the corner of a zero 224x224 map (same contours).
     gt = _metadata(
         tmp_path / "gt",
         [("x/a.jpg", 0, (224, 224), [[2, 2, 4, 3]]), ("x/b.jpg", 0, (224, 224), [[0, 0, 1, 1]])],
     )
     maps = tmp_path / "maps"
     (maps / "x").mkdir(parents=True)
-    unimodal = np.zeros((4, 5))
+    unimodal = np.zeros((224, 224))
     unimodal[1, 1:4] = 0.2
     unimodal[2, 1:4] = [0.2, 1.0, 0.6]
     np.save(maps / "x" / "a.jpg.npy", unimodal)
-    np.save(maps / "x" / "b.jpg.npy", np.zeros((4, 5), dtype=np.float32))
+    np.save(maps / "x" / "b.jpg.npy", np.zeros((224, 224), dtype=np.float32))
     argv = ["scoremaps", "--scoremap-root", str(maps), "--gt", str(gt), "--cam-curve-interval", "0.25"]
     code, out, _ = _run(capsys, argv)
     assert code == 0
-    # same maps as test_metrics.test_boxacc_evaluator_hand_counted
     assert out["maxboxacc"] == 50.0 and out["maxboxacc_v2"] == 50.0
     assert out["maxboxacc_v2_iou70_tau"] == 0.25 and out["n_images"] == 2
+    # --gt may also name the metadata folder itself.
+    code, again, _ = _run(capsys, [*argv[:4], str(gt / "metadata"), *argv[5:]])
+    assert code == 0 and again == out
     (maps / "x" / "b.jpg.npy").unlink()
     code, _, err = _run(capsys, argv)
     assert code == 2 and "b.jpg.npy" in err and "not found" in err
-    np.save(maps / "x" / "b.jpg.npy", np.full((4, 5), np.nan))
+    np.save(maps / "x" / "b.jpg.npy", np.full((224, 224), np.nan))
     code, _, err = _run(capsys, argv)
     assert code == 2 and "b.jpg.npy" in err and "NaN" in err
+
+
+def test_scoremaps_rescale_gt_boxes_from_image_sizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 448x112 image: its box (100, 20, 299, 59) lands on int(x * 224 / 448), int(y * 224 / 112) = (50, 40,
+    149, 118) of the 224 grid; a map lighting exactly that rectangle scores 100, one lighting the unscaled box
+    (the 'forgot to resize' bug) scores 0 at IoU 0.5."""
+    gt = _metadata(tmp_path / "gt", [("a.jpg", 0, (448, 112), [[100, 20, 299, 59]])])
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    argv = ["scoremaps", "--scoremap-root", str(maps), "--gt", str(gt), "--cam-curve-interval", "0.5"]
+    right = np.zeros((224, 224))
+    right[40:119, 50:150] = 1.0
+    np.save(maps / "a.jpg.npy", right)
+    code, out, _ = _run(capsys, argv)
+    assert code == 0 and out["maxboxacc"] == 100.0 and out["maxboxacc_v2_iou70"] == 100.0
+    wrong = np.zeros((224, 224))
+    wrong[20:60, 100:224] = 1.0
+    np.save(maps / "a.jpg.npy", wrong)
+    code, out, _ = _run(capsys, argv)
+    assert code == 0 and out["maxboxacc"] == 0.0
+
+
+def test_scoremaps_refuse_what_wsol_evaluate_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One reader: ground truth that wsol-prepare check / wsol-evaluate refuse is refused, naming file and line."""
+    gt = _metadata(tmp_path / "gt", [("a.jpg", 0, (10, 10), [[0, 0, 9, 9]]), ("b.jpg", 1, (10, 10), [[5, 5, 2, 2]])])
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for name in ("a", "b"):
+        np.save(maps / f"{name}.jpg.npy", np.zeros((224, 224)))
+    code, _, err = _run(capsys, ["scoremaps", "--scoremap-root", str(maps), "--gt", str(gt)])
+    assert code == 2 and "localization.txt:2: error: 'b.jpg': box (5, 5, 2, 2) is inverted" in err
+    pred = tmp_path / "pred.txt"
+    pred.write_text("0 0 0 9 9\n1 0 0 9 9\n")
+    code, _, err = _run(capsys, ["devkit", "--pred", str(pred), "--gt", str(gt)])
+    assert code == 2 and "localization.txt:2" in err and "inverted" in err
+
+
+@pytest.mark.parametrize("subset", ["acuity227", "crop224"])
+def test_shared_reference_metadata_scores(shared_data: Path, subset: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The reference suite's own files keep reading (float boxes of rescaled images included): each image's own
+    GT box, drawn as a 0/1 map on the 224 grid, scores 100 MaxBoxAcc; the devkit mode scores perfect guesses 0."""
+    from wsol.data.metadata import read_metadata
+    from wsol.metrics.boxacc import resize_boxes_wsoleval
+
+    root = shared_data / "ilsvrc_val_mini" / subset
+    records = read_metadata(root / "metadata").records
+    maps = tmp_path / "maps"
+    for record in records:
+        scoremap = np.zeros((224, 224), dtype=np.float32)
+        x0, y0, x1, y1 = resize_boxes_wsoleval(record.boxes[:1], record.size)[0]
+        scoremap[y0:y1 + 1, x0:x1 + 1] = 1.0
+        path = maps / f"{record.image_id}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, scoremap)
+    code, out, err = _run(capsys, ["scoremaps", "--scoremap-root", str(maps), "--gt", str(root), "--num-classes",
+                                   "1000", "--cam-curve-interval", "0.5"])
+    assert code == 0, err
+    assert out["n_images"] == len(records) and out["maxboxacc"] == 100.0
+    pred = tmp_path / "pred.txt"
+    pred.write_text("".join(f"{r.label} {' '.join(str(v) for v in r.boxes[0])}\n" for r in records))
+    code, out, err = _run(capsys, ["devkit", "--pred", str(pred), "--gt", str(root), "--num-classes", "1000"])
+    assert code == 0, err
+    assert out["top1_cls_err"] == 0.0 and out["top1_loc_err"] == 0.0

@@ -8,18 +8,24 @@
   ``<name part>`` — after half the bytes reached the temporary file, before the rename. Unset, it costs one lookup.
 * ``load_torch_file(path, what)``: ``torch.load(weights_only=True)`` (no pickled code is ever executed) with a
   clear error naming the file when it is missing, empty, truncated or not a dict.
+* ``safe_join(root, name)``: the one rule for "an id names a file inside its root" (image ids, mask paths,
+  score-map names), checked lexically before the disk is touched: not empty, not absolute, no drive letter, no
+  backslash, no control character (NUL included), no empty, ``.`` or ``..`` component. Symbolic links inside
+  the root are not resolved, so a dataset tree whose folders link to shared storage keeps working: the rule
+  is about what the metadata names, not about where the user put the bytes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from pathlib import Path
 from typing import IO, Any, Callable
 
 __all__ = ["atomic_write", "atomic_write_json", "atomic_write_text", "atomic_torch_save", "fsync_dir",
-           "load_torch_file"]
+           "load_torch_file", "UnsafePathError", "unsafe_path_reason", "unsafe_path_message", "safe_join"]
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -123,3 +129,70 @@ def load_torch_file(path: str | os.PathLike[str], what: str = "file") -> dict[st
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: not a {what} (a {type(obj).__name__}, expected a dict)")
     return obj
+
+
+# A drive letter ("C:/x", "c:foo"): harmless on POSIX, but never part of a portable id.
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class UnsafePathError(ValueError):
+    """A name that does not denote a file inside its root (absolute, climbing out, ...)."""
+
+
+def unsafe_path_reason(name: object) -> str | None:
+    """Why ``name`` cannot name a file inside a root, or ``None`` when it can (rules in the module docstring).
+
+    The check is lexical: nothing is read from the disk, and symbolic links are not resolved.
+    """
+    if not isinstance(name, str):
+        return f"is a {type(name).__name__}, not a string"
+    if not name:
+        return "is empty"
+    control = _CONTROL.search(name)
+    if control:
+        return f"contains the control character {control.group()!r}"
+    if "\\" in name:
+        return "contains a backslash (a Windows path separator; ids use '/')"
+    if name.startswith("/"):
+        return "is an absolute path"
+    if _DRIVE.match(name):
+        return "starts with a drive letter"
+    parts = name.split("/")
+    if ".." in parts:
+        return "climbs out of its root ('..' component)"
+    if "." in parts:
+        return "has a '.' component"
+    if "" in parts:
+        return "has an empty path component ('//', or a trailing '/')"
+    return None
+
+
+def unsafe_path_message(name: object, *, what: str = "image id", root: object = "its root") -> str | None:
+    """The sentence refusing ``name`` ("image id '../a' is not a relative path inside ROOT: it climbs ..."),
+    or ``None`` when ``name`` is safe. Readers put it in their own error with file and line."""
+    reason = unsafe_path_reason(name)
+    if reason is None:
+        return None
+    return f"{what} {name!r} is not a relative path inside {root}: it {reason}"
+
+
+def safe_join(root: str | os.PathLike[str], name: str, *, what: str = "image id", where: str = "") -> Path:
+    """``root / name`` for a ``name`` that stays inside ``root`` (rules in the module docstring).
+
+    Args:
+        root: the folder the name is relative to (may itself be absolute or hold symbolic links).
+        name: a ``/``-separated relative path, e.g. an image id ``val/ILSVRC2012_val_00000001.JPEG``.
+        what: what ``name`` is, for the message ("image id", "mask path", "score map").
+        where: where ``name`` came from (``file`` or ``file:line``), for the message.
+
+    Returns:
+        ``Path(root).joinpath(*name.split("/"))``.
+
+    Raises:
+        UnsafePathError: (a ``ValueError``) naming ``name``, the reason and ``where``.
+    """
+    message = unsafe_path_message(name, what=what, root=root)
+    if message is not None:
+        raise UnsafePathError(f"{where}: {message}" if where else message)
+    return Path(root).joinpath(*name.split("/"))

@@ -6,13 +6,20 @@ Subcommands (``wsol-prepare <command> --help`` for every option)::
     wsol-prepare kaggle --csv LOC_val_solution.csv --synsets LOC_synset_mapping.txt --images-dir ILSVRC --out DIR
     wsol-prepare devkit-mat --mat cache_groundtruth.mat --devkit-meta meta_clsloc.mat --synsets ... --out DIR
     wsol-prepare cub --cub-root CUB_200_2011 --split test --out DIR
-    wsol-prepare check --root DATASET [--metadata-dir metadata/test] [--num-classes 1000] [--decode]
+    wsol-prepare check --root DATASET [--metadata-dir metadata/test] [--num-classes 1000] [--level decode]
 
 Conversions write ``image_ids.txt``, ``class_labels.txt``, ``image_sizes.txt``, ``localization.txt`` (and
 ``blacklist.txt`` when a blacklist is given) into ``--out``. Every problem is printed as
 ``file:line: severity: message``; any error makes the exit status 1 and nothing is written, unless
 ``--skip-bad`` asks to drop the offending images (they are listed). ``--images-dir`` reads image sizes
 from the image headers (formats without sizes: Kaggle CSV, ``.mat``, CUB) and checks boxes against them.
+
+``check`` reads the metadata with the reader every dataset factory and ``wsol-score`` use (one rule set), then
+checks the image files at ``--level``: ``header`` (default) reads each header (format, size, size limit) and the
+file's end marker, which finds truncated JPEG and PNG files without decoding them (0.18 ms per original-size
+ILSVRC val JPEG, against 0.16 ms for the header alone; files of other formats, or with bytes after their end
+marker, are decoded in full); ``decode`` decodes every image (also corrupt pixel data; 3.8 ms per such JPEG);
+``none`` checks the metadata only.
 """
 
 from __future__ import annotations
@@ -34,7 +41,15 @@ from wsol.data.formats import (
     read_kaggle_csv,
     read_synsets,
 )
-from wsol.data.metadata import AnnotationError, Problem, collect_metadata, read_metadata, write_metadata
+from wsol.data.images import DEFAULT_MAX_IMAGE_PIXELS
+from wsol.data.metadata import (
+    AnnotationError,
+    Problem,
+    check_box_tolerance,
+    collect_metadata,
+    read_metadata,
+    write_metadata,
+)
 from wsol.data.real import check_image_files, resolve_metadata_dir
 from wsol.data.records import Annotations
 
@@ -138,7 +153,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     root = Path(args.root)
     try:
         meta = resolve_metadata_dir(root, args.split, args.metadata_dir)
-        records, problems, blacklist = collect_metadata(meta, num_classes=args.num_classes, box_tolerance=args.box_tolerance)
+        records, problems, blacklist = collect_metadata(meta, num_classes=args.num_classes, box_tolerance=args.box_tolerance,
+                                                        max_image_pixels=args.max_image_pixels)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -155,15 +171,35 @@ def _cmd_check(args: argparse.Namespace) -> int:
             problems.append(Problem(str(images), None, "image folder not found"))
         else:
             mask_root = Path(args.mask_root) if args.mask_root else images
-            annotations, file_problems = check_image_files(
-                annotations, images, level=args.level, on_error="skip", mask_root=mask_root if has_masks else None,
-            )
+            try:
+                annotations, file_problems = check_image_files(
+                    annotations, images, level=args.level, on_error="skip", mask_root=mask_root if has_masks else None,
+                    box_tolerance=args.box_tolerance, max_image_pixels=args.max_image_pixels,
+                )
+            except AnnotationError as error:  # problems no policy skips (a path leaving its root)
+                file_problems = error.problems
             problems += file_problems
     _print_problems(problems)
     errors = sum(p.severity == "error" for p in problems)
     warnings = len(problems) - errors
     print(f"{meta}: {_summary(annotations)}; images under {images}; {errors} error(s), {warnings} warning(s)")
     return 1 if errors else 0
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def box_tolerance(text: str) -> float:
+    """argparse type: a finite number of pixels >= 0."""
+    try:
+        return check_box_tolerance(float(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--synsets")
     mat.add_argument("--reference", help="metadata folder of the same images to infer the id map from")
     mat.add_argument("--blacklist")
-    mat.add_argument("--num-classes", type=int, default=1000)
+    mat.add_argument("--num-classes", type=positive_int, default=1000)
     mat.set_defaults(func=_cmd_devkit_mat)
 
     cub = conversion("cub", "CUB-200-2011 text files (bounding_boxes.txt x y w h -> x0,y0,x0+w,y0+h)")
@@ -214,10 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--metadata-dir", help="metadata folder, relative to ROOT ({split} replaced)")
     check.add_argument("--images-dir", help="image root (default ROOT/images or ROOT)")
     check.add_argument("--mask-root", help="mask root for OpenImages metadata (default: the image root)")
-    check.add_argument("--num-classes", type=int, help="labels must lie in [0, N)")
-    check.add_argument("--box-tolerance", type=float, default=1.0)
+    check.add_argument("--num-classes", type=positive_int, help="labels must lie in [0, N)")
+    check.add_argument("--box-tolerance", type=box_tolerance, default=1.0,
+                       help="pixels a box may overshoot its image (default 1)")
     check.add_argument("--level", choices=("none", "header", "decode"), default="header",
-                       help="image check: header (exists, readable, size) or decode (every pixel; slow)")
+                       help="image check: header (default: header, size and end-of-file marker, which finds "
+                            "truncated JPEG/PNG at about the cost of the header alone), decode (every "
+                            "pixel; slow) or none")
+    check.add_argument("--max-image-pixels", type=positive_int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                       help=f"larger images (width x height) are errors (default {DEFAULT_MAX_IMAGE_PIXELS})")
     check.set_defaults(func=_cmd_check)
     return parser
 

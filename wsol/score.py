@@ -1,23 +1,34 @@
 """``wsol-score``: score saved predictions under the ILSVRC devkit or wsolevaluation rules.
 
-    wsol-score devkit --pred FILE --gt DIR [--blacklist FILE]
+    wsol-score devkit --pred FILE --gt DIR [--blacklist FILE] [--num-classes N]
     wsol-score scoremaps --scoremap-root DIR --gt DIR [--cam-curve-interval 0.01] [--iou-thresholds 30 50 70]
 
-``--gt DIR`` holds wsolevaluation metadata in ``DIR/metadata/``: ``image_ids.txt`` (one id per line),
-``class_labels.txt`` (``id,label``, 0-based), ``image_sizes.txt`` (``id,w,h``) and ``localization.txt``
-(``id,x0,y0,x1,y1``, one line per box, inclusive pixels).
+``--gt DIR`` is a data set folder holding wsolevaluation metadata in ``DIR/metadata/`` (or the metadata folder
+itself): ``image_ids.txt``, ``class_labels.txt``, ``image_sizes.txt``, ``localization.txt`` (and the optional
+``blacklist.txt``). It is read by ``wsol.data.metadata.read_metadata``, the reader of ``wsol-prepare check`` and
+of every dataset factory, with the same rules (duplicate ids, conflicting labels, labels outside
+``[0, --num-classes)``, zero or huge sizes, inverted/NaN/outside boxes, ids leaving their root, non-UTF-8 text):
+ground truth that ``wsol-evaluate`` refuses is refused here too, every problem listed with file and line. Where
+the two differ, it is for a stated reason:
+    * nothing is skipped (``wsol-evaluate`` has ``data.on_error=skip``): a scorer of finished predictions that
+      dropped ground-truth images would publish a number over a different set of images;
+    * ``scoremaps`` needs ``image_sizes.txt`` (boxes are resized from it; ``wsol-evaluate`` reads the size from
+      the image file, checked against ``image_sizes.txt`` when present) and boxes, not masks.
 
 devkit: ``--pred`` has one line per image in ``image_ids.txt`` order, each with up to five whitespace-separated
-``label x0 y0 x1 y1`` groups, best first (extra groups are ignored, as the devkit does). ``--blacklist`` lists
-image ids, or 1-based image indices as in the devkit's blacklist file, one per line. Prints
+``label x0 y0 x1 y1`` groups, best first (extra groups are ignored, as the devkit does); labels are 0-based in the
+ground truth's class order and must lie in its label range. ``--blacklist`` lists image ids, or 1-based image
+indices as in the devkit's blacklist file, one per line; it adds to the metadata's ``blacklist.txt``. Prints
 ``top1_cls_err`` ... ``top5_cls_err``, ``top1_loc_err`` ... ``top5_loc_err`` (percent) and counts.
 
-scoremaps: ``DIR/<image_id>.npy`` per image, a 2-D float map in [0, 1] (wsolevaluation's format). GT boxes
-are scaled to 224x224 as wsolevaluation does. Prints ``maxboxacc`` (IoU 50, largest contour),
-``maxboxacc_v2`` (mean over the IoU thresholds, all contours), the per-IoU values and the best thresholds.
+scoremaps: ``DIR/<image_id>.npy`` per image (the id may not leave ``DIR``), a 2-D float map of shape 224x224 in
+[0, 1] (wsolevaluation's format: its boxes are resized to that grid, so a map of any other shape would be scored
+against boxes of another image size). Prints ``maxboxacc`` (IoU 50, largest contour), ``maxboxacc_v2`` (mean over
+the IoU thresholds, all contours), the per-IoU values and the best thresholds.
 
-Bad input (wrong number of lines, malformed group, missing or invalid map, unknown image) prints the file, line
-and reason on stderr and exits with status 2. Output is one JSON object on stdout.
+Bad input (wrong number of lines, malformed group, missing, empty, truncated, non-float, NaN or wrongly shaped map,
+bad ground truth) prints the file, line and reason on stderr and exits with status 2. Output is one JSON object on
+stdout.
 """
 
 from __future__ import annotations
@@ -26,85 +37,65 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from wsol.data.records import ImageRecord
-from wsol.metrics.boxacc import BoxAccEvaluator, resize_boxes_wsoleval
+from wsol.data.images import DEFAULT_MAX_IMAGE_PIXELS
+from wsol.data.metadata import (
+    DEFAULT_BOX_TOLERANCE,
+    IMAGE_IDS,
+    AnnotationError,
+    label_problem,
+    parse_float,
+    parse_int,
+    read_metadata,
+    read_text,
+)
+from wsol.data.records import Annotations
+from wsol.io import UnsafePathError, safe_join
+from wsol.metrics.boxacc import RESIZE_LENGTH, BoxAccEvaluator, resize_boxes_wsoleval
 from wsol.metrics.topk import DevkitErrors
+from wsol.prepare import box_tolerance, positive_int
 
-__all__ = ["main"]
+__all__ = ["main", "read_scoremap"]
 
 _MAX_GUESSES = 5
+_GRID = (RESIZE_LENGTH, RESIZE_LENGTH)
 
 
 class InputError(Exception):
     """Bad user input: reported on stderr, exit status 2."""
 
 
-@dataclass
-class _Metadata:
-    image_ids: list[str]
-    labels: dict[str, int]
-    sizes: dict[str, tuple[int, int]]
-    boxes: dict[str, list[list[float]]]
+def _metadata_dir(gt: Path) -> Path:
+    """``gt/metadata`` when it holds ``image_ids.txt``, else ``gt`` itself when it does."""
+    for candidate in (gt / "metadata", gt):
+        if (candidate / IMAGE_IDS).exists():
+            return candidate
+    raise InputError(f"{gt}: no {IMAGE_IDS} in {gt / 'metadata'} or {gt} (--gt is a data set folder holding "
+                     "metadata/, or the metadata folder)")
 
 
-def _read_lines(path: Path) -> list[str]:
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    return path.read_text().splitlines()
+def _read_ground_truth(args: argparse.Namespace) -> Annotations:
+    """The ground truth through the suite's one metadata reader (module docstring)."""
+    meta = _metadata_dir(Path(args.gt))
+    try:
+        return read_metadata(meta, num_classes=args.num_classes, on_error="raise", box_tolerance=args.box_tolerance,
+                             max_image_pixels=args.max_image_pixels)
+    except FileNotFoundError as err:
+        raise InputError(str(err)) from None
 
 
-def _read_metadata(gt_dir: Path, need_sizes: bool) -> _Metadata:
-    """A minimal reader of the wsolevaluation metadata format (image ids, labels, sizes, boxes)."""
-    meta = gt_dir / "metadata"
-    image_ids = [line.strip() for line in _read_lines(meta / "image_ids.txt") if line.strip()]
-    if not image_ids:
-        raise InputError(f"{meta / 'image_ids.txt'}: no image id")
-    known = set(image_ids)
-
-    def rows(name: str, n_fields: int) -> list[tuple[int, list[str]]]:
-        path = meta / name
-        out = []
-        for no, line in enumerate(_read_lines(path), start=1):
-            if not line.strip():
-                continue
-            fields = line.strip().split(",")
-            if len(fields) != n_fields:
-                raise InputError(f"{path}:{no}: expected {n_fields} comma-separated fields, got {len(fields)}")
-            if fields[0] not in known:
-                raise InputError(f"{path}:{no}: image id {fields[0]!r} is not in image_ids.txt")
-            out.append((no, fields))
-        return out
-
-    def number(path: Path, no: int, text: str, kind: type) -> float:
-        try:
-            return kind(text)
-        except ValueError:
-            raise InputError(f"{path}:{no}: {text!r} is not a valid {kind.__name__}") from None
-
-    labels = {f[0]: int(number(meta / "class_labels.txt", no, f[1], int)) for no, f in rows("class_labels.txt", 2)}
-    sizes: dict[str, tuple[int, int]] = {}
-    if need_sizes:
-        for no, f in rows("image_sizes.txt", 3):
-            sizes[f[0]] = (int(number(meta / "image_sizes.txt", no, f[1], int)), int(number(meta / "image_sizes.txt", no, f[2], int)))
-    boxes: dict[str, list[list[float]]] = {}
-    for no, f in rows("localization.txt", 5):
-        box = [float(number(meta / "localization.txt", no, v, float)) for v in f[1:]]
-        boxes.setdefault(f[0], []).append(box)
-    for image_id in image_ids:
-        if image_id not in labels:
-            raise InputError(f"{meta / 'class_labels.txt'}: no label for image {image_id!r}")
-        if need_sizes and image_id not in sizes:
-            raise InputError(f"{meta / 'image_sizes.txt'}: no size for image {image_id!r}")
-    return _Metadata(image_ids, labels, sizes, boxes)
+def _lines(path: Path) -> list[str]:
+    try:
+        return read_text(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
 
 
-def _read_predictions(path: Path, n_images: int) -> tuple[np.ndarray, np.ndarray]:
-    lines = _read_lines(path)
+def _read_predictions(path: Path, n_images: int, num_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
+    lines = _lines(path)
     if len(lines) != n_images:
         raise InputError(f"{path}: {len(lines)} lines, but the ground truth lists {n_images} images")
     # -1 = no guess: never equal to a 0-based class label.
@@ -116,13 +107,17 @@ def _read_predictions(path: Path, n_images: int) -> tuple[np.ndarray, np.ndarray
             raise InputError(f"{path}:{no}: {len(tokens)} numbers; expected groups of 5 'label x0 y0 x1 y1'")
         for g in range(min(len(tokens) // 5, _MAX_GUESSES)):
             group = tokens[5 * g : 5 * g + 5]
-            try:
-                labels[no - 1, g] = int(group[0])
-                box = [float(v) for v in group[1:]]
-            except ValueError:
-                raise InputError(f"{path}:{no}: malformed group {g + 1}: {' '.join(group)!r}") from None
-            if not np.isfinite(box).all() or box[2] < box[0] or box[3] < box[1]:
-                raise InputError(f"{path}:{no}: group {g + 1} has an invalid box {box} (need x0 <= x1, y0 <= y1)")
+            label, box = parse_int(group[0]), [parse_float(v) for v in group[1:]]
+            if label is None or any(v is None for v in box):
+                raise InputError(f"{path}:{no}: malformed group {g + 1}: {' '.join(group)!r} (an integer label and "
+                                 "four finite numbers)")
+            reason = label_problem(label, num_classes)
+            if reason:
+                raise InputError(f"{path}:{no}: group {g + 1}: predicted {reason} (0-based labels in the ground "
+                                 "truth's class order)")
+            if box[2] < box[0] or box[3] < box[1]:  # type: ignore[operator]
+                raise InputError(f"{path}:{no}: group {g + 1} has an inverted box {box} (need x0 <= x1, y0 <= y1)")
+            labels[no - 1, g] = label
             boxes[no - 1, g] = box
     return labels, boxes
 
@@ -130,13 +125,13 @@ def _read_predictions(path: Path, n_images: int) -> tuple[np.ndarray, np.ndarray
 def _read_blacklist(path: Path, image_ids: list[str]) -> set[str]:
     known = set(image_ids)
     out = set()
-    for no, line in enumerate(_read_lines(path), start=1):
+    for no, line in enumerate(_lines(path), start=1):
         token = line.strip()
         if not token:
             continue
         if token in known:
             out.add(token)
-        elif token.isdigit() and 1 <= int(token) <= len(image_ids):
+        elif token.isascii() and token.isdigit() and 1 <= int(token) <= len(image_ids):
             out.add(image_ids[int(token) - 1])  # the devkit's blacklist holds 1-based image indices
         else:
             raise InputError(f"{path}:{no}: {token!r} is neither an image id nor a 1-based image index")
@@ -144,52 +139,123 @@ def _read_blacklist(path: Path, image_ids: list[str]) -> set[str]:
 
 
 def _devkit(args: argparse.Namespace) -> dict[str, float | int]:
-    meta = _read_metadata(Path(args.gt), need_sizes=False)
-    labels, boxes = _read_predictions(Path(args.pred), len(meta.image_ids))
-    blacklist = _read_blacklist(Path(args.blacklist), meta.image_ids) if args.blacklist else set()
-    records = [
-        ImageRecord(i, meta.labels[i], np.asarray(meta.boxes.get(i, []), dtype=np.float64).reshape(-1, 4))
-        for i in meta.image_ids
-    ]
+    gt = _read_ground_truth(args)
+    ids = [record.image_id for record in gt.records]
+    labels, boxes = _read_predictions(Path(args.pred), len(ids), args.num_classes)
+    blacklist = set(gt.blacklist) | (_read_blacklist(Path(args.blacklist), ids) if args.blacklist else set())
     errors = DevkitErrors(range(1, _MAX_GUESSES + 1), blacklist=blacklist)
-    for record, guess_labels, guess_boxes in zip(records, labels, boxes):
+    for record, guess_labels, guess_boxes in zip(gt.records, labels, boxes):
         errors.add_cls(record, guess_labels)
         errors.add_loc(record, guess_labels, guess_boxes)
     return errors.compute()
 
 
+def read_scoremap(path: Path, grid: tuple[int, int] = _GRID) -> np.ndarray:
+    """A wsolevaluation score map ``.npy``, checked before its data is read.
+
+    Args:
+        path: the file.
+        grid: the ``(height, width)`` the map must have (wsolevaluation's 224x224).
+
+    Returns:
+        The map as stored (float dtype, shape ``grid``, values in [0, 1], no NaN).
+
+    Raises:
+        InputError: naming the file: missing, not a file, empty, not a ``.npy`` array, truncated, not float,
+            not of shape ``grid``, NaN or values outside [0, 1]. The header is read first, so a file claiming
+            a huge shape is refused without allocating it.
+    """
+    if not path.exists():
+        raise InputError(f"{path}: score map not found")
+    if not path.is_file():
+        raise InputError(f"{path}: score map is not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(f"{path}: empty score map (0 bytes; was its write interrupted?)")
+    npy = np.lib.format
+    try:
+        with open(path, "rb") as handle:
+            version = npy.read_magic(handle)
+            read_header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}.get(version)
+            if read_header is None:  # 3.0 only adds UTF-8 field names: never a float map
+                raise ValueError(f".npy format version {version[0]}.{version[1]}")
+            shape, _, dtype = read_header(handle)
+            data_start = handle.tell()
+    except PermissionError as err:
+        raise InputError(f"{path}: cannot be read ({err.strerror})") from None
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(f"{path}: not a .npy array ({err})") from None
+    if dtype.hasobject or not np.issubdtype(dtype, np.floating):
+        raise InputError(f"{path}: score map of dtype {dtype}; wsolevaluation maps are float arrays in [0, 1]")
+    if tuple(shape) != tuple(grid):
+        raise InputError(f"{path}: score map of shape {tuple(shape)}; wsolevaluation scores {grid[0]}x{grid[1]} maps "
+                         f"(its GT boxes are resized to that grid, so another shape would be scored against boxes of "
+                         "another size)")
+    expected = data_start + int(np.prod(shape)) * dtype.itemsize
+    if size != expected:
+        raise InputError(f"{path}: {size} bytes, but its header describes {expected} (truncated or padded file)")
+    try:
+        scoremap = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(f"{path}: cannot be read as .npy ({err})") from None
+    if np.isnan(scoremap).any():
+        raise InputError(f"{path}: score map contains NaN")
+    low, high = float(scoremap.min()), float(scoremap.max())
+    if low < 0 or high > 1:
+        raise InputError(f"{path}: score map values lie in [{low:g}, {high:g}], outside [0, 1]")
+    return scoremap
+
+
 def _scoremaps(args: argparse.Namespace) -> dict[str, float | int]:
-    meta = _read_metadata(Path(args.gt), need_sizes=True)
+    gt = _read_ground_truth(args)
+    meta = _metadata_dir(Path(args.gt))
+    if any(record.mask_paths for record in gt.records):
+        raise InputError(f"{meta}: mask annotations (PxAP); wsol-score scores boxes (MaxBoxAcc) only")
+    unsized = [record.image_id for record in gt.records if record.size is None]
+    if unsized:
+        raise InputError(f"{meta}: no image_sizes.txt entries (e.g. {unsized[0]!r}); the GT boxes are resized to "
+                         f"{_GRID[1]}x{_GRID[0]} from the image size")
+    unboxed = [record.image_id for record in gt.records if len(record.boxes) == 0]
+    if unboxed:
+        raise InputError(f"{meta}: no box for {len(unboxed)} image(s) (e.g. {unboxed[0]!r}); wsolevaluation needs "
+                         "one per image (is localization.txt empty?)")
     root = Path(args.scoremap_root)
+    if not root.is_dir():
+        raise InputError(f"{root}: score-map folder not found")
     evaluator = BoxAccEvaluator(cam_curve_interval=args.cam_curve_interval, iou_thresholds=args.iou_thresholds)
-    for image_id in meta.image_ids:
-        if image_id not in meta.boxes:
-            raise InputError(f"{Path(args.gt) / 'metadata' / 'localization.txt'}: no box for image {image_id!r}")
-        path = root / f"{image_id}.npy"
-        if not path.is_file():
-            raise InputError(f"{path}: score map not found")
+    for record in gt.records:
         try:
-            scoremap = np.load(path)
-        except (OSError, ValueError) as err:
-            raise InputError(f"{path}: cannot be read as .npy ({err})") from None
-        gt = resize_boxes_wsoleval(np.asarray(meta.boxes[image_id]), meta.sizes[image_id])
-        try:
-            evaluator.update([scoremap], [gt])
-        except ValueError as err:
-            raise InputError(f"{path}: {err}") from None
+            path = safe_join(root, record.image_id, where=str(meta / IMAGE_IDS))
+        except UnsafePathError as err:
+            raise InputError(str(err)) from None
+        scoremap = read_scoremap(path.with_name(path.name + ".npy"))
+        gt_boxes = resize_boxes_wsoleval(record.boxes, record.size, (_GRID[1], _GRID[0]))  # type: ignore[arg-type]
+        evaluator.update([scoremap], [gt_boxes])
     return evaluator.compute()
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wsol-score", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def ground_truth(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--gt", required=True, help="data set folder holding metadata/ (or the metadata folder)")
+        command.add_argument("--num-classes", type=positive_int, help="labels must lie in [0, N) (e.g. 1000 for ILSVRC); "
+                                                             "default: any label in [0, 2**31 - 1]")
+        command.add_argument("--box-tolerance", type=box_tolerance, default=DEFAULT_BOX_TOLERANCE,
+                             help=f"pixels a GT box may overshoot its image (default {DEFAULT_BOX_TOLERANCE:g}, "
+                                  "as wsol-evaluate and wsol-prepare check)")
+        command.add_argument("--max-image-pixels", type=positive_int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                             help=f"largest image size (pixels) image_sizes.txt may state (default "
+                                  f"{DEFAULT_MAX_IMAGE_PIXELS})")
+
     devkit = sub.add_parser("devkit", help="top-k errors under the ILSVRC devkit's rules")
     devkit.add_argument("--pred", required=True, help="prediction file, one line per image")
-    devkit.add_argument("--gt", required=True, help="dataset directory holding metadata/")
+    ground_truth(devkit)
     devkit.add_argument("--blacklist", help="image ids (or 1-based indices) excluded from localization")
     maps = sub.add_parser("scoremaps", help="MaxBoxAcc / MaxBoxAccV2 under wsolevaluation's rules")
-    maps.add_argument("--scoremap-root", required=True, help="directory of <image_id>.npy score maps")
-    maps.add_argument("--gt", required=True, help="dataset directory holding metadata/")
+    maps.add_argument("--scoremap-root", required=True, help="directory of <image_id>.npy score maps (224x224)")
+    ground_truth(maps)
     maps.add_argument("--cam-curve-interval", type=float, default=0.01, help="threshold step (default 0.01)")
     maps.add_argument("--iou-thresholds", type=int, nargs="+", default=[30, 50, 70], help="IoU thresholds in percent")
     return parser
@@ -200,10 +266,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         result = _devkit(args) if args.command == "devkit" else _scoremaps(args)
-    except InputError as err:
-        print(f"wsol-score: error: {err}", file=sys.stderr)
+    except AnnotationError as err:
+        for problem in err.problems:
+            print(f"wsol-score: {problem}", file=sys.stderr)
+        print(f"wsol-score: error: {len(err.problems)} problem(s) in the ground truth; nothing scored",
+              file=sys.stderr)
         return 2
-    except ValueError as err:  # e.g. an evaluator's check on the whole set (no image eligible, bad interval)
+    except (InputError, ValueError) as err:  # ValueError: an evaluator's check (no image eligible, bad interval)
         print(f"wsol-score: error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(result))

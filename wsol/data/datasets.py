@@ -5,17 +5,26 @@ load image ``i`` as an RGB ``PIL.Image`` whose pixels are those the GT boxes ref
 real datasets: the stored pixels, EXIF orientation NOT applied, as wsolevaluation and torchvision
 read them; see ``wsol.data.images``). ``WSOLDataset`` wraps a source
 with a transform for training or evaluation.
+
+Skipping at load time: a source built with ``on_error="skip"`` has already dropped every image its file check
+found bad (``check_files``). An image that still fails when loaded (corrupt pixel data under the default check,
+any problem with ``check_files="none"``) may be dropped by a loader through ``load_or_skip`` (a ``SkippedImage``
+in place of the image, removed from the batch by ``split_skipped``) and recorded with ``record_skipped`` in
+``annotations.skipped``, which ``metrics.json`` lists. Without ``on_error="skip"``, ``load_or_skip`` raises.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from wsol.data.images import ImageLoadError
 from wsol.data.records import Annotations
 from wsol.registry import Registry
 
@@ -75,3 +84,47 @@ class WSOLDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         image = self.source.load(index)
         return self.transform(image), self.source.annotations.records[index].label, index
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """What a loader yields in place of an image it dropped under ``on_error="skip"``.
+
+    Attributes:
+        index: the record's index in ``source.annotations.records``.
+        image_id: the record's id.
+        reason: the load error, naming the file.
+    """
+
+    index: int
+    image_id: str
+    reason: str
+
+
+def load_or_skip(source: ImageSource, index: int) -> Image.Image | SkippedImage:
+    """``source.load(index)``, or a ``SkippedImage`` when it fails and the source was built to skip bad images.
+
+    Only ``ImageLoadError`` (a problem of that image's file) is skipped, and only when ``source.on_error`` is
+    ``"skip"``; anything else propagates. The result crosses DataLoader worker processes (it pickles).
+
+    Raises:
+        ImageLoadError: the image cannot be loaded and the source's policy is ``"raise"`` (the default).
+    """
+    try:
+        return source.load(index)
+    except ImageLoadError as error:
+        if getattr(source, "on_error", "raise") != "skip":
+            raise
+        return SkippedImage(index, source.annotations.records[index].image_id, str(error))
+
+
+def split_skipped(batch: Sequence[Any]) -> tuple[list[Any], list[SkippedImage]]:
+    """Separate the ``SkippedImage`` items of a DataLoader batch (for a ``collate_fn``): ``(kept, skipped)``."""
+    kept = [item for item in batch if not isinstance(item, SkippedImage)]
+    return kept, [item for item in batch if isinstance(item, SkippedImage)]
+
+
+def record_skipped(annotations: Annotations, skipped: Iterable[SkippedImage]) -> None:
+    """Add images dropped at load time to ``annotations.skipped`` (``{image_id: reason}``, as the file checks do)."""
+    for item in skipped:
+        annotations.skipped[item.image_id] = item.reason

@@ -23,7 +23,7 @@ import csv
 import os
 import re
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +35,15 @@ from wsol.data.metadata import (
     OnError,
     Problem,
     box_problem,
+    check_box_tolerance,
     check_on_error,
     finalize_annotations,
     label_problem,
+    parse_float,
+    read_text,
 )
 from wsol.data.records import Annotations, ImageRecord
+from wsol.io import unsafe_path_message
 
 ILSVRC_NUM_CLASSES = 1000
 ILSVRC_VAL_ID_TEMPLATE = "val/ILSVRC2012_val_{:08d}.JPEG"
@@ -52,6 +56,39 @@ _TRAILING_NUMBER = re.compile(r"(\d+)$")
 # ----------------------------------------------------------------------------------------------------
 # Class lists and devkit id maps
 # ----------------------------------------------------------------------------------------------------
+
+
+def _check_template(template: str, *args: object, **kwargs: object) -> None:
+    """Raise ``ValueError`` unless ``template.format(*args, **kwargs)`` works (a user's ``--id-template``)."""
+    try:
+        template.format(*args, **kwargs)
+    except (KeyError, IndexError, ValueError, AttributeError) as error:
+        fields = ", ".join([*("{}" for _ in args), *(f"{{{k}}}" for k in kwargs)])
+        raise ValueError(f"id template {template!r} cannot be filled ({type(error).__name__}: {error}); its "
+                         f"fields are {fields}") from None
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, fields)`` of a UTF-8 CSV file; a malformed line raises ``ValueError`` naming it."""
+    reader = csv.reader(read_text(path))  # read_text names the file and line of a byte that is not UTF-8
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:  # e.g. a field over csv.field_size_limit(), a NUL byte
+            raise ValueError(f"{path}:{reader.line_num}: not a readable CSV line ({error})") from None
+        yield reader.line_num, row
+
+
+def _loadmat(path: Path, **options: bool) -> dict:
+    """``scipy.io.loadmat`` with every failure (empty, truncated, not MATLAB) naming the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found" if not path.exists() else f"{path}: not a regular file")
+    try:
+        return scipy.io.loadmat(path, **options)
+    except Exception as error:  # scipy raises ValueError, TypeError, OSError, zlib.error... without the path
+        raise ValueError(f"{path}: not a readable MATLAB .mat file ({type(error).__name__}: {error})") from None
 
 
 def read_synsets(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
@@ -71,11 +108,11 @@ def read_synsets(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
     """
     path = Path(path)
     if path.suffix.lower() == ".mat":
-        data = scipy.io.loadmat(path, squeeze_me=True)
+        data = _loadmat(path, squeeze_me=True)
         cells = next(value for key, value in data.items() if not key.startswith("__"))
         lines = [str(cell) for cell in np.atleast_1d(cells)]
     else:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_text(path)
     entries: dict[str, str] = {}
     for number, line in enumerate(lines, start=1):
         text = line.strip()
@@ -110,7 +147,7 @@ def read_devkit_id_map(path: str | os.PathLike[str]) -> dict[int, str]:
     path = Path(path)
     mapping: dict[int, str] = {}
     if path.suffix.lower() == ".mat":
-        data = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
+        data = _loadmat(path, squeeze_me=True, struct_as_record=False)
         if "synsets" not in data:
             raise ValueError(f"{path}: no 'synsets' struct (expected the devkit's meta.mat / meta_clsloc.mat)")
         for index, synset in enumerate(np.atleast_1d(data["synsets"]), start=1):
@@ -123,7 +160,7 @@ def read_devkit_id_map(path: str | os.PathLike[str]) -> dict[int, str]:
                     raise ValueError(f"{path}: synsets({index}): duplicate {id_field} {devkit_id}")
                 mapping[devkit_id] = str(synset.WNID)
     else:
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(read_text(path), start=1):
             fields = line.split()
             if not fields:
                 continue
@@ -173,11 +210,11 @@ def read_blacklist(path: str | os.PathLike[str], id_template: str = ILSVRC_VAL_I
     """
     path = Path(path)
     ids = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path), start=1):
         text = line.strip()
         if not text:
             continue
-        if not text.isdigit() or int(text) < 1:
+        if not (text.isascii() and text.isdigit()) or int(text) < 1:
             raise ValueError(f"{path}:{number}: expected a 1-based image index, got {text!r}")
         ids.add(id_template.format(int(text)))
     return frozenset(ids)
@@ -196,11 +233,11 @@ def read_label_file(path: str | os.PathLike[str], id_to_label: Mapping[int, int]
     path = Path(path)
     labels: dict[int, int] = {}
     problems: list[Problem] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path), start=1):
         text = line.strip()
         if not text:
             continue
-        if not text.isdigit() or int(text) not in id_to_label:
+        if not (text.isascii() and text.isdigit()) or int(text) not in id_to_label:
             problems.append(Problem(str(path), number, f"devkit class id {text!r} is not in the devkit id map"))
             continue
         labels[number] = id_to_label[int(text)]
@@ -210,6 +247,31 @@ def read_label_file(path: str | os.PathLike[str], id_to_label: Mapping[int, int]
 # ----------------------------------------------------------------------------------------------------
 # ILSVRC training folder
 # ----------------------------------------------------------------------------------------------------
+
+
+def walk_image_files(folder: Path) -> Iterator[Path]:
+    """Image files under ``folder``, recursively, in sorted order (folders, then names), following symbolic links.
+
+    Links are followed because clusters link image folders to shared storage. A folder reached twice (a link to
+    an ancestor, or two links to one folder) is an error: its images would be read twice, or forever.
+
+    Raises:
+        ValueError: naming the folder reached twice and where it was first seen.
+    """
+    seen: dict[tuple[int, int], str] = {}
+    found: list[tuple[str, list[str]]] = []
+    for directory, _, names in os.walk(folder, followlinks=True):
+        stat = os.stat(directory)
+        key = (stat.st_dev, stat.st_ino)
+        if key in seen:
+            raise ValueError(f"{directory} is the folder {seen[key]} again (a symbolic link): its images would be read "
+                             "twice; remove the link or the loop")
+        seen[key] = directory
+        found.append((directory, names))
+    for directory, names in sorted(found):
+        for name in sorted(names):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                yield Path(directory) / name
 
 
 def read_train_folder(
@@ -242,11 +304,8 @@ def read_train_folder(
         raise ValueError(f"{root}: class folders differ from the class list: extra {extra[:5]}, missing {missing[:5]}")
     records: list[ImageRecord] = []
     for label, wnid in enumerate(classes):
-        for folder, _, files in sorted(os.walk(root / wnid, followlinks=True)):
-            for name in sorted(files):
-                if name.lower().endswith(IMAGE_EXTENSIONS):
-                    relative = (Path(folder) / name).relative_to(root).as_posix()
-                    records.append(ImageRecord(image_id=f"{image_prefix}{relative}", label=label))
+        for path in walk_image_files(root / wnid):
+            records.append(ImageRecord(image_id=f"{image_prefix}{path.relative_to(root).as_posix()}", label=label))
     return Annotations(records=records, num_classes=len(classes), class_names=classes)
 
 
@@ -300,6 +359,8 @@ def read_devkit_xml(
         ``Annotations`` sorted by image id, sizes from ``<size>``.
     """
     check_on_error(on_error)
+    check_box_tolerance(box_tolerance)
+    _check_template(id_template, filename="x", folder="x")
     root = Path(xml_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"XML folder not found: {root}")
@@ -328,6 +389,10 @@ def read_devkit_xml(
         filename = _xml_text(tree, "filename") or xml_path.stem
         filename = filename[: -len(Path(filename).suffix)] if Path(filename).suffix.lower() in IMAGE_EXTENSIONS else filename
         image_id = id_template.format(filename=filename, folder=_xml_text(tree, "folder") or "")
+        unsafe = unsafe_path_message(image_id, root="the image root")
+        if unsafe is not None:  # <filename>/<folder> are free text: never let them leave the image root
+            problems.append(Problem(where, None, f"{unsafe} (from <filename>/<folder> and id_template)"))
+            continue
         if image_id in records:
             problems.append(Problem(where, None, f"second XML for image {image_id!r}", image_id))
             continue
@@ -344,11 +409,11 @@ def read_devkit_xml(
             if wnid not in class_index:
                 problems.append(Problem(where, None, f"object {number}: class {wnid!r} is not in the class list", image_id))
                 continue
-            try:
-                box = np.array([float(c) for c in coordinates], dtype=np.float64)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
+            values = [None if c is None else parse_float(c) for c in coordinates]
+            if any(v is None for v in values):
                 problems.append(Problem(where, None, f"object {number}: bad <bndbox> {coordinates}", image_id))
                 continue
+            box = np.array(values, dtype=np.float64)
             reason = box_problem(box, size, box_tolerance)
             if reason:
                 problems.append(Problem(where, None, f"object {number}: {reason}", image_id))
@@ -430,64 +495,68 @@ def read_kaggle_csv(
         ``Annotations`` sorted by image id.
     """
     check_on_error(on_error)
+    check_box_tolerance(box_tolerance)
+    _check_template(id_template, "x", wnid="x")
     path = Path(csv_path)
     class_index = {wnid: label for label, wnid in enumerate(sorted(wnids))}
     problems: list[Problem] = []
     records: dict[str, ImageRecord] = {}
     first_line: dict[str, int] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
-            raise ValueError(f"{path}:1: expected the header 'ImageId,PredictionString', got {header}")
-        for row in reader:
-            number = reader.line_num
-            if not row or not any(cell.strip() for cell in row):
+    rows = _csv_rows(path)
+    _, header = next(rows, (1, None))
+    if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
+        raise ValueError(f"{path}:1: expected the header 'ImageId,PredictionString', got {header}")
+    for number, row in rows:
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if len(row) != 2:
+            problems.append(Problem(str(path), number, f"expected 2 columns, got {row}"))
+            continue
+        name, prediction = row[0].strip(), row[1].split()
+        wnid0 = prediction[0] if prediction else ""
+        image_id = id_template.format(name, wnid=wnid0)
+        if select is not None and not select(image_id):
+            continue
+        unsafe = unsafe_path_message(image_id, root="the image root")
+        if unsafe is not None:
+            problems.append(Problem(str(path), number, unsafe))
+            continue
+        if image_id in first_line:
+            problems.append(Problem(str(path), number, f"duplicate ImageId {name!r} (first on line {first_line[image_id]})", image_id))
+            continue
+        first_line[image_id] = number
+        size = sizes.get(image_id) if sizes is not None else None
+        if len(prediction) == 0 or len(prediction) % 5:
+            problems.append(Problem(str(path), number, f"PredictionString of {name!r} is not groups of 'wnid x0 y0 x1 y1'", image_id))
+            continue
+        boxes, box_labels, bad = [], [], False
+        for start in range(0, len(prediction), 5):
+            wnid, *coords = prediction[start : start + 5]
+            if wnid not in class_index:
+                problems.append(Problem(str(path), number, f"class {wnid!r} of {name!r} is not in the class list", image_id))
+                bad = True
                 continue
-            if len(row) != 2:
-                problems.append(Problem(str(path), number, f"expected 2 columns, got {row}"))
+            values = [parse_float(c) for c in coords]
+            if any(v is None for v in values):
+                problems.append(Problem(str(path), number, f"non-numeric or non-finite box {coords} for {name!r}", image_id))
+                bad = True
                 continue
-            name, prediction = row[0].strip(), row[1].split()
-            wnid0 = prediction[0] if prediction else ""
-            image_id = id_template.format(name, wnid=wnid0)
-            if select is not None and not select(image_id):
+            box = np.array(values, dtype=np.float64)
+            reason = box_problem(box, size, box_tolerance)
+            if reason:
+                problems.append(Problem(str(path), number, f"{name!r}: {reason}", image_id))
+                bad = True
                 continue
-            if image_id in first_line:
-                problems.append(Problem(str(path), number, f"duplicate ImageId {name!r} (first on line {first_line[image_id]})", image_id))
-                continue
-            first_line[image_id] = number
-            size = sizes.get(image_id) if sizes is not None else None
-            if len(prediction) == 0 or len(prediction) % 5:
-                problems.append(Problem(str(path), number, f"PredictionString of {name!r} is not groups of 'wnid x0 y0 x1 y1'", image_id))
-                continue
-            boxes, box_labels, bad = [], [], False
-            for start in range(0, len(prediction), 5):
-                wnid, *coords = prediction[start : start + 5]
-                if wnid not in class_index:
-                    problems.append(Problem(str(path), number, f"class {wnid!r} of {name!r} is not in the class list", image_id))
-                    bad = True
-                    continue
-                try:
-                    box = np.array([float(c) for c in coords], dtype=np.float64)
-                except ValueError:
-                    problems.append(Problem(str(path), number, f"non-numeric box {coords} for {name!r}", image_id))
-                    bad = True
-                    continue
-                reason = box_problem(box, size, box_tolerance)
-                if reason:
-                    problems.append(Problem(str(path), number, f"{name!r}: {reason}", image_id))
-                    bad = True
-                    continue
-                boxes.append(list(box))
-                box_labels.append(class_index[wnid])
-            if bad:
-                continue
-            if len(set(box_labels)) != 1:
-                problems.append(Problem(str(path), number, f"{name!r} has boxes of several classes {sorted(set(box_labels))}: label ambiguous", image_id))
-                continue
-            records[image_id] = ImageRecord(
-                image_id=image_id, label=box_labels[0], boxes=np.array(boxes, dtype=np.float64), size=size
-            )
+            boxes.append(list(box))
+            box_labels.append(class_index[wnid])
+        if bad:
+            continue
+        if len(set(box_labels)) != 1:
+            problems.append(Problem(str(path), number, f"{name!r} has boxes of several classes {sorted(set(box_labels))}: label ambiguous", image_id))
+            continue
+        records[image_id] = ImageRecord(
+            image_id=image_id, label=box_labels[0], boxes=np.array(boxes, dtype=np.float64), size=size
+        )
     ordered = [records[key] for key in sorted(records)]
     return finalize_annotations(
         ordered, problems, num_classes=len(wnids), on_error=on_error, class_names=sorted(wnids),
@@ -514,7 +583,7 @@ def read_devkit_mat_objects(mat_path: str | os.PathLike[str]) -> list[list[tuple
         ValueError: no ``rec`` struct, or objects without ``label``/``bbox``.
     """
     path = Path(mat_path)
-    data = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
+    data = _loadmat(path, squeeze_me=True, struct_as_record=False)
     if "rec" not in data:
         raise ValueError(f"{path}: no 'rec' struct array (expected the devkit's cached ground truth)")
     images: list[list[tuple[int, np.ndarray]]] = []
@@ -566,6 +635,8 @@ def read_devkit_mat(
         ``Annotations`` in val-index order.
     """
     check_on_error(on_error)
+    check_box_tolerance(box_tolerance)
+    _check_template(id_template, 1)
     where = str(mat_path)
     problems: list[Problem] = []
     records: list[ImageRecord] = []
@@ -658,11 +729,11 @@ def infer_devkit_id_map(
 def _numbered_table(path: Path, columns: int, problems: list[Problem]) -> dict[int, tuple[list[str], int]]:
     """``{numeric id: (fields after the id, line)}`` of a CUB text file; malformed lines become problems."""
     table: dict[int, tuple[list[str], int]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path), start=1):
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != columns or not fields[0].isdigit():
+        if len(fields) != columns or not (fields[0].isascii() and fields[0].isdigit()):
             problems.append(Problem(str(path), number, f"expected {columns} space-separated fields starting with an image number, got {line!r}"))
             continue
         key = int(fields[0])
@@ -698,6 +769,7 @@ def read_cub(
         ``Annotations`` in ``images.txt`` order; image ids are the ``images.txt`` paths.
     """
     check_on_error(on_error)
+    check_box_tolerance(box_tolerance)
     if split not in ("train", "test", "all"):
         raise ValueError(f"CUB split must be 'train', 'test' or 'all', got {split!r}")
     base = Path(root)
@@ -712,9 +784,13 @@ def read_cub(
     boxes = _numbered_table(files["bounding_boxes"], 5, problems)
     names: list[str] | None = None
     if (base / "classes.txt").is_file():
-        names = [line.split(maxsplit=1)[1] for line in (base / "classes.txt").read_text().splitlines() if line.strip()]
+        names = [(line.split(maxsplit=1) + [""])[1] for line in read_text(base / "classes.txt") if line.strip()]
     records: list[ImageRecord] = []
     for key, ((image_id,), image_line) in images.items():
+        unsafe = unsafe_path_message(image_id, root="the image root")
+        if unsafe is not None:
+            problems.append(Problem(str(files["images"]), image_line, unsafe))
+            continue
         missing = [name for name, table in (("image_class_labels", labels), ("train_test_split", splits), ("bounding_boxes", boxes)) if key not in table]
         if missing:
             problems.append(Problem(str(files["images"]), image_line, f"image {key} ({image_id}) missing from {missing}", image_id))
@@ -735,11 +811,11 @@ def read_cub(
             problems.append(Problem(str(files["image_class_labels"]), label_line, f"class id {class_text} -> {reason}", image_id))
             continue
         box_fields, box_line = boxes[key]
-        try:
-            xywh = np.array([float(value) for value in box_fields], dtype=np.float64)
-        except ValueError:
-            problems.append(Problem(str(files["bounding_boxes"]), box_line, f"non-numeric box {box_fields}", image_id))
+        values = [parse_float(value) for value in box_fields]
+        if any(v is None for v in values):
+            problems.append(Problem(str(files["bounding_boxes"]), box_line, f"non-numeric or non-finite box {box_fields}", image_id))
             continue
+        xywh = np.array(values, dtype=np.float64)
         box = xywh_to_xyxy(xywh, count_pixels=False)[0]
         size = sizes.get(image_id) if sizes is not None else None
         reason = box_problem(box, size, box_tolerance)

@@ -45,7 +45,6 @@ import numpy as np
 
 from wsol.data.datasets import DATASETS
 from wsol.data.formats import (
-    IMAGE_EXTENSIONS,
     ILSVRC_NUM_CLASSES,
     infer_devkit_id_map,
     read_blacklist,
@@ -54,8 +53,9 @@ from wsol.data.formats import (
     read_devkit_mat_objects,
     read_devkit_xml,
     read_kaggle_csv,
+    walk_image_files,
 )
-from wsol.data.images import AlphaPolicy, ImageLoadError, read_image_size
+from wsol.data.images import DEFAULT_MAX_IMAGE_PIXELS, AlphaPolicy, ImageLoadError, check_image, read_image_size
 from wsol.data.metadata import (
     DEFAULT_BOX_TOLERANCE,
     IMAGE_IDS,
@@ -198,16 +198,12 @@ def scan_tree(root: PathLike) -> list[ImagenetteFile]:
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: missing (the Imagenette2 / Imagewoof2 layout has train/ and val/)")
         for wnid in sorted(entry.name for entry in os.scandir(folder) if entry.is_dir()):
-            for directory, _, names in sorted(os.walk(folder / wnid, followlinks=True)):
-                for name in sorted(names):
-                    if not name.lower().endswith(IMAGE_EXTENSIONS):
-                        continue
-                    path = Path(directory) / name
-                    val = is_val_image_name(name)
-                    if val and not _VAL_NAME.match(name):
-                        raise ValueError(f"{path}: named like an ILSVRC2012 val image but not "
-                                         f"ILSVRC2012_val_<8 digits>.JPEG; its ground truth cannot be found")
-                    files.append(ImagenetteFile(path.relative_to(base).as_posix(), wnid, val))
+            for path in walk_image_files(folder / wnid):
+                val = is_val_image_name(path.name)
+                if val and not _VAL_NAME.match(path.name):
+                    raise ValueError(f"{path}: named like an ILSVRC2012 val image but not "
+                                     f"ILSVRC2012_val_<8 digits>.JPEG; its ground truth cannot be found")
+                files.append(ImagenetteFile(path.relative_to(base).as_posix(), wnid, val))
     return files
 
 
@@ -327,11 +323,10 @@ def _original_sizes_from(
     if not source.is_dir():
         raise FileNotFoundError(f"original_sizes: {source} is neither a metadata folder nor a folder of images")
     sizes: dict[str, tuple[int, int]] = {}
-    for directory, _, names in os.walk(source, followlinks=True):
-        for name in names:
-            stem = _stem(name)
-            if stem in stems and name.lower().endswith(IMAGE_EXTENSIONS):
-                sizes[stem] = read_image_size(Path(directory) / name)
+    for path in walk_image_files(source):
+        stem = _stem(path.name)
+        if stem in stems:
+            sizes[stem] = read_image_size(path)
     return sizes
 
 
@@ -430,6 +425,7 @@ def imagenette(
     apply_exif_orientation: bool = False,
     alpha: AlphaPolicy = "white",
     box_tolerance: float = DEFAULT_BOX_TOLERANCE,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> FileImageSource:
     """Imagenette2 / Imagewoof2 at any resolution: train/val on ImageNet-train files, test on the ILSVRC2012 val
     images with their official boxes (see the module docstring for the splits and the box mapping).
@@ -458,6 +454,7 @@ def imagenette(
             or ``"decode"`` (every file opened when the split is built).
         apply_exif_orientation, alpha: see ``wsol.data.images.load_rgb``.
         box_tolerance: pixels a mapped box may overshoot its image.
+        max_image_pixels: larger images are refused before decoding (``wsol.data.images``).
 
     Returns:
         A ``FileImageSource`` whose image ids are paths relative to ``root``.
@@ -491,7 +488,7 @@ def imagenette(
     label_of = {c.wnid: (c.imagenet_index if imagenet_labels else i) for i, c in enumerate(classes)}
     class_names = None if imagenet_labels else [c.name for c in classes]
     common = dict(on_error=on_error, apply_exif_orientation=apply_exif_orientation, alpha=alpha,
-                  box_tolerance=box_tolerance)
+                  box_tolerance=box_tolerance, max_image_pixels=max_image_pixels)
 
     if split in ("train", "val"):
         carved = carve_val(files, val_fraction)
@@ -519,7 +516,7 @@ def imagenette(
     problems: list[Problem] = []
     for file in val_files:
         record, problem = _val_image_record(base, file, truth.get(Path(file.name).stem), gt_path, classes, label_of,
-                                            original_size, apply_exif_orientation, box_tolerance)
+                                            original_size, apply_exif_orientation, box_tolerance, max_image_pixels)
         if record is not None:
             records.append(record)
         if problem is not None:
@@ -529,7 +526,7 @@ def imagenette(
     annotations = finalize_annotations(
         records, problems, num_classes=expected, on_error=on_error, class_names=class_names,
         blacklist=[f.image_id for f in val_files if Path(f.name).stem in blacklisted], source=str(base))
-    # Headers were read for the box mapping; "decode" still decodes every image up front.
+    # Headers and end markers were read for the box mapping; "decode" still decodes every image up front.
     level: CheckLevel = "decode" if check_files == "decode" else "none"
     description = (f"{chosen_variant} test ({len(annotations)} ILSVRC2012 val images under {base}, {used_format} "
                    f"ground truth {gt_path})")
@@ -572,8 +569,13 @@ def _val_image_record(
     original_size: Callable[[str, ImageRecord, tuple[int, int]], tuple[int, int] | None],
     apply_exif_orientation: bool,
     box_tolerance: float,
+    max_image_pixels: int,
 ) -> tuple[ImageRecord | None, Problem | None]:
-    """The test record of one val image (boxes mapped onto the stored file), or the problem that prevents it."""
+    """The test record of one val image (boxes mapped onto the stored file), or the problem that prevents it.
+
+    The file's header gives its stored size; ``check_image`` reads it, and the end-of-file marker, so a truncated
+    JPEG is found here (and skipped with ``on_error="skip"``) rather than when a batch is loaded.
+    """
     path = base / file.image_id
 
     def problem(message: str) -> tuple[None, Problem]:
@@ -586,7 +588,7 @@ def _val_image_record(
         return problem(f"in class folder {file.wnid} (ImageNet-1k label {folder_index}) but the ground truth {gt} "
                        f"labels it {truth.label} ({_wnid_of(truth.label)})")
     try:
-        stored = read_image_size(path, apply_exif_orientation=apply_exif_orientation)
+        stored = check_image(path, apply_exif_orientation=apply_exif_orientation, max_pixels=max_image_pixels)
     except ImageLoadError as error:
         return None, Problem(error.path, None, error.reason, file.image_id)
     stem = Path(file.name).stem

@@ -18,6 +18,22 @@ Decisions, stated once here:
     * Truncated, corrupt, zero-byte, missing and unreadable files raise ``ImageLoadError(path, reason)``.
       Decoding always runs with ``ImageFile.LOAD_TRUNCATED_IMAGES`` off, even if other code switched it on,
       because padding a truncated image with grey would feed the network a different image.
+    * **Image size limit: ``DEFAULT_MAX_IMAGE_PIXELS`` = 89,478,485 pixels** (width x height; Pillow's own
+      decompression-bomb warning threshold, an RGB image of 256 MiB once decoded). A larger image is refused
+      from its header, before any pixel is decoded, naming the file and its size. Measured: loading a JPEG at
+      the limit (9459x9459) takes 680 MiB of peak memory and 2.6 s per DataLoader worker, a 4000x4000 one
+      120 MiB and 0.6 s; the limit keeps a stray scan or panorama from taking a machine's memory (a
+      decompression bomb, a few MB on disk, would otherwise take GBs). Every reader takes ``max_pixels``
+      (data configs: ``data.max_image_pixels``; ``wsol-prepare check`` / ``wsol-score``:
+      ``--max-image-pixels``); a limit above Pillow's ``PIL.Image.MAX_IMAGE_PIXELS`` raises Pillow's to it,
+      since Pillow would otherwise refuse those images itself.
+    * **Truncation is found without decoding** (``check_image(level="header")``): a complete JPEG ends with
+      its EOI marker ``FF D9`` and a complete PNG with its ``IEND`` chunk, and neither can end that way when cut
+      short (``FF D9`` cannot occur inside JPEG entropy-coded data, and Pillow's header parser has already
+      read up to the scan). Reading those last bytes through the file Pillow already opened costs next to
+      nothing: 0.18 ms per original-size ILSVRC val JPEG for header + end marker, 0.16 ms for the header alone,
+      3.8 ms for a full decode (measured on ``../shared/data``, page cache warm). Files that do not prove themselves
+      complete this way (other formats, bytes after the end marker) are decoded in full.
 """
 
 from __future__ import annotations
@@ -25,7 +41,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -39,6 +55,12 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 # LOAD_TRUNCATED_IMAGES is a module global of Pillow; the lock keeps concurrent loads in threads from
 # restoring each other's value in the wrong order.
 _TRUNCATION_LOCK = threading.Lock()
+
+#: Largest ``width * height`` decoded by default (module docstring); Pillow's ``MAX_IMAGE_PIXELS`` default.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+# The last bytes of a complete file, by Pillow format name (module docstring).
+_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"\x00\x00\x00\x00IEND\xaeB`\x82"}
+CheckImageLevel = Literal["header", "decode"]
 
 
 class ImageLoadError(Exception):
@@ -71,8 +93,19 @@ def exif_orientation(image: Image.Image) -> int:
         return 1
 
 
-def _open(path: Path) -> Image.Image:
-    """``Image.open`` with the file-level failures turned into ``ImageLoadError``."""
+def check_max_pixels(max_pixels: int) -> int:
+    """``max_pixels`` as an int after checking it is positive; Pillow's own limit is raised to it if lower."""
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ValueError(f"max_image_pixels must be a positive integer, got {max_pixels!r}")
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        # Pillow warns above its limit and refuses above twice it; the user's limit is the one that counts.
+        Image.MAX_IMAGE_PIXELS = max_pixels
+    return max_pixels
+
+
+def _open(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
+    """``Image.open`` with the file-level failures and the size limit turned into ``ImageLoadError``."""
+    max_pixels = check_max_pixels(max_pixels)
     if not path.exists():
         raise ImageLoadError(path, "file not found")
     if not path.is_file():
@@ -80,30 +113,40 @@ def _open(path: Path) -> Image.Image:
     if path.stat().st_size == 0:
         raise ImageLoadError(path, "empty file (0 bytes)")
     try:
-        return Image.open(path)
+        image = Image.open(path)
     except UnidentifiedImageError:
         raise ImageLoadError(path, "not a recognised image format (corrupt or not an image)") from None
     except Image.DecompressionBombError as error:
-        raise ImageLoadError(path, f"refused by Pillow's decompression-bomb check: {error}") from None
+        raise ImageLoadError(path, f"larger than the image size limit of {max_pixels:,} pixels "
+                                   f"(max_image_pixels); Pillow: {error}") from None
     except OSError as error:
         raise ImageLoadError(path, f"cannot be read: {error}") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise ImageLoadError(
+            path, f"{width}x{height} = {width * height:,} pixels exceeds the image size limit of {max_pixels:,} "
+                  f"pixels (max_image_pixels); refused before decoding")
+    return image
 
 
-def read_image_size(path: str | os.PathLike[str], *, apply_exif_orientation: bool = False) -> tuple[int, int]:
+def read_image_size(path: str | os.PathLike[str], *, apply_exif_orientation: bool = False,
+                    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[int, int]:
     """``(width, height)`` from the file header only (fast; the pixels are not decoded).
 
     Args:
         path: image file.
         apply_exif_orientation: report the size after EXIF rotation (see the module docstring).
+        max_pixels: images with more pixels are refused (module docstring).
 
     Returns:
         ``(width, height)`` as ``load_rgb`` with the same option would return it.
 
     Raises:
-        ImageLoadError: missing, empty or unidentifiable file.
+        ImageLoadError: missing, empty, unidentifiable or too large file.
     """
     path = Path(path)
-    with _open(path) as image:
+    with _open(path, max_pixels) as image:
         width, height = image.size
         if apply_exif_orientation and exif_orientation(image) in (5, 6, 7, 8):
             width, height = height, width
@@ -145,6 +188,7 @@ def load_rgb(
     expected_size: tuple[int, int] | None = None,
     apply_exif_orientation: bool = False,
     alpha: AlphaPolicy = "white",
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Image.Image:
     """Decode ``path`` fully into an 8-bit RGB image.
 
@@ -155,16 +199,17 @@ def load_rgb(
         apply_exif_orientation: rotate/flip by the EXIF orientation tag (default False: annotations of
             ILSVRC, CUB and OpenImages refer to the stored pixels; see the module docstring).
         alpha: ``"white"`` composites transparent pixels on white, ``"drop"`` discards the alpha channel.
+        max_pixels: images with more pixels are refused before decoding (module docstring).
 
     Returns:
         An RGB ``PIL.Image`` whose pixels are fully loaded (the file is closed).
 
     Raises:
-        ImageLoadError: missing, empty, corrupt or truncated file, unsupported mode, or size mismatch
-            (``ImageSizeMismatchError``). The message names the file and the reason.
+        ImageLoadError: missing, empty, corrupt, truncated or too large file, unsupported mode, or size
+            mismatch (``ImageSizeMismatchError``). The message names the file and the reason.
     """
     path = Path(path)
-    with _open(path) as image:
+    with _open(path, max_pixels) as image:
         with _TRUNCATION_LOCK:
             previous = ImageFile.LOAD_TRUNCATED_IMAGES
             ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -186,16 +231,81 @@ def load_rgb(
         # Detach from the file handle before it is closed.
         rgb = rgb.copy() if rgb is image else rgb
     if expected_size is not None and tuple(rgb.size) != tuple(expected_size):
-        hint = ""
-        if orientation != 1:
-            hint = (
-                f"; the file has EXIF orientation {orientation}, which is "
-                f"{'applied' if apply_exif_orientation else 'not applied'} (apply_exif_orientation="
-                f"{apply_exif_orientation})"
-            )
-        raise ImageSizeMismatchError(
-            path,
-            f"decoded size {rgb.size[0]}x{rgb.size[1]} differs from the metadata size "
-            f"{expected_size[0]}x{expected_size[1]}; its boxes would be misplaced{hint}",
-        )
+        raise _size_mismatch(path, rgb.size, expected_size, orientation, apply_exif_orientation)
     return rgb
+
+
+def _size_mismatch(path: Path, size: tuple[int, int], expected: tuple[int, int], orientation: int,
+                   apply_exif_orientation: bool, what: str = "decoded size") -> ImageSizeMismatchError:
+    hint = ""
+    if orientation != 1:
+        hint = (
+            f"; the file has EXIF orientation {orientation}, which is "
+            f"{'applied' if apply_exif_orientation else 'not applied'} (apply_exif_orientation="
+            f"{apply_exif_orientation})"
+        )
+    return ImageSizeMismatchError(
+        path,
+        f"{what} {size[0]}x{size[1]} differs from the metadata size "
+        f"{expected[0]}x{expected[1]}; its boxes would be misplaced{hint}",
+    )
+
+
+def _ends_with(handle: IO[bytes], marker: bytes) -> bool:
+    """Whether the open file's last bytes are ``marker`` (one seek and one small read; moves the position)."""
+    handle.seek(0, os.SEEK_END)
+    if handle.tell() < len(marker):
+        return False
+    handle.seek(-len(marker), os.SEEK_END)
+    return handle.read(len(marker)) == marker
+
+
+def check_image(
+    path: str | os.PathLike[str],
+    *,
+    level: CheckImageLevel = "header",
+    expected_size: tuple[int, int] | None = None,
+    apply_exif_orientation: bool = False,
+    alpha: AlphaPolicy = "white",
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> tuple[int, int]:
+    """Check that ``load_rgb`` will succeed on ``path``, as cheaply as the level allows.
+
+    Args:
+        path: image file.
+        level: ``"header"``: the header (format, size, size limit, metadata size) and the end-of-file marker,
+            which finds truncated JPEG and PNG files without decoding them; a file that does not prove itself
+            complete this way is decoded (module docstring). ``"decode"``: ``load_rgb`` in full (also corrupt
+            pixel data and unsupported modes).
+        expected_size: ``(width, height)`` the annotations state, or ``None``.
+        apply_exif_orientation, alpha, max_pixels: as ``load_rgb``.
+
+    Returns:
+        ``(width, height)`` of the image as ``load_rgb`` returns it.
+
+    Raises:
+        ImageLoadError: as ``load_rgb`` (``ImageSizeMismatchError`` for a size other than ``expected_size``).
+    """
+    path = Path(path)
+    if level not in ("header", "decode"):
+        raise ValueError(f"level must be 'header' or 'decode', got {level!r}")
+    if level == "header":
+        with _open(path, max_pixels) as image:
+            size = image.size
+            # EXIF is parsed only when it matters (it costs more than the header itself).
+            orientation = exif_orientation(image) if apply_exif_orientation or expected_size is not None and \
+                tuple(size) != tuple(expected_size) else 1
+            if apply_exif_orientation and orientation in (5, 6, 7, 8):
+                size = (size[1], size[0])
+            if expected_size is not None and tuple(size) != tuple(expected_size):
+                raise _size_mismatch(path, size, expected_size, orientation, apply_exif_orientation, "size")
+            marker = _END_MARKERS.get(image.format or "")
+            try:
+                complete = marker is not None and _ends_with(image.fp, marker)
+            except OSError as error:
+                raise ImageLoadError(path, f"cannot be read: {error}") from None
+        if complete:
+            return int(size[0]), int(size[1])
+    rgb = load_rgb(path, expected_size=expected_size, apply_exif_orientation=apply_exif_orientation, alpha=alpha,
+                   max_pixels=max_pixels)
+    return rgb.size

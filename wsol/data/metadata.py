@@ -11,6 +11,16 @@ A metadata folder holds (format of clovaai/wsolevaluation ``metadata/<dataset>/<
     * ``blacklist.txt`` (a wsol extension, ignored by wsolevaluation): image ids excluded from localization
       scoring, written by ``wsol-prepare`` when converting the ILSVRC devkit with its blacklist.
 
+Text rules (one reader, one rule set: ``wsol-score``, ``wsol-prepare check`` and every dataset factory use it):
+UTF-8 (a byte-order mark on the first line is dropped; a byte that is not UTF-8 is an error naming the file and
+line), LF, CRLF or CR line ends, blank lines and spaces around fields ignored, fields separated by commas with exactly
+the expected count (a trailing comma is an extra, empty field: an error). Integers are ASCII digits with an optional
+sign (``1e3``, ``1_000``, ``٣`` are not labels); coordinates are decimal or exponent notation, finite. Image ids
+and mask paths must name a file inside their root (``wsol.io.unsafe_path_reason``: no absolute path, no ``..``,
+no backslash, ...): such a line is an error that no ``on_error`` policy skips, since it is never a data error.
+Image sizes are positive and at most ``max_image_pixels`` pixels (``wsol.data.images``), labels lie in
+``[0, num_classes)`` (``[0, 2**31 - 1]`` when the count is unknown).
+
 Every problem is reported as a ``Problem`` naming the file and 1-based line. Problems tied to an image
 either raise (``on_error="raise"``, all of them listed at once) or drop that image and record the reason
 in ``Annotations.skipped`` (``on_error="skip"``). Problems not tied to an image (a missing file, a line
@@ -23,7 +33,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -31,7 +42,9 @@ from typing import Literal
 import numpy as np
 
 from wsol.data.geometry import boxes_inverted, boxes_outside
+from wsol.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels
 from wsol.data.records import Annotations, ImageRecord
+from wsol.io import unsafe_path_message
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +60,10 @@ BLACKLIST = "blacklist.txt"
 # Rescaled float boxes overshoot the last pixel by up to one pixel (see geometry.boxes_outside).
 DEFAULT_BOX_TOLERANCE = 1.0
 _MAX_PROBLEMS_IN_MESSAGE = 20
+#: Largest label accepted when the class count is unknown: any framework's int32 class index.
+MAX_LABEL = 2**31 - 1
+_INT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -88,6 +105,14 @@ class AnnotationError(ValueError):
         super().__init__(f"{len(problems)} annotation error(s):\n  {shown}{tail}")
 
 
+def check_box_tolerance(tolerance: float) -> float:
+    """``tolerance`` as a float after checking it is finite and >= 0 (a NaN would let every box through)."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) \
+            or tolerance < 0:
+        raise ValueError(f"box_tolerance must be a finite number >= 0 (pixels), got {tolerance!r}")
+    return float(tolerance)
+
+
 def check_on_error(on_error: str) -> None:
     """Raise ``ValueError`` unless ``on_error`` is ``"raise"`` or ``"skip"``."""
     if on_error not in ("raise", "skip"):
@@ -96,9 +121,10 @@ def check_on_error(on_error: str) -> None:
 
 def label_problem(label: int, num_classes: int | None) -> str | None:
     """The reason ``label`` is invalid for ``num_classes`` classes, or ``None`` when it is fine."""
-    if label < 0 or (num_classes is not None and label >= num_classes):
-        upper = "?" if num_classes is None else num_classes - 1
-        return f"label {label} outside [0, {upper}]"
+    upper = MAX_LABEL if num_classes is None else num_classes - 1
+    if label < 0 or label > upper:
+        unknown = " (num_classes unknown: at most 2**31 - 1)" if num_classes is None else ""
+        return f"label {label} outside [0, {upper}]{unknown}"
     return None
 
 
@@ -117,6 +143,9 @@ def box_problem(box: np.ndarray, size: tuple[int, int] | None, tolerance: float)
         return f"box ({values()}) has a non-finite coordinate"
     if boxes_inverted(box)[0]:
         return f"box ({values()}) is inverted (x1 < x0 or y1 < y0)"
+    if size is None and min(box[0], box[1]) < -tolerance:
+        # Without the image size the far side cannot be checked, but no image has pixels left of / above 0.
+        return f"box ({values()}) has a negative coordinate beyond the {tolerance:g} px tolerance"
     if size is not None and boxes_outside(box, size, tolerance)[0]:
         return (
             f"box ({values()}) lies outside the {size[0]}x{size[1]} image by more than {tolerance:g} px "
@@ -154,6 +183,7 @@ def finalize_annotations(
         AnnotationError: on errors with ``on_error="raise"``, and always on errors not tied to an image.
     """
     check_on_error(on_error)
+    problems = list(problems) + _unsafe_paths(records, source)
     errors = [p for p in problems if p.severity == "error"]
     for warning in (p for p in problems if p.severity == "warning"):
         logger.warning("%s", warning)
@@ -181,32 +211,98 @@ def finalize_annotations(
     )
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """``(1-based line number, stripped text)`` of the non-blank lines of a UTF-8 text file."""
-    with open(path, encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
-            text = raw.strip()
-            if text:
-                yield number, text
+def _unsafe_paths(records: Iterable[ImageRecord], source: str) -> list[Problem]:
+    """Every image id or mask path that does not name a file inside its root (an error no policy skips).
+
+    The readers report these with file and line where they read them; this is the backstop every reader's
+    records pass through (``finalize_annotations``), so no format can hand such an id to a loader.
+    """
+    found: list[Problem] = []
+    for record in records:
+        for name, what, root in ((record.image_id, "image id", "the image root"),
+                                 *((m, "mask path", "the mask root") for m in record.mask_paths),
+                                 *(((record.ignore_path, "ignore-mask path", "the mask root"),)
+                                   if record.ignore_path is not None else ())):
+            message = unsafe_path_message(name, what=what, root=root)
+            if message is not None:
+                found.append(Problem(source or "annotations", None, message, None))
+    return found
 
 
-def _file_has_content(path: Path) -> bool:
-    """True when ``path`` exists and has a non-blank line (wsolevaluation ships empty files for train)."""
-    return path.is_file() and any(True for _ in _lines(path))
+def _decode_lines(path: Path, problems: list[Problem]) -> list[tuple[int, str]] | None:
+    """``(1-based number, text without its line end)`` of every line, ``None`` when the file cannot be read.
 
-
-def _parse_int(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:
+    Line ends are LF, CRLF or CR. A UTF-8 byte-order mark on the first line is dropped (Windows editors write
+    it). A line that is not UTF-8, a path that is not a regular file and an unreadable file become problems not
+    tied to an image (they always raise), naming the file and line.
+    """
+    if not path.is_file():
+        kind = "a directory" if path.is_dir() else None if not path.exists() else "not a regular file"
+        problems.append(Problem(str(path), None, "file not found" if kind is None else f"is {kind}, expected a text file"))
         return None
-
-
-def _parse_float(text: str) -> float | None:
     try:
-        value = float(text)
-    except ValueError:
+        data = path.read_bytes()
+    except OSError as error:
+        problems.append(Problem(str(path), None, f"cannot be read: {error.strerror or error}"))
         return None
+    lines: list[tuple[int, str]] = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            lines.append((number, raw.decode("utf-8")))
+        except UnicodeDecodeError as error:
+            problems.append(Problem(str(path), number, f"not UTF-8 text: byte 0x{raw[error.start]:02x} at column "
+                                                       f"{error.start + 1} (save the file as UTF-8)"))
+    return lines
+
+
+def read_text_lines(path: Path, problems: list[Problem]) -> list[tuple[int, str]]:
+    """``(1-based line number, stripped text)`` of the non-blank lines of a UTF-8 text file.
+
+    Problems (see ``_decode_lines``) are appended to ``problems``; what can be read is returned.
+    """
+    lines = _decode_lines(path, problems) or []
+    return [(number, text.strip()) for number, text in lines if text.strip()]
+
+
+def read_text(path: str | os.PathLike[str]) -> list[str]:
+    """Every line of a UTF-8 text file, line ends removed (LF, CRLF, CR; a leading byte-order mark dropped).
+
+    The text reader of every annotation format, so that each names the file and line of a bad byte.
+
+    Raises:
+        FileNotFoundError: no such file.
+        AnnotationError: (a ``ValueError``) not a regular file, unreadable, or a line that is not UTF-8,
+            naming the file and line.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        raise FileNotFoundError(f"{path}: file not found")
+    problems: list[Problem] = []
+    lines = _decode_lines(path, problems)
+    if problems or lines is None:
+        raise AnnotationError(problems)
+    return [text for _, text in lines]
+
+
+def _optional_lines(path: Path, problems: list[Problem]) -> list[tuple[int, str]]:
+    """``read_text_lines`` of a file that may be absent (wsolevaluation ships empty files for train)."""
+    if not path.exists() and not path.is_symlink():
+        return []
+    return read_text_lines(path, problems)
+
+
+def parse_int(text: str) -> int | None:
+    """An ASCII decimal integer with an optional sign (not ``int()``: it takes ``1_000`` and other digits)."""
+    return int(text) if _INT.fullmatch(text) else None
+
+
+def parse_float(text: str) -> float | None:
+    """A finite ASCII decimal or exponent number (not ``float()``: it takes ``nan``, ``inf``, ``1_0``)."""
+    if not _FLOAT.fullmatch(text):
+        return None
+    value = float(text)
     return value if math.isfinite(value) else None
 
 
@@ -216,15 +312,17 @@ def collect_metadata(
     num_classes: int | None = None,
     box_tolerance: float = DEFAULT_BOX_TOLERANCE,
     select: Callable[[str], bool] | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> tuple[list[ImageRecord], list[Problem], list[str]]:
     """Parse a metadata folder and report every problem instead of raising.
 
     Args:
-        metadata_dir: folder with the ``*.txt`` files (see the module docstring).
-        num_classes: labels must lie in ``[0, num_classes)``; ``None`` only checks ``>= 0``.
+        metadata_dir: folder with the ``*.txt`` files (see the module docstring for the rules).
+        num_classes: labels must lie in ``[0, num_classes)``; ``None`` checks ``[0, 2**31 - 1]``.
         box_tolerance: pixels a box may overshoot its image.
         select: when given, only the image ids for which it is true are read; the lines of every other id are
             skipped unchecked, as if absent (e.g. the 500 images of a subset out of 50,000).
+        max_image_pixels: an ``image_sizes.txt`` entry of more pixels is an error (no loader would read it).
 
     Returns:
         ``(records, problems, blacklist)``: one record per unique id of ``image_ids.txt`` that has a
@@ -234,11 +332,13 @@ def collect_metadata(
     Raises:
         FileNotFoundError: ``metadata_dir`` or its ``image_ids.txt`` / ``class_labels.txt`` is missing.
     """
+    check_max_pixels(max_image_pixels)
+    check_box_tolerance(box_tolerance)
     root = Path(metadata_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"metadata folder not found: {root}")
     for required in (IMAGE_IDS, CLASS_LABELS):
-        if not (root / required).is_file():
+        if not (root / required).exists():
             raise FileNotFoundError(f"{root / required}: missing (a metadata folder needs {IMAGE_IDS} and {CLASS_LABELS})")
     problems: list[Problem] = []
 
@@ -249,11 +349,15 @@ def collect_metadata(
     ids_path = root / IMAGE_IDS
     order: list[str] = []
     first_line: dict[str, int] = {}
-    for number, text in _lines(ids_path):
+    for number, text in read_text_lines(ids_path, problems):
         if select is not None and not select(text):
             continue
         if "," in text:
             report(ids_path, number, f"image id {text!r} contains a comma (the other files are comma-separated)", None)
+            continue
+        unsafe = unsafe_path_message(text, root="the image root")
+        if unsafe is not None:
+            report(ids_path, number, unsafe, None)
             continue
         if text in first_line:
             report(ids_path, number, f"duplicate image id {text!r} (first on line {first_line[text]})", text)
@@ -267,15 +371,16 @@ def collect_metadata(
     labels_path = root / CLASS_LABELS
     labels: dict[str, int] = {}
     label_line: dict[str, int] = {}
-    for number, text in _lines(labels_path):
+    for number, text in read_text_lines(labels_path, problems):
         fields = [field.strip() for field in text.split(",")]
         if len(fields) != 2:
-            report(labels_path, number, f"expected 'image_id,label', got {text!r}", fields[0] if fields[0] in first_line else None)
+            report(labels_path, number, f"expected 'image_id,label' (2 fields), got {len(fields)} fields: {text!r}",
+                   fields[0] if fields[0] in first_line else None)
             continue
         image_id, label_text = fields
         if select is not None and not select(image_id):
             continue
-        label = _parse_int(label_text)
+        label = parse_int(label_text)
         if image_id not in first_line:
             report(labels_path, number, f"label for {image_id!r}, which is not in {IMAGE_IDS}", None, "warning")
             continue
@@ -301,30 +406,40 @@ def collect_metadata(
     # image_sizes.txt (optional; empty for OpenImages and train splits)
     sizes_path = root / IMAGE_SIZES
     sizes: dict[str, tuple[int, int]] = {}
-    has_sizes = _file_has_content(sizes_path)
-    if has_sizes:
-        for number, text in _lines(sizes_path):
-            fields = [field.strip() for field in text.split(",")]
-            image_id = fields[0]
-            if select is not None and not select(image_id):
-                continue
-            known = image_id if image_id in first_line else None
-            if len(fields) != 3:
-                report(sizes_path, number, f"expected 'image_id,width,height', got {text!r}", known)
-                continue
-            width, height = _parse_int(fields[1]), _parse_int(fields[2])
-            if known is None:
-                report(sizes_path, number, f"size for {image_id!r}, which is not in {IMAGE_IDS}", None, "warning")
-                continue
-            if width is None or height is None or width <= 0 or height <= 0:
-                report(sizes_path, number, f"size of {image_id!r} must be two positive integers, got {fields[1]!r}, {fields[2]!r}", image_id)
-                continue
-            if image_id in sizes and sizes[image_id] != (width, height):
-                report(sizes_path, number, f"{image_id!r} has size {width}x{height} here but {sizes[image_id][0]}x{sizes[image_id][1]} earlier", image_id)
-                continue
-            sizes[image_id] = (width, height)
+    size_line: dict[str, int] = {}
+    size_lines = _optional_lines(sizes_path, problems)
+    for number, text in size_lines:
+        fields = [field.strip() for field in text.split(",")]
+        image_id = fields[0]
+        if select is not None and not select(image_id):
+            continue
+        known = image_id if image_id in first_line else None
+        if len(fields) != 3:
+            report(sizes_path, number, f"expected 'image_id,width,height' (3 fields), got {len(fields)} fields: {text!r}", known)
+            continue
+        width, height = parse_int(fields[1]), parse_int(fields[2])
+        if known is None:
+            report(sizes_path, number, f"size for {image_id!r}, which is not in {IMAGE_IDS}", None, "warning")
+            continue
+        if width is None or height is None or width <= 0 or height <= 0:
+            report(sizes_path, number, f"size of {image_id!r} must be two positive integers, got {fields[1]!r}, {fields[2]!r}", image_id)
+            continue
+        if width * height > max_image_pixels:
+            report(sizes_path, number, f"size of {image_id!r} is {width}x{height} = {width * height:,} pixels, over the "
+                                       f"image size limit of {max_image_pixels:,} (max_image_pixels)", image_id)
+            continue
+        if image_id in sizes:
+            if sizes[image_id] != (width, height):
+                report(sizes_path, number, f"{image_id!r} has size {width}x{height} here but {sizes[image_id][0]}x{sizes[image_id][1]} on line {size_line[image_id]}", image_id)
+            else:
+                report(sizes_path, number, f"{image_id!r} listed twice (same size, first on line {size_line[image_id]})", image_id, "warning")
+            continue
+        sizes[image_id] = (width, height)
+        size_line[image_id] = number
+    if size_lines:
+        reported = {p.image_id for p in problems if p.file == str(sizes_path)}
         for image_id in order:
-            if image_id not in sizes:
+            if image_id not in sizes and image_id not in reported:
                 report(sizes_path, None, f"no size for {image_id!r}", image_id)
 
     # localization.txt (optional; empty for train splits)
@@ -333,46 +448,53 @@ def collect_metadata(
     masks: dict[str, list[str]] = {}
     ignores: dict[str, str] = {}
     kind: str | None = None
-    if _file_has_content(loc_path):
-        for number, text in _lines(loc_path):
-            fields = [field.strip() for field in text.split(",")]
-            image_id = fields[0]
-            known = image_id if image_id in first_line else None
+    loc_lines = _optional_lines(loc_path, problems)
+    for number, text in loc_lines:
+        fields = [field.strip() for field in text.split(",")]
+        image_id = fields[0]
+        known = image_id if image_id in first_line else None
+        if kind is None:
+            kind = "boxes" if len(fields) == 5 else "masks" if len(fields) == 3 else None
             if kind is None:
-                kind = "boxes" if len(fields) == 5 else "masks" if len(fields) == 3 else None
-                if kind is None:
-                    report(loc_path, number, f"expected 'id,x0,y0,x1,y1' or 'id,mask,ignore', got {text!r}", None)
-                    break
-            if select is not None and not select(image_id):
+                report(loc_path, number, f"expected 'id,x0,y0,x1,y1' or 'id,mask,ignore', got {len(fields)} fields: {text!r}", None)
+                break
+        if select is not None and not select(image_id):
+            continue
+        if known is None:
+            report(loc_path, number, f"annotation for {image_id!r}, which is not in {IMAGE_IDS}", None, "warning")
+            continue
+        if kind == "boxes":
+            if len(fields) != 5:
+                report(loc_path, number, f"expected 'image_id,x0,y0,x1,y1' (5 fields), got {len(fields)} fields: {text!r}", image_id)
                 continue
-            if known is None:
-                report(loc_path, number, f"annotation for {image_id!r}, which is not in {IMAGE_IDS}", None, "warning")
+            values = [parse_float(field) for field in fields[1:]]
+            if any(value is None for value in values):
+                report(loc_path, number, f"box of {image_id!r} has a non-numeric or non-finite coordinate: {text!r}", image_id)
                 continue
-            if kind == "boxes":
-                if len(fields) != 5:
-                    report(loc_path, number, f"expected 'image_id,x0,y0,x1,y1', got {text!r}", image_id)
-                    continue
-                values = [_parse_float(field) for field in fields[1:]]
-                if any(value is None for value in values):
-                    report(loc_path, number, f"box of {image_id!r} has a non-numeric or non-finite coordinate: {text!r}", image_id)
-                    continue
-                box = np.array(values, dtype=np.float64)
-                reason = box_problem(box, sizes.get(image_id), box_tolerance)
-                if reason:
-                    report(loc_path, number, f"{image_id!r}: {reason}", image_id)
-                    continue
-                boxes.setdefault(image_id, []).append(list(box))
-            else:
-                if len(fields) != 3 or not fields[1]:
-                    report(loc_path, number, f"expected 'image_id,mask_path,ignore_path', got {text!r}", image_id)
-                    continue
-                _, mask_path, ignore_path = fields
-                if image_id in masks and ignore_path and ignores.get(image_id, "") not in ("", ignore_path):
-                    report(loc_path, number, f"{image_id!r} has a second ignore mask {ignore_path!r} (first {ignores[image_id]!r})", image_id)
-                    continue
-                masks.setdefault(image_id, []).append(mask_path)
-                if ignore_path and not ignores.get(image_id):
-                    ignores[image_id] = ignore_path
+            box = np.array(values, dtype=np.float64)
+            reason = box_problem(box, sizes.get(image_id), box_tolerance)
+            if reason:
+                report(loc_path, number, f"{image_id!r}: {reason}", image_id)
+                continue
+            boxes.setdefault(image_id, []).append(list(box))
+        else:
+            if len(fields) != 3 or not fields[1]:
+                report(loc_path, number, f"expected 'image_id,mask_path,ignore_path', got {text!r}", image_id)
+                continue
+            _, mask_path, ignore_path = fields
+            unsafe = [message for message in (unsafe_path_message(mask_path, what="mask path", root="the mask root"),
+                                              unsafe_path_message(ignore_path, what="ignore-mask path", root="the mask root")
+                                              if ignore_path else None) if message]
+            if unsafe:
+                report(loc_path, number, unsafe[0], None)
+                continue
+            if image_id in masks and ignore_path and ignores.get(image_id, "") not in ("", ignore_path):
+                report(loc_path, number, f"{image_id!r} has a second ignore mask {ignore_path!r} (first {ignores[image_id]!r})", image_id)
+                continue
+            masks.setdefault(image_id, []).append(mask_path)
+            if ignore_path and not ignores.get(image_id):
+                ignores[image_id] = ignore_path
+    if loc_lines and kind is not None:
         annotated = boxes if kind == "boxes" else masks
         what = "box" if kind == "boxes" else "mask"
         errored = {p.image_id for p in problems if p.file == str(loc_path) and p.severity == "error"}
@@ -383,13 +505,12 @@ def collect_metadata(
     # blacklist.txt (wsol extension)
     blacklist: list[str] = []
     blacklist_path = root / BLACKLIST
-    if blacklist_path.is_file():
-        for number, text in _lines(blacklist_path):
-            if select is not None and not select(text):
-                continue
-            if text not in first_line:
-                report(blacklist_path, number, f"blacklisted id {text!r} is not in {IMAGE_IDS}", None, "warning")
-            blacklist.append(text)
+    for number, text in _optional_lines(blacklist_path, problems):
+        if select is not None and not select(text):
+            continue
+        if text not in first_line:
+            report(blacklist_path, number, f"blacklisted id {text!r} is not in {IMAGE_IDS}", None, "warning")
+        blacklist.append(text)
 
     records: list[ImageRecord] = []
     for image_id in order:
@@ -417,6 +538,7 @@ def read_metadata(
     box_tolerance: float = DEFAULT_BOX_TOLERANCE,
     class_names: list[str] | None = None,
     select: Callable[[str], bool] | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Annotations:
     """Read a metadata folder into ``Annotations``, applying the ``on_error`` policy.
 
@@ -429,6 +551,7 @@ def read_metadata(
         box_tolerance: pixels a box may overshoot its image before it is an error.
         class_names: optional names, index = label.
         select: read only the image ids for which it is true (see ``collect_metadata``).
+        max_image_pixels: largest image size (pixels) ``image_sizes.txt`` may state.
 
     Returns:
         The split's ``Annotations`` in ``image_ids.txt`` order.
@@ -439,7 +562,7 @@ def read_metadata(
     """
     check_on_error(on_error)
     records, problems, blacklist = collect_metadata(metadata_dir, num_classes=num_classes, box_tolerance=box_tolerance,
-                                                    select=select)
+                                                    select=select, max_image_pixels=max_image_pixels)
     return finalize_annotations(
         records,
         problems,
@@ -482,6 +605,8 @@ def write_metadata(annotations: Annotations, out_dir: str | os.PathLike[str]) ->
     if has_boxes and has_masks:
         raise ValueError("a metadata split holds boxes or masks, not both")
     for record in records:
+        for problem in _unsafe_paths([record], f"write_metadata({out_dir})"):
+            raise ValueError(str(problem))
         if "," in record.image_id:
             raise ValueError(f"image id {record.image_id!r} contains a comma")
         if len(record.boxes) and np.any(record.labels_of_boxes() != record.label):

@@ -5,11 +5,18 @@ Each factory ``fn(split, root, **kwargs)`` returns a ``FileImageSource`` (satisf
 ``wsol.data.images.load_rgb``. Relative paths in the keyword arguments are relative to ``root``.
 
 Bad input is handled when the source is built, so that nothing is discovered half-way through a run:
-``check_files="header"`` (default) opens every image header (missing, empty, unidentifiable files; size vs
-metadata), ``"decode"`` decodes every image (also truncated/corrupt pixel data; slow), ``"none"`` trusts
-the files. With ``on_error="skip"`` the bad images are dropped and listed in ``annotations.skipped``;
-with ``"raise"`` the build fails listing every bad file. A file that still fails in ``load`` (only
-possible below ``"decode"``) raises ``ImageLoadError`` naming it: never a silently wrong score.
+``check_files="header"`` (default) opens every image header (missing, empty, unidentifiable or too large files;
+size vs metadata) and checks the file's end marker, which finds truncated JPEG and PNG files without decoding
+(``wsol.data.images.check_image``: ~0.2 ms per image, as the header alone; files of other formats are
+decoded); ``"decode"`` decodes every image (also corrupt pixel data, unsupported modes; slow); ``"none"``
+trusts the files. With ``on_error="skip"`` the bad images are dropped and listed in ``annotations.skipped``;
+with ``"raise"`` the build fails listing every bad file. A file that still fails in ``load`` (corrupt pixel
+data below ``"decode"``, or any problem with ``"none"``) raises ``ImageLoadError`` naming it: never a
+silently wrong score (``FileImageSource.on_error`` tells a loader whether it may skip it instead).
+
+Image ids and mask paths are joined to their roots through ``wsol.io.safe_join``: an id that is absolute or
+climbs out of its root is refused before the disk is touched. Symbolic links inside the roots are followed
+(a cluster's image folders linked to shared storage keep working).
 """
 
 from __future__ import annotations
@@ -36,18 +43,27 @@ from wsol.data.formats import (
     read_train_folder,
     read_cub,
 )
-from wsol.data.images import AlphaPolicy, ImageLoadError, load_rgb, read_image_size
+from wsol.data.images import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    AlphaPolicy,
+    ImageLoadError,
+    check_image,
+    check_max_pixels,
+    load_rgb,
+)
 from wsol.data.metadata import (
     DEFAULT_BOX_TOLERANCE,
     IMAGE_IDS,
     OnError,
     Problem,
     box_problem,
+    check_box_tolerance,
     check_on_error,
     finalize_annotations,
     read_metadata,
 )
 from wsol.data.records import Annotations, ImageRecord
+from wsol.io import UnsafePathError, safe_join
 
 CheckLevel = Literal["none", "header", "decode"]
 PathLike = str | os.PathLike[str]
@@ -64,6 +80,10 @@ class FileImageSource:
         mask_root: root of OpenImages mask files (``mask_paths`` are relative to it), else ``None``.
         apply_exif_orientation: passed to ``load_rgb`` (default False; see ``wsol.data.images``).
         alpha: passed to ``load_rgb``.
+        max_image_pixels: passed to ``load_rgb`` (larger images are refused before decoding).
+        on_error: the data config's policy: ``"skip"`` allows a loader to drop an image whose ``load`` fails
+            and list it in ``annotations.skipped`` (``wsol.data.datasets.load_or_skip``); ``load`` itself
+            always raises.
     """
 
     annotations: Annotations
@@ -72,23 +92,27 @@ class FileImageSource:
     mask_root: Path | None = None
     apply_exif_orientation: bool = False
     alpha: AlphaPolicy = "white"
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    on_error: OnError = "raise"
 
     def image_path(self, index: int) -> Path:
-        """File of record ``index``."""
-        return self.images_dir / self.annotations.records[index].image_id
+        """File of record ``index`` (``safe_join``: the id may not leave the image root)."""
+        return safe_join(self.images_dir, self.annotations.records[index].image_id)
 
     def load(self, index: int) -> Image.Image:
         """Record ``index`` as an RGB image, checked against its metadata size.
 
         Raises:
-            ImageLoadError: the file is missing, corrupt, truncated or of the wrong size.
+            ImageLoadError: the file is missing, corrupt, truncated, too large or of the wrong size.
+            UnsafePathError: the id is not a relative path inside the image root.
         """
         record = self.annotations.records[index]
         return load_rgb(
-            self.images_dir / record.image_id,
+            self.image_path(index),
             expected_size=record.size,
             apply_exif_orientation=self.apply_exif_orientation,
             alpha=self.alpha,
+            max_pixels=self.max_image_pixels,
         )
 
 
@@ -108,17 +132,17 @@ def _check_one(
     apply_exif_orientation: bool,
     alpha: AlphaPolicy,
     box_tolerance: float,
+    max_image_pixels: int,
 ) -> tuple[ImageRecord, list[Problem]]:
     """Check one record's files; fill its size from the header when the annotations had none."""
-    path = images_dir / record.image_id
     problems: list[Problem] = []
     try:
-        if level == "decode":
-            size = load_rgb(path, expected_size=record.size, apply_exif_orientation=apply_exif_orientation, alpha=alpha).size
-        else:
-            size = read_image_size(path, apply_exif_orientation=apply_exif_orientation)
-            if record.size is not None and tuple(size) != tuple(record.size):
-                raise ImageLoadError(path, f"size {size[0]}x{size[1]} differs from the metadata size {record.size[0]}x{record.size[1]}")
+        path = safe_join(images_dir, record.image_id)
+    except UnsafePathError as error:
+        return record, [Problem(str(images_dir), None, str(error), None)]  # never skippable: not a data error
+    try:
+        size = check_image(path, level="decode" if level == "decode" else "header", expected_size=record.size,
+                           apply_exif_orientation=apply_exif_orientation, alpha=alpha, max_pixels=max_image_pixels)
     except ImageLoadError as error:
         return record, [Problem(error.path, None, error.reason, record.image_id)]
     if record.size is None:
@@ -129,9 +153,15 @@ def _check_one(
             if reason:
                 problems.append(Problem(str(path), None, f"box {number}: {reason}", record.image_id))
     if mask_root is not None:
-        for mask in (*record.mask_paths, *([record.ignore_path] if record.ignore_path else [])):
-            if not (mask_root / mask).is_file():
-                problems.append(Problem(str(mask_root / mask), None, "mask file not found", record.image_id))
+        for mask, what in (*((m, "mask path") for m in record.mask_paths),
+                           *(((record.ignore_path, "ignore-mask path"),) if record.ignore_path else ())):
+            try:
+                mask_path = safe_join(mask_root, mask, what=what)
+            except UnsafePathError as error:
+                problems.append(Problem(str(mask_root), None, str(error), None))
+                continue
+            if not mask_path.is_file():
+                problems.append(Problem(str(mask_path), None, "mask file not found", record.image_id))
     return record, problems
 
 
@@ -146,13 +176,15 @@ def check_image_files(
     alpha: AlphaPolicy = "white",
     box_tolerance: float = DEFAULT_BOX_TOLERANCE,
     workers: int | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> tuple[Annotations, list[Problem]]:
     """Check that every record's image (and mask) file exists and agrees with its annotation.
 
     Args:
         annotations: records to check.
         images_dir: image root.
-        level: ``"none"``, ``"header"`` (open, identify, compare size) or ``"decode"`` (decode fully).
+        level: ``"none"``, ``"header"`` (open, identify, compare size, end-of-file marker: finds truncated
+            JPEG/PNG; see ``wsol.data.images.check_image``) or ``"decode"`` (decode fully).
         on_error: ``"raise"``: any problem raises ``AnnotationError``; ``"skip"``: drop those records and
             add them to ``skipped``.
         mask_root: when given, mask and ignore files must exist under it.
@@ -160,12 +192,15 @@ def check_image_files(
         alpha: as ``load_rgb``.
         box_tolerance: for boxes checked against sizes read here.
         workers: threads (decoding releases the GIL); default ``min(8, cpu count)``.
+        max_image_pixels: larger images are refused (``wsol.data.images``).
 
     Returns:
         ``(annotations, problems)``: sizes filled in where they were unknown, bad records handled per
         ``on_error``; ``problems`` lists everything found.
     """
     check_on_error(on_error)
+    check_max_pixels(max_image_pixels)
+    check_box_tolerance(box_tolerance)
     if level == "none":
         return annotations, []
     if level not in ("header", "decode"):
@@ -175,7 +210,8 @@ def check_image_files(
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(
-            lambda r: _check_one(r, root, masks, level, apply_exif_orientation, alpha, box_tolerance), annotations.records
+            lambda r: _check_one(r, root, masks, level, apply_exif_orientation, alpha, box_tolerance, max_image_pixels),
+            annotations.records
         ))
     records = [record for record, _ in results]
     problems = [problem for _, found in results for problem in found]
@@ -198,6 +234,7 @@ def build_file_source(
     apply_exif_orientation: bool = False,
     alpha: AlphaPolicy = "white",
     box_tolerance: float = DEFAULT_BOX_TOLERANCE,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> FileImageSource:
     """A ``FileImageSource`` over ``images_dir`` after ``check_image_files`` at level ``check_files``.
 
@@ -209,10 +246,12 @@ def build_file_source(
     annotations, _ = check_image_files(
         annotations, images_dir, level=check_files, on_error=on_error, mask_root=mask_root,
         apply_exif_orientation=apply_exif_orientation, alpha=alpha, box_tolerance=box_tolerance,
+        max_image_pixels=max_image_pixels,
     )
     return FileImageSource(
         annotations=annotations, images_dir=images_dir, description=description, mask_root=mask_root,
-        apply_exif_orientation=apply_exif_orientation, alpha=alpha,
+        apply_exif_orientation=apply_exif_orientation, alpha=alpha, max_image_pixels=max_image_pixels,
+        on_error=on_error,
     )
 
 
@@ -229,12 +268,17 @@ def resolve_metadata_dir(root: PathLike, split: str, metadata_dir: PathLike | No
     """
     base = Path(root)
     if metadata_dir is not None:
-        candidates = [resolve_path(base, str(metadata_dir).format(split=split))]
+        try:
+            filled = str(metadata_dir).format(split=split)
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(f"metadata_dir {str(metadata_dir)!r}: only {{split}} is replaced in it, and braces "
+                             f"must be doubled ({type(error).__name__}: {error})") from None
+        candidates = [resolve_path(base, filled)]
     else:
         candidates = [base / "metadata" / split, base / "metadata"]
     for candidate in candidates:
         assert candidate is not None
-        if (candidate / IMAGE_IDS).is_file():
+        if (candidate / IMAGE_IDS).exists():  # a directory or unreadable file there is the reader's error to name
             return candidate
     raise FileNotFoundError(f"no {IMAGE_IDS} for split {split!r} in: {', '.join(str(c) for c in candidates)}")
 
@@ -261,6 +305,7 @@ def wsol_metadata(
     apply_exif_orientation: bool = False,
     alpha: AlphaPolicy = "white",
     box_tolerance: float = DEFAULT_BOX_TOLERANCE,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> FileImageSource:
     """Any data set in wsolevaluation metadata format: ``root/images/<image_id>`` + ``root/metadata/*.txt``.
 
@@ -276,6 +321,7 @@ def wsol_metadata(
         apply_exif_orientation: see ``wsol.data.images``.
         alpha: ``"white"`` or ``"drop"``.
         box_tolerance: pixels a box may overshoot its image.
+        max_image_pixels: larger images (and ``image_sizes.txt`` entries) are refused (``wsol.data.images``).
 
     Returns:
         A ``FileImageSource``.
@@ -283,13 +329,15 @@ def wsol_metadata(
     check_on_error(on_error)
     base = Path(root)
     meta = resolve_metadata_dir(base, split, metadata_dir)
-    annotations = read_metadata(meta, num_classes=num_classes, on_error=on_error, box_tolerance=box_tolerance)
+    annotations = read_metadata(meta, num_classes=num_classes, on_error=on_error, box_tolerance=box_tolerance,
+                                max_image_pixels=max_image_pixels)
     images = _default_images_dir(base, images_dir)
     has_masks = any(record.mask_paths for record in annotations.records)
     masks = (resolve_path(base, mask_root) or images) if has_masks else None
     return build_file_source(
         annotations, images, f"wsol_metadata {meta}", check_files=check_files, on_error=on_error,
         mask_root=masks, apply_exif_orientation=apply_exif_orientation, alpha=alpha, box_tolerance=box_tolerance,
+        max_image_pixels=max_image_pixels,
     )
 
 
@@ -319,6 +367,7 @@ def ilsvrc(
     apply_exif_orientation: bool = False,
     alpha: AlphaPolicy = "white",
     box_tolerance: float = DEFAULT_BOX_TOLERANCE,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> FileImageSource:
     """ILSVRC (ImageNet-1k CLS-LOC), labels in sorted-WNID order, from whichever ground truth the user has.
 
@@ -338,7 +387,8 @@ def ilsvrc(
     Images are under ``images_dir`` (default ``root/images`` if it exists, else ``root`` as in wsolevaluation's
     layout, where image ids start with ``val/``); the train split's images are under ``train_dir``.
     ``check_files`` applies to evaluation splits; the train split uses ``train_check_files`` (default
-    ``"none"``: its 1.28M images are checked as they are loaded, not all at start-up).
+    ``"none"``: its 1.28M images are checked as they are loaded, not all at start-up). ``max_image_pixels``:
+    larger images are refused (``wsol.data.images``).
 
     Returns:
         A ``FileImageSource``.
@@ -348,7 +398,7 @@ def ilsvrc(
     images = _default_images_dir(base, images_dir)
     common = dict(
         check_files=check_files, on_error=on_error, apply_exif_orientation=apply_exif_orientation, alpha=alpha,
-        box_tolerance=box_tolerance,
+        box_tolerance=box_tolerance, max_image_pixels=max_image_pixels,
     )
     blacklist = read_blacklist(resolve_path(base, blacklist_file)) if blacklist_file is not None else frozenset()  # type: ignore[arg-type]
 
@@ -389,7 +439,8 @@ def ilsvrc(
             chosen = given[0][0]
     if chosen == "metadata":
         meta = resolve_metadata_dir(base, split, metadata_dir)
-        annotations = read_metadata(meta, num_classes=num_classes, on_error=on_error, box_tolerance=box_tolerance)
+        annotations = read_metadata(meta, num_classes=num_classes, on_error=on_error, box_tolerance=box_tolerance,
+                                    max_image_pixels=max_image_pixels)
         description = f"ilsvrc {split} from metadata {meta}"
     elif chosen == "devkit_xml":
         if xml_dir is None:
@@ -446,11 +497,13 @@ def cub(
     apply_exif_orientation: bool = False,
     alpha: AlphaPolicy = "white",
     box_tolerance: float = DEFAULT_BOX_TOLERANCE,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> FileImageSource:
     """CUB-200-2011: wsolevaluation metadata (``train``/``val`` = CUBV2/``test``) or the original text files.
 
     ``gt_format="auto"`` uses metadata when ``metadata_dir`` or ``root/metadata/<split>`` exists, else the
     ``CUB_200_2011`` text files in ``root`` (splits ``train``/``test``; images under ``root/images``).
+    ``max_image_pixels``: larger images are refused (``wsol.data.images``).
 
     Returns:
         A ``FileImageSource``.
@@ -459,7 +512,7 @@ def cub(
     base = Path(root)
     common = dict(
         check_files=check_files, on_error=on_error, apply_exif_orientation=apply_exif_orientation, alpha=alpha,
-        box_tolerance=box_tolerance,
+        box_tolerance=box_tolerance, max_image_pixels=max_image_pixels,
     )
     chosen = gt_format
     if chosen == "auto":
@@ -470,7 +523,8 @@ def cub(
             chosen = "cub_text"
     if chosen == "metadata":
         meta = resolve_metadata_dir(base, split, metadata_dir)
-        annotations = read_metadata(meta, num_classes=num_classes, on_error=on_error, box_tolerance=box_tolerance)
+        annotations = read_metadata(meta, num_classes=num_classes, on_error=on_error, box_tolerance=box_tolerance,
+                                    max_image_pixels=max_image_pixels)
         return build_file_source(annotations, _default_images_dir(base, images_dir), f"cub {split} from metadata {meta}", **common)  # type: ignore[arg-type]
     if chosen != "cub_text":
         raise ValueError(f"gt_format must be auto, metadata or cub_text, got {gt_format!r}")
@@ -492,11 +546,13 @@ def openimages(
     check_files: CheckLevel = "header",
     apply_exif_orientation: bool = False,
     alpha: AlphaPolicy = "white",
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> FileImageSource:
     """OpenImages30k (wsolevaluation): metadata with per-image masks and one ignore mask.
 
     Layout as wsolevaluation's ``dataset/OpenImages``: images and masks under ``root`` (ids ``test/...``),
     metadata in ``root/metadata/<split>`` or ``metadata_dir``. Test and val splits must hold masks.
+    ``max_image_pixels``: larger images are refused (``wsol.data.images``).
 
     Returns:
         A ``FileImageSource`` whose ``mask_root`` locates the masks.
@@ -504,12 +560,12 @@ def openimages(
     check_on_error(on_error)
     base = Path(root)
     meta = resolve_metadata_dir(base, split, metadata_dir)
-    annotations = read_metadata(meta, num_classes=num_classes, on_error=on_error)
+    annotations = read_metadata(meta, num_classes=num_classes, on_error=on_error, max_image_pixels=max_image_pixels)
     if split != "train" and annotations.records and not any(record.mask_paths for record in annotations.records):
         raise ValueError(f"{meta}: split {split!r} has no mask annotations (localization.txt of masks expected)")
     images = _default_images_dir(base, images_dir)
     masks = resolve_path(base, mask_root) if mask_root is not None else images
     return build_file_source(
         annotations, images, f"openimages {split} from metadata {meta}", check_files=check_files, on_error=on_error,
-        mask_root=masks, apply_exif_orientation=apply_exif_orientation, alpha=alpha,
+        mask_root=masks, apply_exif_orientation=apply_exif_orientation, alpha=alpha, max_image_pixels=max_image_pixels,
     )

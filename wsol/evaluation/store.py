@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from wsol.engine.distributed import all_gather_objects, barrier, get_dist
-from wsol.io import atomic_torch_save, atomic_write, atomic_write_json, load_torch_file
+from wsol.io import atomic_torch_save, atomic_write, atomic_write_json, load_torch_file, safe_join
 
 __all__ = ["FORMAT_VERSION", "CAMStore", "CAMStoreWriter", "export_wsoleval_scoremaps", "records_digest",
            "is_complete_store", "check_matches"]
@@ -373,12 +373,8 @@ def iter_journaled_batches(out_dir: str | Path, wanted: set[int],
 # ----------------------------------------------------------------------------- wsolevaluation export
 def _scoremap_path(root: Path, image_id: str) -> Path:
     """``<root>/<image_id>.npy``; the id keeps its extension and sub-folders and may not leave ``root``."""
-    from pathlib import PurePosixPath
-
-    parts = PurePosixPath(image_id).parts
-    if not image_id or PurePosixPath(image_id).is_absolute() or ".." in parts or "\\" in image_id:
-        raise ValueError(f"image id {image_id!r} is not a relative path inside the score-map root")
-    return root.joinpath(*parts[:-1], parts[-1] + ".npy")
+    path = safe_join(root, image_id)  # the one rule for ids (wsol.io), checked before touching the disk
+    return path.with_name(path.name + ".npy")
 
 
 def export_wsoleval_scoremaps(store: CAMStore, image_ids: Sequence[str], out_root: str | Path,
