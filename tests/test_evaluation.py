@@ -401,3 +401,30 @@ def test_pxap_through_the_pipeline(tmp_path: Path) -> None:
     assert 0 <= out.metrics["pxap"] <= 100 and "maxboxacc" not in out.metrics  # masks, no boxes
     assert "pxap" in out.curves
 
+
+
+def test_an_image_unreadable_at_load_time_is_skipped_and_listed(tmp_path: Path) -> None:
+    # data.on_error=skip: an image that breaks after the split was built (e.g. storage going away) is dropped,
+    # listed with its reason, and the others are scored; with "raise" the same image stops the run naming it.
+    (tmp_path / "images").mkdir()
+    meta = tmp_path / "metadata"
+    meta.mkdir()
+    rng = np.random.default_rng(0)
+    ids = [f"img{i}.png" for i in range(4)]
+    for name in ids:
+        Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(tmp_path / "images" / name)
+    (meta / "image_ids.txt").write_text("".join(f"{i}\n" for i in ids))
+    (meta / "class_labels.txt").write_text("".join(f"{i},{k % 3}\n" for k, i in enumerate(ids)))
+    (meta / "image_sizes.txt").write_text("".join(f"{i},30,20\n" for i in ids))
+    (meta / "localization.txt").write_text("".join(f"{i},2,2,20,15\n" for i in ids))
+    torch.manual_seed(0)
+    model = build_model("small_cnn", num_classes=3, width=4)
+    kw = dict(image_size=32, batch_size=2, num_workers=0, device=CPU)
+    skip = build_source("wsol_metadata", split="test", root=str(tmp_path), num_classes=3, on_error="skip")
+    strict = build_source("wsol_metadata", split="test", root=str(tmp_path), num_classes=3)
+    (tmp_path / "images" / "img2.png").write_bytes(b"not a png any more")
+    out = evaluate_model(model, skip, _settings("paper"), **kw)
+    assert out.metrics["n_images"] == 3 and list(skip.annotations.skipped) == ["img2.png"]
+    assert "img2.png" in skip.annotations.skipped["img2.png"]
+    with pytest.raises(Exception, match="img2.png"):
+        evaluate_model(model, strict, _settings("paper"), **kw)

@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from wsol.cam import cam_classes, compute_cams
 from wsol.data.records import ImageRecord
-from wsol.engine.distributed import get_dist, shard_indices
+from wsol.data.datasets import SkippedImage, load_or_skip, record_skipped, split_skipped
+from wsol.engine.distributed import all_gather_objects, get_dist, shard_indices
 from wsol.evaluation.base import CAMBatch, DatasetEvaluator
 from wsol.evaluation.store import CAMStore, CAMStoreWriter, iter_journaled_batches
 from wsol.models import CAMNet
@@ -52,7 +53,11 @@ def forward_cams(model: CAMNet, images: torch.Tensor, labels: torch.Tensor,
 
 
 class EvalItems(Dataset):
-    """Items ``(tensor, label, index, (width, height))``; the size is the loaded image's (its GT boxes' space)."""
+    """Items ``(tensor, label, index, (width, height))``; the size is the loaded image's (its GT boxes' space).
+
+    An image that fails to load under ``data.on_error=skip`` comes out as a ``SkippedImage`` (the collate function
+    sets it aside; the loop lists it in ``annotations.skipped``, and so in ``metrics.json``).
+    """
 
     def __init__(self, source: Any, transform: Callable[[Image.Image], torch.Tensor]) -> None:
         self.source, self.transform = source, transform
@@ -60,14 +65,19 @@ class EvalItems(Dataset):
     def __len__(self) -> int:
         return len(self.source.annotations)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, tuple[int, int]]:
-        image = self.source.load(index)
+    def __getitem__(self, index: int) -> Any:
+        image = load_or_skip(self.source, index)
+        if isinstance(image, SkippedImage):
+            return image
         return self.transform(image), self.source.annotations.records[index].label, index, image.size
 
 
-def _collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[int], list[tuple[int, int]]]:
-    images, labels, indices, sizes = zip(*batch)
-    return torch.stack(images), torch.as_tensor(labels), list(indices), list(sizes)
+def _collate(batch: list) -> tuple[torch.Tensor | None, torch.Tensor, list[int], list[tuple[int, int]], list]:
+    kept, skipped = split_skipped(batch)
+    if not kept:
+        return None, torch.zeros(0, dtype=torch.int64), [], [], skipped
+    images, labels, indices, sizes = zip(*kept)
+    return torch.stack(images), torch.as_tensor(labels), list(indices), list(sizes), skipped
 
 
 def select_topk(classes: torch.Tensor, scores: torch.Tensor, cams: torch.Tensor,
@@ -116,16 +126,25 @@ def inference_on_dataset(producer: CAMProducer, source: Any, evaluator: DatasetE
         todo = [i for i in mine if i not in store.done_indices]
         log.info("resumed: %d images scored from the store's finished shards, %d to compute", len(done), len(todo))
     if not todo:
+        all_gather_objects([])  # keep the ranks' collective calls in step
         return
     loader = DataLoader(Subset(EvalItems(source, transform), todo), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=_collate, pin_memory=device.type == "cuda")
-    for images, labels, indices, sizes in tqdm(loader, desc=desc, unit="batch", disable=None if info.is_main
-                                               else True):
+    skipped: list[SkippedImage] = []
+    for images, labels, indices, sizes, dropped in tqdm(loader, desc=desc, unit="batch",
+                                                        disable=None if info.is_main else True):
+        skipped += dropped
+        if images is None:
+            continue
         classes, scores, cams = producer(images.to(device, non_blocking=True), labels)
         if store is not None:
             cams = cams.to(torch.float16).float()  # score exactly what is stored
             store.add(torch.as_tensor(indices), torch.as_tensor(sizes), classes, scores, cams)
         _process(evaluator, records, indices, sizes, classes, scores, cams)
+    for part in all_gather_objects(skipped):  # every rank's, so rank 0's metrics.json lists them all
+        record_skipped(source.annotations, part)
+    if skipped:
+        log.warning("%d image(s) skipped at load time (data.on_error=skip), e.g. %s", len(skipped), skipped[0].reason)
 
 
 def score_cam_store(store: CAMStore, source: Any, evaluator: DatasetEvaluator, *, topk: int,
