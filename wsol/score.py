@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from wsol.data.records import ImageRecord
 from wsol.metrics.boxacc import BoxAccEvaluator, resize_boxes_wsoleval
-from wsol.metrics.topk import TopkLocalizationEvaluator
+
+# The devkit path's imports (wsol.data.records, wsol.metrics.topk) are inside _devkit: importing wsol.data
+# loads torch (~650 MB of RSS), which the score-map path does not need.
 
 __all__ = ["main"]
 
@@ -144,6 +145,9 @@ def _read_blacklist(path: Path, image_ids: list[str]) -> set[str]:
 
 
 def _devkit(args: argparse.Namespace) -> dict[str, float | int]:
+    from wsol.data.records import ImageRecord  # noqa: PLC0415  (see the imports above)
+    from wsol.metrics.topk import TopkLocalizationEvaluator  # noqa: PLC0415
+
     meta = _read_metadata(Path(args.gt), need_sizes=False)
     labels, boxes = _read_predictions(Path(args.pred), len(meta.image_ids))
     blacklist = _read_blacklist(Path(args.blacklist), meta.image_ids) if args.blacklist else set()

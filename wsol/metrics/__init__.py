@@ -1,21 +1,41 @@
-"""Localization metrics: ILSVRC devkit top-k errors, wsolevaluation MaxBoxAcc / MaxBoxAccV2 and PxAP.
+"""Localization metrics as pure functions and small accumulators; numba kernels in ``wsol.metrics.kernels``.
 
-Every metric is an evaluator with ``update()`` (one batch) and ``compute()`` (a flat dict of numbers),
-holding bounded state (counters or histograms, never stored maps). The threshold policy (fixed tau,
-held-out tau, oracle labelled as an upper bound) is in ``wsol.metrics.threshold``.
+    * ``wsol.metrics.scoremap``: wsolevaluation's score maps (224 grid, thresholds, validity, CAM -> map).
+    * ``wsol.metrics.boxacc``: MaxBoxAcc / MaxBoxAccV2 (exact OpenCV path and the one-pass fast path).
+    * ``wsol.metrics.pxap``: PxAP.
+    * ``wsol.metrics.threshold``: the threshold policy (fixed tau, held-out tau, oracle as an upper bound).
+    * ``wsol.metrics.topk``: ILSVRC devkit top-k errors.
+
+Importing ``wsol.metrics`` loads NumPy and OpenCV only (no torch, no numba). ``TopkLocalizationEvaluator`` is
+resolved on first access because ``wsol.metrics.topk`` reads ``wsol.data.records``, and importing ``wsol.data``
+loads the torch datasets.
 """
 
-from wsol.metrics.boxacc import BoxAccEvaluator, resize_boxes_wsoleval, wsoleval_scoremap
-from wsol.metrics.pxap import PxAPEvaluator, combine_masks
+from __future__ import annotations
+
+from typing import Any
+
+from wsol.metrics.boxacc import BoxAccEvaluator, resize_boxes_wsoleval
+from wsol.metrics.pxap import PxAPEvaluator
+from wsol.metrics.scoremap import RESIZE_LENGTH, check_scoremap, scoremap_thresholds, wsoleval_scoremap
 from wsol.metrics.threshold import apply_threshold_policy
-from wsol.metrics.topk import TopkLocalizationEvaluator
 
 __all__ = [
+    "RESIZE_LENGTH",
     "BoxAccEvaluator",
     "PxAPEvaluator",
     "TopkLocalizationEvaluator",
     "apply_threshold_policy",
-    "combine_masks",
+    "check_scoremap",
     "resize_boxes_wsoleval",
+    "scoremap_thresholds",
     "wsoleval_scoremap",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TopkLocalizationEvaluator":
+        from wsol.metrics.topk import TopkLocalizationEvaluator  # noqa: PLC0415
+
+        return TopkLocalizationEvaluator
+    raise AttributeError(f"module 'wsol.metrics' has no attribute {name!r}")
