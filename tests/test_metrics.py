@@ -407,8 +407,14 @@ def test_kernels_against_reference_computations() -> None:
         psi, psi_order, hole_order = kernels.fill_holes(u8)
         n_holes = kernels.sweep_holes(psi, *hole_order, np.ones(256, dtype=bool))[3]
         euler = kernels.euler_numbers(u8)
-        start, order, ys, xs = psi_order
-        assert (np.diff(psi[ys, xs].astype(int)) >= 0).all() and len(order) == h * w
+        start, order = psi_order
+        ys, xs = np.divmod(order, w + 2)
+        assert (np.diff(psi[ys - 1, xs - 1].astype(int)) >= 0).all() and sorted(order) == sorted(set(order))
+        assert len(order) == h * w and (start[1:] - start[:-1] == np.bincount(psi.ravel(), minlength=256)).all()
+        hole_start, holes = hole_order
+        hy, hx = np.divmod(holes, w + 2)
+        assert (psi[hy - 1, hx - 1] > u8[hy - 1, hx - 1]).all() and len(holes) == (psi > u8).sum()
+        assert (np.diff(u8[hy - 1, hx - 1].astype(int)) >= 0).all()
         for level in range(255):
             mask = u8 > level
             np.testing.assert_array_equal(psi > level, ndimage.binary_fill_holes(mask, structure=four))

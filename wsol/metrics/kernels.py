@@ -21,8 +21,8 @@ Conventions, stated once here:
       ends a component.
     * A record is ``(x0, y0, x1, y1)`` (inclusive pixel bounding box of the component, unpadded coordinates)
       plus ``[lo, hi]``, the levels over which that component had that box. Records are written only at
-      needed levels, for components that changed since the previous needed level, so there are at most as
-      many as pixels.
+      needed levels, for components whose box changed (or that merged) since the previous needed level, so
+      there are at most as many as pixels, and on smooth maps a few per level.
 
 Kernels (``@njit(cache=True, nogil=True)``; the helpers are ``@njit`` functions compiled with their callers):
     * ``fill_holes(u8)``: ``psi``, the grayscale hole filling, its pixel order, and the pixels that are ever
@@ -86,6 +86,14 @@ def _area_credit_table() -> np.ndarray:
             if ((mask >> a) & 1) + ((mask >> b) & 1) + ((mask >> c) & 1) >= 2:
                 table[mask] += 1
     return table
+
+
+@_jit
+def _coords(p: int, w2: int, inv_w2: float) -> tuple[int, int]:
+    """``(x, y)`` of padded index ``p`` in a map ``w2 - 2`` wide, without an integer division: the quotient
+    ``(p + 0.5) / w2`` is at least ``1 / (2 w2)`` away from an integer, far more than float64 rounding."""
+    row = int((p + 0.5) * inv_w2)
+    return p - row * w2 - 1, row - 1
 
 
 @_jit
@@ -158,13 +166,14 @@ def _merge_neighbours(parent, comp, p, offsets, gone):  # noqa: ANN001, ANN202
 
 
 @_jit
-def _place(parent, comp, p, root, x, y, area, n_comp):  # noqa: ANN001, ANN202
-    """Pixel ``p`` at ``(x, y)`` joins the component of root pixel ``root``, or starts component ``n_comp``
-    if ``root < 0``.
+def _place(parent, comp, p, root, area, n_comp, w2, inv_w2):  # noqa: ANN001, ANN202
+    """Pixel ``p`` joins the component of root pixel ``root``, or starts component ``n_comp`` if ``root < 0``.
 
     Returns:
-        ``(id, n_comp)``: the id of ``p``'s component and the updated number of components ever created.
+        ``(id, n_comp, grew)``: the id of ``p``'s component, the updated number of components ever created,
+        and whether the component is new or its box grew.
     """
+    x, y = _coords(p, w2, inv_w2)
     if root < 0:
         c = n_comp
         parent[p] = -2 - c
@@ -176,17 +185,27 @@ def _place(parent, comp, p, root, x, y, area, n_comp):  # noqa: ANN001, ANN202
         comp[c, _FIRST] = p
         comp[c, _SIZE] = 1
         comp[c, _DIRTY] = 0
-        return c, n_comp + 1
+        return c, n_comp + 1, True
     c = _comp_id(parent, root)
     parent[p] = root
-    comp[c, _X0] = min(comp[c, _X0], x)
-    comp[c, _Y0] = min(comp[c, _Y0], y)
-    comp[c, _X1] = max(comp[c, _X1], x)
-    comp[c, _Y1] = max(comp[c, _Y1], y)
     comp[c, _AREA] += area
-    comp[c, _FIRST] = min(comp[c, _FIRST], p)
     comp[c, _SIZE] += 1
-    return c, n_comp
+    if p < comp[c, _FIRST]:
+        comp[c, _FIRST] = p
+    grew = False
+    if x < comp[c, _X0]:
+        comp[c, _X0] = x
+        grew = True
+    elif x > comp[c, _X1]:
+        comp[c, _X1] = x
+        grew = True
+    if y < comp[c, _Y0]:
+        comp[c, _Y0] = y
+        grew = True
+    elif y > comp[c, _Y1]:
+        comp[c, _Y1] = y
+        grew = True
+    return c, n_comp, grew
 
 
 @_jit
@@ -289,11 +308,7 @@ def fill_holes(u8: np.ndarray):  # noqa: ANN201  (numba: nested tuples of arrays
     n = height * width
     n_holes = hole_start[256]
     order = np.empty(n, np.int32)
-    ys = np.empty(n, np.int32)
-    xs = np.empty(n, np.int32)
     hole_order = np.empty(n_holes, np.int32)
-    hole_ys = np.empty(n_holes, np.int32)
-    hole_xs = np.empty(n_holes, np.int32)
     fill = start[:256].copy()
     hole_fill = hole_start[:256].copy()
     for y in range(height):
@@ -302,24 +317,21 @@ def fill_holes(u8: np.ndarray):  # noqa: ANN201  (numba: nested tuples of arrays
             i = fill[rec[p]]
             fill[rec[p]] = i + 1
             order[i] = p
-            ys[i] = y
-            xs[i] = x
             if rec[p] > val[p]:
                 i = hole_fill[val[p]]
                 hole_fill[val[p]] = i + 1
                 hole_order[i] = p
-                hole_ys[i] = y
-                hole_xs[i] = x
-    return psi, (start, order, ys, xs), (hole_start, hole_order, hole_ys, hole_xs)
+    return psi, (start, order), (hole_start, hole_order)
 
 
 @_jit
-def pixel_order(vals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def pixel_order(vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Counting sort of the pixels of a uint8 ``[H, W]`` map by value.
 
     Returns:
-        ``(start, order, ys, xs)``: int64 ``[257]``; the pixels of value ``v`` are ``order[start[v]:start[v + 1]]``
-        (padded indices, raster order within a value) with their coordinates ``ys``/``xs`` (int32 ``[H * W]``).
+        ``(start, order)``: int64 ``[257]`` and int32 ``[H * W]``; the pixels of value ``v`` are
+        ``order[start[v]:start[v + 1]]`` as padded indices, in raster order within a value (the sweeps' memory
+        accesses then stay local: about 1.5x faster than in flood order).
     """
     height, width = vals.shape
     w2 = width + 2
@@ -329,20 +341,14 @@ def pixel_order(vals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
             start[vals[y, x] + 1] += 1
     for v in range(256):
         start[v + 1] += start[v]
-    n = height * width
-    order = np.empty(n, np.int32)
-    ys = np.empty(n, np.int32)
-    xs = np.empty(n, np.int32)
+    order = np.empty(height * width, np.int32)
     fill = start[:256].copy()
     for y in range(height):
         for x in range(width):
             v = vals[y, x]
-            i = fill[v]
-            fill[v] = i + 1
-            order[i] = (y + 1) * w2 + x + 1
-            ys[i] = y
-            xs[i] = x
-    return start, order, ys, xs
+            order[fill[v]] = (y + 1) * w2 + x + 1
+            fill[v] += 1
+    return start, order
 
 
 @_jit
@@ -391,12 +397,12 @@ def euler_numbers(u8: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- sweeps
 @_jit
-def sweep_components(start, order, ys, xs, height, width, with_largest, need):  # noqa: ANN001, ANN201
+def sweep_components(start, order, height, width, with_largest, need):  # noqa: ANN001, ANN201
     """8-connected components of ``{vals > L}`` for L = 254 down to 0, by union-find over pixels by value.
 
     Args:
-        start, order, ys, xs: ``pixel_order(vals)`` of an ``[height, width]`` uint8 map ``vals`` (the results
-            do not depend on the order within a value; the speed does).
+        start, order: ``pixel_order(vals)`` of an ``[height, width]`` uint8 map ``vals`` (the results do not
+            depend on the order within a value; the speed does).
         height, width: the map's shape.
         with_largest: also find, per needed level, the component of largest contour area (ties to the one
             whose first raster pixel comes last: OpenCV lists top-level contours in descending raster order
@@ -424,6 +430,8 @@ def sweep_components(start, order, ys, xs, height, width, with_largest, need):  
     count = np.zeros(_N_LEVELS, np.int64)
     offsets = _neighbour_offsets(width, True)
     credit = _area_credit_table()
+    w2 = width + 2
+    inv_w2 = 1.0 / w2
     n_comp = 0
     n_rec = 0
     n_dirty = 0
@@ -441,13 +449,14 @@ def sweep_components(start, order, ys, xs, height, width, with_largest, need):  
                 moved = active[n_active]
                 active[slot[c]] = moved
                 slot[moved] = slot[c]
-            c, n_comp = _place(parent, comp, p, root, xs[i], ys[i], credit[mask], n_comp)
+            c, n_comp, grew = _place(parent, comp, p, root, credit[mask], n_comp, w2, inv_w2)
             if root < 0:
                 rec[c] = -1
                 slot[c] = n_active
                 active[n_active] = c
                 n_active += 1
-            n_dirty = _mark_dirty(comp, dirty_list, n_dirty, c)
+            if grew or n_gone > 0:  # a record is due only when the box changed
+                n_dirty = _mark_dirty(comp, dirty_list, n_dirty, c)
         level = v - 1
         if not need[level]:
             continue
@@ -478,14 +487,14 @@ def sweep_components(start, order, ys, xs, height, width, with_largest, need):  
 
 
 @_jit
-def sweep_holes(psi, start, order, ys, xs, need):  # noqa: ANN001, ANN201
+def sweep_holes(psi, start, order, need):  # noqa: ANN001, ANN201
     """4-connected components of ``{u8 <= L < psi}`` (the holes of ``{u8 > L}``) for L = 0 up to 254.
 
     Only pixels with ``psi > u8`` ever belong to a hole, so only they are visited. A hole's pixels share one
     ``psi`` (the level at which it opens to the edge and stops being a hole), so a hole ends as a whole.
 
     Args:
-        psi: ``fill_holes(u8)[0]``; start/order/ys/xs: ``fill_holes(u8)[2]``, the pixels with
+        psi: ``fill_holes(u8)[0]``; start/order: ``fill_holes(u8)[2]``, the pixels with
             ``psi > u8`` by increasing ``u8``.
         need: bool ``[256]``, the levels to report.
 
@@ -508,6 +517,8 @@ def sweep_holes(psi, start, order, ys, xs, need):  # noqa: ANN001, ANN201
     rhi = np.full(n, _N_LEVELS - 1, np.int32)
     count = np.zeros(_N_LEVELS, np.int64)
     offsets = _neighbour_offsets(width, False)
+    w2 = width + 2
+    inv_w2 = 1.0 / w2
     n_comp = 0
     n_rec = 0
     n_dirty = 0
@@ -522,15 +533,17 @@ def sweep_holes(psi, start, order, ys, xs, need):  # noqa: ANN001, ANN201
                 if rec[c] >= 0:
                     rhi[rec[c]] = level - 1
                 n_holes -= 1
-            c, n_comp = _place(parent, comp, p, root, xs[i], ys[i], 0, n_comp)
+            c, n_comp, grew = _place(parent, comp, p, root, 0, n_comp, w2, inv_w2)
             if root < 0:  # a new hole; it ends when the level reaches its psi
                 rec[c] = -1
                 alive[c] = True
-                top = psi[ys[i], xs[i]]
+                x, y = _coords(p, w2, inv_w2)
+                top = psi[y, x]
                 end_next[c] = ends[top]
                 ends[top] = c
                 n_holes += 1
-            n_dirty = _mark_dirty(comp, dirty_list, n_dirty, c)
+            if grew or n_gone > 0:
+                n_dirty = _mark_dirty(comp, dirty_list, n_dirty, c)
         # holes whose psi is this level reach the edge now: they stop being holes (a hole that merged into
         # another shares its psi, and its id stands for the merged one through its first pixel's root)
         e = ends[level]
