@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from wsol.cam import normalize_cams
 
@@ -34,6 +33,8 @@ __all__ = ["box_iou", "cam_to_box", "cams_to_boxes", "resize_boxes"]
 # 8-connectivity: diagonal neighbours join a component (the paper does not say; 8-connectivity is what
 # OpenCV contour tracing, used by every released WSOL evaluation, treats as connected).
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+# scipy.ndimage (for the paper's rule only) is imported where it is used: it adds ~26 MB to every process that
+# imports this module for box_iou / resize_boxes (the score-map path).
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -127,6 +128,8 @@ def _one_cam_to_box(cam: np.ndarray, threshold: float, index: int | None) -> np.
         normalized = normalize_cams(cam.astype(np.float64), "minmax", constant="ones", nan="raise")
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
+    from scipy import ndimage  # noqa: PLC0415  (see _EIGHT_CONNECTED)
+
     # Keep >= threshold of the normalised map: the paper's "20% of the max value of the CAM".
     keep = normalized >= threshold
     labels, count = ndimage.label(keep, structure=_EIGHT_CONNECTED)
