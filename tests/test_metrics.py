@@ -217,11 +217,29 @@ def test_boxacc_evaluator_hand_counted(method: str) -> None:
     curve = ev.curve()
     np.testing.assert_array_equal(curve["boxacc_v1_iou50"], [50, 50, 50, 50])
     np.testing.assert_array_equal(curve["boxacc_v2_iou30"], [50, 50, 50, 50])
+    np.testing.assert_array_equal(curve["boxacc_v2_iou50"], [50, 50, 50, 50])  # 6/12 at tau 0 counts for V2 too
     np.testing.assert_array_equal(curve["boxacc_v2_iou70"], [0, 50, 50, 0])
     out = ev.compute()
     assert out["maxboxacc"] == 50.0 and out["maxboxacc_tau"] == 0.0
     assert out["maxboxacc_v2_iou70"] == 50.0 and out["maxboxacc_v2_iou70_tau"] == 0.25
     assert out["maxboxacc_v2"] == 50.0 and out["n_images"] == 2
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_iou_exactly_at_the_thresholds_counts(method: str) -> None:
+    # A 1x24 map lit on x 0..18: one box [0, 0, 19, 0] (x + w = 19), 20 px, at both taus. GT boxes 6, 10 and
+    # 14 px wide inside it: IoU 6/20, 10/20, 14/20 -- exactly 0.3, 0.5 and 0.7 in float64, as t / 100 is.
+    m = np.zeros((1, 24))
+    m[0, 0:19] = 1.0
+    gts = [np.array([[0, 0, 5, 0]]), np.array([[0, 0, 9, 0]]), np.array([[0, 0, 13, 0]])]  # IoU .3, .5, .7
+    ev = BoxAccEvaluator(cam_curve_interval=0.5, method=method)
+    ev.update([m] * 3, gts)
+    curve = ev.curve()
+    # >= at every threshold (wsolevaluation's np.where(iou >= t / 100)): 0.3 >= .3, 0.5 >= .5, 0.7 >= .7
+    np.testing.assert_array_equal(curve["boxacc_v2_iou30"], [100, 100])
+    np.testing.assert_array_equal(curve["boxacc_v2_iou50"], [200 / 3, 200 / 3])
+    np.testing.assert_array_equal(curve["boxacc_v2_iou70"], [100 / 3, 100 / 3])
+    np.testing.assert_array_equal(curve["boxacc_v1_iou50"], [200 / 3, 200 / 3])
 
 
 def _nested_intervals() -> np.ndarray:

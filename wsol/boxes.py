@@ -133,11 +133,11 @@ def _one_cam_to_box(cam: np.ndarray, threshold: float, index: int | None) -> np.
     # Keep >= threshold of the normalised map: the paper's "20% of the max value of the CAM".
     keep = normalized >= threshold
     labels, count = ndimage.label(keep, structure=_EIGHT_CONNECTED)
-    # ndimage.label numbers components in raster order of their first pixel, and argmax returns the first
+    if count == 0:  # unreachable: the max is kept (normalised to 1, or "ones" for a constant map)
+        raise ValueError(f"{where}: no pixel reaches {threshold} of the normalised map")
+    # ndimage.label numbers components 1.. in raster order of their first pixel, and argmax returns the first
     # maximum, so equal-sized components resolve to the one that starts first in raster order.
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    sizes[0] = 0
-    largest = int(np.argmax(sizes))
+    largest = 1 + int(np.argmax(np.bincount(labels.ravel(), minlength=count + 1)[1:]))
     ys, xs = np.nonzero(labels == largest)
     return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.int64)
 
