@@ -97,10 +97,10 @@ class LevelBoxes:
 
     Attributes:
         levels: int64 ``[K]`` the levels (``mask = u8 > L``).
-        v1: int64 ``[K, 4]`` the largest contour's box at each level (``[0, 0, 0, 0]`` for an empty mask).
-        v2: int64 ``[R, 4]`` every contour box of every level, each valid over a range of levels ...
-        v2_lo: int64 ``[R]`` ... from ``v2_lo`` ...
-        v2_hi: int64 ``[R]`` ... to ``v2_hi`` inclusive (a box may hold over levels that are not asked for;
+        v1: int ``[K, 4]`` the largest contour's box at each level (``[0, 0, 0, 0]`` for an empty mask).
+        v2: int ``[R, 4]`` every contour box of every level, each valid over a range of levels ...
+        v2_lo: int ``[R]`` ... from ``v2_lo`` ...
+        v2_hi: int ``[R]`` ... to ``v2_hi`` inclusive (a box may hold over levels that are not asked for;
             every level asked for has at least one box).
     """
 
@@ -158,25 +158,8 @@ def _level_boxes_exact(u8: np.ndarray, levels: np.ndarray) -> LevelBoxes:
     return LevelBoxes(levels, v1, np.concatenate(v2), lo, lo)
 
 
-def _outer_contour_boxes(pixel_boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-    """An outer contour's box from its component's pixel box: the ``x + w`` of ``scoremap2bbox``, clipped."""
-    out = pixel_boxes.astype(np.int64)
-    out[:, 2] = np.minimum(out[:, 2] + 1, width - 1)
-    out[:, 3] = np.minimum(out[:, 3] + 1, height - 1)
-    return out
-
-
-def _hole_contour_boxes(pixel_boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-    """A hole contour runs through the foreground pixels around the hole: its bounding rect is the hole's
-    pixel box grown by one pixel on each side (a hole never touches the edge), then ``x + w``, clipped."""
-    out = pixel_boxes.astype(np.int64)
-    out[:, :2] -= 1
-    out[:, 2] = np.minimum(out[:, 2] + 2, width - 1)
-    out[:, 3] = np.minimum(out[:, 3] + 2, height - 1)
-    return out
-
-
 def _level_boxes_fast(u8: np.ndarray, levels: np.ndarray) -> LevelBoxes:
+    """The level-set sweep (``wsol.metrics.kernels``; its docstring states the contour-box conventions)."""
     kernels = _fast_kernels()
     height, width = u8.shape
     need = np.zeros(N_LEVELS, dtype=np.bool_)
@@ -196,13 +179,18 @@ def _level_boxes_fast(u8: np.ndarray, levels: np.ndarray) -> LevelBoxes:
         if (nested[levels] > 0).any():
             outer, outer_lo, outer_hi, _, _ = kernels.sweep_components(
                 *kernels.pixel_order(u8), height, width, False, need)
-    empty = levels[n_outer[levels] == 0]  # {u8 > L} is empty: the single box [0, 0, 0, 0]
-    v2 = np.concatenate([_outer_contour_boxes(outer, width, height), _hole_contour_boxes(holes, width, height),
-                         np.zeros((len(empty), 4), np.int64)])
-    lo = np.concatenate([outer_lo, holes_lo, empty]).astype(np.int64)
-    hi = np.concatenate([outer_hi, np.minimum(holes_hi, N_LEVELS - 1), empty]).astype(np.int64)
-    v1 = _outer_contour_boxes(largest[levels], width, height)
-    v1[n_outer[levels] == 0] = 0
+    v2, lo, hi = [outer], [outer_lo], [outer_hi]
+    if len(holes):
+        v2.append(holes)
+        lo.append(holes_lo)
+        hi.append(holes_hi)
+    empty = levels[n_outer[levels] == 0]
+    if len(empty):  # {u8 > L} is empty (L >= u8.max()): the single box [0, 0, 0, 0]
+        v2.append(np.zeros((len(empty), 4), np.int32))
+        lo.append(empty)
+        hi.append(empty)
+    v2, lo, hi = (np.concatenate(a) if len(a) > 1 else a[0] for a in (v2, lo, hi))
+    v1 = largest[levels]  # zeros at an empty level
     return LevelBoxes(levels, v1, v2, lo, hi)
 
 
@@ -357,7 +345,12 @@ class BoxAccEvaluator:
             gt = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
             if len(gt) == 0:
                 raise ValueError(f"score map {i} has no GT box; wsolevaluation needs one per image")
-            levels, inverse = np.unique(threshold_levels(self.thresholds, int(u8.max())), return_inverse=True)
+            # the levels of the taus, nondecreasing: their distinct values and, per tau, its level's index
+            levels_of_tau = threshold_levels(self.thresholds, int(u8.max()))
+            first = np.empty(len(levels_of_tau), dtype=bool)
+            first[:1] = True
+            np.not_equal(levels_of_tau[1:], levels_of_tau[:-1], out=first[1:])
+            levels, inverse = levels_of_tau[first], np.cumsum(first) - 1
             v1, v2 = score_level_boxes(_level_boxes(u8, levels, self.method), gt)
             v1, v2 = v1[inverse], v2[inverse]
             self._correct_v1 += v1 >= 50 / 100

@@ -1,9 +1,9 @@
 """Numba kernels of the one-pass MaxBoxAcc curve (``wsol.metrics.boxacc``, ``method="fast"``).
 
 Every numba kernel of wsol lives here. They do integer bookkeeping over the pixels of ONE 8-bit map and
-compute no IoU: the sweeps emit the pixel bounding boxes of level-set components as *records*, each valid
-over a range of levels, and ``wsol.metrics.boxacc`` turns them into wsolevaluation's contour boxes and
-scores all of them at once with ``wsol.boxes.box_iou``.
+compute no IoU: the sweeps emit the bounding boxes of level-set components as *records*, each valid
+over a range of levels, as wsolevaluation's contour boxes, and ``wsol.metrics.boxacc`` scores all of them at
+once with ``wsol.boxes.box_iou``.
 
 Conventions, stated once here:
     * Level ``L`` (0..255) is the binary mask ``{u8 > L}`` (``cv2.threshold(u8, L, 255, THRESH_BINARY)``).
@@ -19,10 +19,14 @@ Conventions, stated once here:
       union step over the active neighbours), ``_place`` (the new pixel joins, or starts, a component),
       ``_mark_dirty`` and ``_write_record``; what differs is only the direction, the connectivity and what
       ends a component.
-    * A record is ``(x0, y0, x1, y1)`` (inclusive pixel bounding box of the component, unpadded coordinates)
-      plus ``[lo, hi]``, the levels over which that component had that box. Records are written only at
-      needed levels, for components whose box changed (or that merged) since the previous needed level, so
-      there are at most as many as pixels, and on smooth maps a few per level.
+    * A record is a contour box in wsolevaluation's convention plus ``[lo, hi]``, the levels over which it
+      holds. A component with inclusive pixel box ``(x0, y0, x1, y1)`` has the outer contour box
+      ``[x0, y0, min(x1 + 1, W - 1), min(y1 + 1, H - 1)]`` (``boundingRect`` is the pixel box, then ``x + w``);
+      a hole's contour runs through the foreground pixels around it, so its box is the hole's pixel box grown
+      by one pixel on each side, then ``x + w``: ``[x0 - 1, y0 - 1, min(x1 + 2, W - 1), min(y1 + 2, H - 1)]``
+      (a hole never touches the edge). Records are written only at needed levels, for components whose box
+      changed (or that merged) since the previous needed level: at most as many as pixels, and on smooth maps
+      a few per level.
 
 Kernels (``@njit(cache=True, nogil=True)``; the helpers are ``@njit`` functions compiled with their callers):
     * ``fill_holes(u8)``: ``psi``, the grayscale hole filling, its pixel order, and the pixels that are ever
@@ -219,12 +223,19 @@ def _mark_dirty(comp, dirty_list, n_dirty: int, c: int) -> int:  # noqa: ANN001
 
 
 @_jit
-def _write_record(rbox, rlo, rhi, n_rec: int, comp, c: int, lo: int, hi: int) -> int:  # noqa: ANN001
-    """Write component ``c``'s box as record ``n_rec`` valid on ``[lo, hi]``; returns ``n_rec + 1``."""
-    rbox[n_rec, 0] = comp[c, _X0]
-    rbox[n_rec, 1] = comp[c, _Y0]
-    rbox[n_rec, 2] = comp[c, _X1]
-    rbox[n_rec, 3] = comp[c, _Y1]
+def _write_box(out, row: int, comp, c: int, grow: int, width: int, height: int) -> None:  # noqa: ANN001
+    """Component ``c``'s contour box into ``out[row]``: its pixel box grown by ``grow`` on the top and left and
+    by ``grow + 1`` on the bottom and right (the ``x + w`` of ``scoremap2bbox``), clipped to the map."""
+    out[row, 0] = comp[c, _X0] - grow
+    out[row, 1] = comp[c, _Y0] - grow
+    out[row, 2] = min(comp[c, _X1] + grow + 1, width - 1)
+    out[row, 3] = min(comp[c, _Y1] + grow + 1, height - 1)
+
+
+@_jit
+def _write_record(rbox, rlo, rhi, n_rec, comp, c, lo, hi, grow, width, height) -> int:  # noqa: ANN001
+    """Component ``c``'s contour box as record ``n_rec``, valid on ``[lo, hi]``; returns ``n_rec + 1``."""
+    _write_box(rbox, n_rec, comp, c, grow, width, height)
     rlo[n_rec] = lo
     rhi[n_rec] = hi
     return n_rec + 1
@@ -411,9 +422,9 @@ def sweep_components(start, order, height, width, with_largest, need):  # noqa: 
         need: bool ``[256]``, the levels to report.
 
     Returns:
-        ``(rbox, rlo, rhi, largest, count)``: the records (int32 ``[R, 4]`` pixel boxes, int32 ``[R]`` level
-        ranges); int32 ``[256, 4]`` pixel box of the largest component per needed level; int64 ``[256]``
-        number of components per needed level (0 elsewhere).
+        ``(rbox, rlo, rhi, largest, count)``: the records (int32 ``[R, 4]`` outer contour boxes, int32 ``[R]``
+        level ranges); int32 ``[256, 4]`` contour box of the largest component per needed level (zeros where
+        the level is empty); int64 ``[256]`` number of components per needed level (0 elsewhere).
     """
     n = height * width
     parent = np.full((height + 2) * (width + 2), -1, np.int32)
@@ -468,7 +479,7 @@ def sweep_components(start, order, height, width, with_largest, need):  # noqa: 
             if rec[c] >= 0:
                 rlo[rec[c]] = v
             rec[c] = n_rec
-            n_rec = _write_record(rbox, rlo, rhi, n_rec, comp, c, 0, level)
+            n_rec = _write_record(rbox, rlo, rhi, n_rec, comp, c, 0, level, 0, width, height)
         n_dirty = 0
         count[level] = n_active
         if with_largest and n_active > 0:
@@ -479,10 +490,7 @@ def sweep_components(start, order, height, width, with_largest, need):  # noqa: 
                     comp[c, _AREA] == comp[best, _AREA] and comp[c, _FIRST] > comp[best, _FIRST]
                 ):
                     best = c
-            largest[level, 0] = comp[best, _X0]
-            largest[level, 1] = comp[best, _Y0]
-            largest[level, 2] = comp[best, _X1]
-            largest[level, 3] = comp[best, _Y1]
+            _write_box(largest, level, comp, best, 0, width, height)
     return rbox[:n_rec], rlo[:n_rec], rhi[:n_rec], largest, count
 
 
@@ -499,7 +507,7 @@ def sweep_holes(psi, start, order, need):  # noqa: ANN001, ANN201
         need: bool ``[256]``, the levels to report.
 
     Returns:
-        ``(rbox, rlo, rhi, count)``: records of hole pixel boxes and level ranges, and the number of holes
+        ``(rbox, rlo, rhi, count)``: records of hole contour boxes and level ranges, and the number of holes
         per needed level.
     """
     height, width = psi.shape
@@ -565,7 +573,7 @@ def sweep_holes(psi, start, order, need):  # noqa: ANN001, ANN201
             if rec[c] >= 0:
                 rhi[rec[c]] = level - 1
             rec[c] = n_rec
-            n_rec = _write_record(rbox, rlo, rhi, n_rec, comp, c, level, _N_LEVELS - 1)
+            n_rec = _write_record(rbox, rlo, rhi, n_rec, comp, c, level, _N_LEVELS - 1, 1, width, height)
         n_dirty = 0
         count[level] = n_holes
     return rbox[:n_rec], rlo[:n_rec], rhi[:n_rec], count

@@ -73,8 +73,10 @@ def check_scoremap(scoremap: np.ndarray, index: int | None = None) -> np.ndarray
     if not np.issubdtype(scoremap.dtype, np.floating):
         raise ValueError(f"{where} must be floating point; got dtype {scoremap.dtype}")
     scoremap = scoremap.astype(np.float64, copy=False)
-    if np.isnan(scoremap).any():
-        raise ValueError(f"{where} contains NaN")
-    if scoremap.size and (scoremap.min() < 0 or scoremap.max() > 1):
-        raise ValueError(f"{where} must lie in [0, 1]; min={scoremap.min()}, max={scoremap.max()}")
+    if scoremap.size:
+        lo, hi = scoremap.min(), scoremap.max()  # a NaN anywhere makes both NaN
+        if np.isnan(lo):
+            raise ValueError(f"{where} contains NaN")
+        if lo < 0 or hi > 1:
+            raise ValueError(f"{where} must lie in [0, 1]; min={lo}, max={hi}")
     return scoremap
