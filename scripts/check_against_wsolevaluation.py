@@ -7,7 +7,10 @@ wsol does not ship or copy that suite: point ``--wsolevaluation`` at your own ch
         --scoremap-root MAPS --gt DATASET_DIR --cam-curve-interval 0.001
 
 ``DATASET_DIR/metadata`` holds the wsolevaluation metadata files (integer box coordinates: the suite
-parses them with ``int()``). Prints both JSON results and exits 1 if they differ.
+parses them with ``int()``). Prints both JSON results and exits 1 if they differ. The suite's ``evaluation.py``
+imports ``munch`` (``pip install --target DIR munch`` and put DIR on ``PYTHONPATH`` to keep it out of the
+project's environment); NumPy's removed ``np.float`` alias is restored here for it. Results of this check on
+real and generated score maps: ``results/bench/maxboxacc.md``.
 """
 
 from __future__ import annotations

@@ -7,6 +7,14 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The structured-config schemas (wsol/conf.py) must be in Hydra's ConfigStore before any test composes a
+    # config; the entry points register them at import.
+    from wsol.conf import register_configs
+
+    register_configs()
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 

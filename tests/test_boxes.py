@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wsol.boxes import box_iou, cam_to_box, cams_to_boxes
+from wsol.boxes import box_iou, cam_to_box, cams_to_boxes, resize_boxes
 
 
 # ----------------------------------------------------------------------------------------------- box_iou
@@ -39,6 +39,60 @@ def test_box_iou_one_box_each_and_empty() -> None:
     assert box_iou(np.zeros((0, 4)), np.zeros((3, 4))).shape == (0, 3)
     with pytest.raises(ValueError, match="shape"):
         box_iou(np.zeros((2, 3)), np.zeros((1, 4)))
+
+
+def test_box_iou_degenerate_union_is_zero() -> None:
+    # x1 = x0 - 2: width -1, area -1 * 1; with a 1-pixel box the union is 1 + (-1) - 0 = 0 -> IoU 0, as in
+    # wsolevaluation (a division by a non-positive union would give a silent number)
+    assert box_iou(np.array([[5, 0, 3, 0]]), np.array([[0, 0, 0, 0]]))[0, 0] == 0.0
+
+
+# ------------------------------------------------------------------------------------------- resize_boxes
+# Real (size, coordinate) pairs where x * (224 / W) and (x * 224) / W truncate to different integers, found by
+# scanning W, H in 2..1000 (144 pairs): wsolevaluation's resize_bbox multiplies first. W = 640 is a common
+# ILSVRC width. Expected values: (x * 224) / W in float64, truncated.
+RESIZE_PAIRS = [
+    # (old size, coordinate, wsolevaluation's value, the value of x * (224 / old))
+    (640, 180, 63, 62),
+    (640, 340, 119, 118),
+    (640, 360, 126, 125),
+    (110, 55, 112, 111),
+    (80, 45, 126, 125),
+    (160, 45, 63, 62),
+    (160, 90, 126, 125),
+    (220, 55, 56, 55),
+]
+
+
+@pytest.mark.parametrize(("old", "coord", "expected", "other"), RESIZE_PAIRS)
+def test_resize_boxes_multiplies_first_like_wsolevaluation(old: int, coord: int, expected: int, other: int) -> None:
+    assert int(coord * (224 / old)) == other  # the pair really separates the two orders
+    # the coordinate as x (width old) and as y (height old); the other axis is left at 224 -> 224
+    assert resize_boxes([[coord, 0, coord, 0]], (old, 224), (224, 224), truncate=True).tolist() == [[expected, 0, expected, 0]]
+    assert resize_boxes([[0, coord, 0, coord]], (224, old), (224, 224), truncate=True).tolist() == [[0, expected, 0, expected]]
+
+
+def test_resize_boxes_axes_dtype_and_truncation() -> None:
+    # x with the widths, y with the heights: 640 x 160 -> 224 x 224 (a swap would scale x by 224 / 160)
+    box = [[180, 45, 340, 90]]
+    out = resize_boxes(box, (640, 160), (224, 224), truncate=True)
+    assert out.dtype == np.int64 and out.tolist() == [[63, 63, 119, 126]]
+    floats = resize_boxes(box, (640, 160), (224, 224), truncate=False)
+    assert floats.dtype == np.float64
+    np.testing.assert_array_equal(floats, [[180 * 224 / 640, 45 * 224 / 160, 340 * 224 / 640, 90 * 224 / 160]])
+    # to a non-square size: 500 x 375 -> 300 x 200
+    assert resize_boxes([[111, 108, 441, 193]], (500, 375), (300, 200), truncate=True).tolist() == [[66, 57, 264, 102]]
+    # toward zero like int(), not floor: -1 * 224 / 500 = -0.448 -> 0
+    assert resize_boxes([[-1, -1, 3, 3]], (500, 500), (224, 224), truncate=True).tolist() == [[0, 0, 1, 1]]
+    assert resize_boxes(np.zeros((0, 4)), (5, 5), (2, 2), truncate=True).shape == (0, 4)
+    with pytest.raises(ValueError, match="positive"):
+        resize_boxes([[0, 0, 1, 1]], (0, 10), (5, 5), truncate=True)
+    with pytest.raises(ValueError, match="shape"):
+        resize_boxes([[0, 0, 1]], (10, 10), (5, 5), truncate=True)
+    with pytest.raises(ValueError, match="NaN"):
+        resize_boxes([[0, 0, np.nan, 1]], (10, 10), (5, 5), truncate=False)
+    with pytest.raises(TypeError):
+        resize_boxes([[0, 0, 1, 1]], (10, 10), (5, 5))  # type: ignore[call-arg]  # truncate has no default
 
 
 # ---------------------------------------------------------------------------------------------- cam_to_box
@@ -119,10 +173,10 @@ def test_cams_to_boxes_batch_and_errors() -> None:
     np.testing.assert_array_equal(cams_to_boxes(cams), [[1, 1, 1, 1], [3, 2, 4, 3], [0, 0, 4, 3]])
     bad = cams.copy()
     bad[1, 0, 0] = np.nan
-    with pytest.raises(ValueError, match="score map 1"):
+    with pytest.raises(ValueError, match="score map 1.*NaN"):
         cams_to_boxes(bad)
     bad[1, 0, 0] = np.inf
-    with pytest.raises(ValueError, match="score map 1"):
+    with pytest.raises(ValueError, match="score map 1.*infinite"):
         cams_to_boxes(bad)
     for threshold in (0.0, 1.0, 1.5, -0.2):
         with pytest.raises(ValueError, match=repr(threshold)):

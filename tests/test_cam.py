@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,16 +69,68 @@ def test_cam_classes_topk_then_gt() -> None:
     assert cam_classes(logits, torch.tensor([0, 0]), topk=9).shape == (2, 5)
 
 
-def test_normalize_cams_minmax_and_constant() -> None:
-    cams = torch.tensor([[[[1.0, 3.0], [5.0, 2.0]], [[4.0, 4.0], [4.0, 4.0]]]])
-    out = normalize_cams(cams)
-    assert out[0, 0].tolist() == [[0.0, 0.5], [1.0, 0.25]]
-    assert out[0, 1].tolist() == [[0.0, 0.0], [0.0, 0.0]]
+# ------------------------------------------------------------------------------------------ normalize_cams
+MAP = [[1.0, 3.0], [5.0, 2.0]]  # min 1, max 5: the two modes give different numbers
 
 
-def test_normalize_cams_rejects_nan() -> None:
+@pytest.mark.parametrize("to_array", [np.asarray, lambda x: torch.tensor(x, dtype=torch.float64)], ids=["numpy", "torch"])
+def test_normalize_cams_modes_golden(to_array) -> None:  # noqa: ANN001
+    cams = to_array([[MAP, [[4.0, 4.0], [4.0, 4.0]]]])  # [1, 2, 2, 2]
+    minmax = normalize_cams(cams, "minmax")
+    assert type(minmax) is type(cams) and tuple(minmax.shape) == (1, 2, 2, 2)
+    # (x - 1) / 4
+    assert minmax[0, 0].tolist() == [[0.0, 0.5], [1.0, 0.25]]
+    # x / 5: the released heuristics' rule (no min subtraction)
+    assert normalize_cams(cams, "max")[0, 0].tolist() == [[0.2, 0.6], [1.0, 0.4]]
+    # a constant map: its divisor is 0 under minmax; what it becomes is the caller's explicit choice
+    assert minmax[0, 1].tolist() == [[0.0, 0.0], [0.0, 0.0]]
+    assert normalize_cams(cams, "minmax", constant="ones")[0, 1].tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    # under "max" a constant positive map is simply at its max; only the zero map is degenerate
+    assert normalize_cams(cams, "max")[0, 1].tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    zero = to_array([[0.0, 0.0]])
+    assert normalize_cams(zero, "max").tolist() == [[0.0, 0.0]]
+    assert normalize_cams(zero, "max", constant="ones").tolist() == [[1.0, 1.0]]
+
+
+def test_normalize_cams_keeps_dtype_and_numpy_torch_agree() -> None:
+    rng = np.random.default_rng(0)
+    maps = rng.standard_normal((3, 5, 7)).astype(np.float32)
+    out = normalize_cams(maps, "minmax")
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, normalize_cams(torch.from_numpy(maps), "minmax").numpy())
+    assert normalize_cams(np.arange(6).reshape(2, 3), "minmax").dtype == np.float64  # integers become float
+    assert normalize_cams(torch.arange(6).reshape(2, 3), "minmax").dtype == torch.float32
+
+
+def test_normalize_cams_minmax_is_bit_identical_to_subtract_then_divide_by_new_max() -> None:
+    # wsolevaluation: x -= x.min(); x /= x.max(). Multiplying by 1 / (max - min), or dividing x - min by
+    # max - min computed from the original values in another order, differs in the last bit on such maps.
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        x = rng.standard_normal((9, 11)) * rng.uniform(1e-3, 1e3) + rng.uniform(-1e3, 1e3)
+        theirs = x.copy()
+        theirs -= theirs.min()
+        theirs /= theirs.max()
+        np.testing.assert_array_equal(normalize_cams(x, "minmax"), theirs)
+
+
+def test_normalize_cams_nan_and_inf() -> None:
+    maps = np.array([[[0.0, np.nan]], [[1.0, 2.0]]])
+    with pytest.raises(ValueError, match=r"NaN in map\(s\) \[0\]"):
+        normalize_cams(maps, "minmax")
     with pytest.raises(ValueError, match="NaN"):
-        normalize_cams(torch.tensor([[[0.0, float("nan")]]]))
+        normalize_cams(torch.tensor([[[0.0, float("nan")]]]), "minmax")
+    # wsolevaluation's normalize_scoremap: a map holding a NaN becomes zeros; the other maps are untouched
+    np.testing.assert_array_equal(normalize_cams(maps, "minmax", nan="zeros"), [[[0.0, 0.0]], [[0.0, 1.0]]])
+    with pytest.raises(ValueError, match="infinite"):
+        normalize_cams(np.array([[0.0, np.inf]]), "minmax", nan="zeros")
+    with pytest.raises(ValueError, match="non-negative"):
+        normalize_cams(np.array([[0.0, -1.0, 2.0]]), "max")
+    for bad in ({"mode": "mean"}, {"mode": "minmax", "constant": "nan"}, {"mode": "minmax", "nan": "ignore"}):
+        with pytest.raises(ValueError):
+            normalize_cams(np.ones((2, 2)), **bad)
+    with pytest.raises(ValueError, match="H, W"):
+        normalize_cams(np.ones(3), "minmax")
 
 
 def test_upsample_cams_bilinear_half_pixel() -> None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from wsol.dtbox import (
+    DEFAULT_THRESHOLDS,
     _dt_binary_mask,
     _std_sort,
     dt_box,
@@ -25,6 +26,36 @@ def test_dt_box_reproduces_released_output(shared_data: Path) -> None:
     gray = cv2.imread(str(shared_data / "cam_repo" / "heatmap_6.jpg"), cv2.IMREAD_GRAYSCALE)
     expected = (shared_data / "cam_repo" / "heatmap_6_dt_box_20_100_110.txt").read_text()
     assert format_dt_rects(dt_box(gray, (20, 100, 110))) == expected
+    assert format_dt_rects(dt_box(gray)) == expected  # the paper's thresholds are the default
+    # the fallback thresholds, or the paper's in the wrong order (which falls back), give another output
+    assert format_dt_rects(dt_box(gray, (30, 90, 150))) != expected
+    assert format_dt_rects(dt_box(gray, (110, 100, 20))) != expected
+
+
+def _plateaus() -> np.ndarray:
+    """64x64 heatmap of concentric square plateaus (value: side) 25: 44, 60: 30, 95: 21, 105: 14, 130: 9,
+    200: 6, centred at (32, 32): each threshold of (20, 100, 110) and of (30, 90, 150) selects another square."""
+    gray = np.zeros((64, 64), dtype=np.uint8)
+    for value, side in ((25, 44), (60, 30), (95, 21), (105, 14), (130, 9), (200, 6)):
+        a = 32 - side // 2
+        gray[a : a + side, a : a + side] = value
+    return gray
+
+
+def test_dt_box_thresholds_golden_on_generated_plateaus() -> None:
+    gray = _plateaus()
+    # Each mask is a solid square whose largest distance is <= 22, so the "> 10 of 255" erosion keeps all of
+    # it ((int)(1 * 255 / 22 + .5) = 12): the rects are the squares, (x, y, side, side). Each is less than
+    # half the area of the one before (1936, 196, 81 and 900, 441, 36), so the merge loop erases none.
+    paper = "10 10 44 44 25 25 14 14 28 28 9 9 "  # > 20: side 44; > 100: side 14; > 110: side 9
+    fallback = "17 17 30 30 22 22 21 21 29 29 6 6 "  # > 30: side 30; > 90: side 21; > 150: side 6
+    assert format_dt_rects(dt_box(gray, (20, 100, 110))) == paper
+    assert format_dt_rects(dt_box(gray)) == paper
+    assert DEFAULT_THRESHOLDS == (30, 90, 150)
+    assert format_dt_rects(dt_box(gray, DEFAULT_THRESHOLDS)) == fallback
+    # thresholds not strictly increasing in (0, 255) are replaced by the fallback, as in dt_box.cpp's main()
+    for bad in ((110, 100, 20), (100, 20, 110), (20, 100, 100), (0, 100, 110), (20, 100, 255)):
+        assert format_dt_rects(dt_box(gray, bad)) == fallback, bad
 
 
 def _felzenszwalb_dt_binary(binary: np.ndarray) -> np.ndarray:

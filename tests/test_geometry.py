@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from wsol.boxes import resize_boxes
 from wsol.data.geometry import (
     boxes_inverted,
     boxes_outside,
     center_crop_offset,
     clip_boxes,
     crop_boxes,
-    resize_boxes,
     shorter_side_size,
     xywh_to_xyxy,
     xyxy_to_xywh,
@@ -34,18 +34,6 @@ def test_xyxy_to_xywh_inverts() -> None:
     assert xyxy_to_xywh(boxes, count_pixels=False).tolist() == [[0, 0, 0, 0], [5.5, 2, 4, 5]]
     for count in (True, False):
         np.testing.assert_array_equal(xywh_to_xyxy(xyxy_to_xywh(boxes, count_pixels=count), count_pixels=count), boxes)
-
-
-def test_resize_boxes_scales_and_truncates() -> None:
-    # 500x375 -> 224x224: x * 224/500, y * 224/375.
-    out = resize_boxes([[111, 108, 441, 193]], (500, 375), (224, 224))
-    np.testing.assert_allclose(out, [[49.728, 64.512, 197.568, 115.285333]], atol=1e-5)
-    assert resize_boxes([[111, 108, 441, 193]], (500, 375), (224, 224), truncate=True).tolist() == [[49, 64, 197, 115]]
-    # Round trip is exact up to float error.
-    back = resize_boxes(out, (224, 224), (500, 375))
-    np.testing.assert_allclose(back, [[111, 108, 441, 193]])
-    with pytest.raises(ValueError):
-        resize_boxes([[0, 0, 1, 1]], (0, 10), (5, 5))
 
 
 def test_clip_crop_and_checks() -> None:
@@ -77,14 +65,14 @@ def test_rescaled_subsets_follow_resize_boxes(shared_data: Path) -> None:
             size = tuple(int(v) for v in sizes.loc[image_id, ["w", "h"]])
             source = originals[originals.id == image_id][["x0", "y0", "x1", "y1"]].to_numpy(float)
             if subset == "acuity227":
-                expected = resize_boxes(source, size, (227, 227))
+                expected = resize_boxes(source, size, (227, 227), truncate=False)
             else:
                 # The subset was derived with continuous geometry: scale 224 / min(W, H), centre offset
                 # (W * scale - 224) / 2 without rounding, clipped to [0, 224] (one past the last pixel).
                 scale = 224 / min(size)
                 resized = (size[0] * scale, size[1] * scale)
                 left, top = (resized[0] - 224) / 2, (resized[1] - 224) / 2
-                shifted = resize_boxes(source, size, resized) - np.array([left, top, left, top])
+                shifted = resize_boxes(source, size, resized, truncate=False) - np.array([left, top, left, top])
                 # crop_boxes clips to the last pixel (223): it agrees with that clip.
                 np.testing.assert_array_equal(crop_boxes(shifted, (0, 0), (224, 224)), np.clip(shifted, 0, 223))
                 expected = np.clip(shifted, 0, 224)

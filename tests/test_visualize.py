@@ -130,7 +130,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from wsol import CONFIG_DIR
     from wsol.boxes import box_iou
-    from wsol.cam_store import CAMStoreWriter
+    from wsol.evaluation.store import CAMStoreWriter
     from wsol.config import source_from_cfg
 
     run = tmp_path_factory.mktemp("run")

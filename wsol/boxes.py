@@ -1,31 +1,40 @@
-"""Boxes: IoU under the inclusive-pixel convention, and the CAM paper's box rule.
+"""Boxes: IoU under the inclusive-pixel convention, box resizing, and the CAM paper's box rule.
 
 Conventions, stated once here (they match ``wsol.data.records``):
     * Boxes are ``xyxy`` with INCLUSIVE pixel coordinates, as in the ILSVRC devkit and wsolevaluation:
       a box covering the single pixel at column 3, row 5 is ``[3, 5, 3, 5]``; its width is
       ``x1 - x0 + 1``.
-    * A score map is indexed ``[y, x]`` (row, column); ``H`` rows, ``W`` columns.
+    * A score map is indexed ``[y, x]`` (row, column); ``H`` rows, ``W`` columns; sizes are ``(W, H)``.
+    * Resizing a box scales each coordinate as ``c * new / old`` in float64, in that order (x with the
+      widths, y with the heights; no half-pixel shift), as wsolevaluation's ``resize_bbox`` does; with
+      ``truncate=True`` the result is truncated toward zero like its ``int()``.
 
 Public API:
     * ``box_iou(a[N,4], b[M,4]) -> [N,M]`` float64, the devkit's "+1" IoU.
-    * ``cam_to_box(cam[H,W], threshold=0.2) -> [4]`` int64, the CAM paper's rule (min-max normalise,
-      keep ``>= threshold``, bounding box of the largest 8-connected component).
+    * ``resize_boxes(boxes[N,4], from_size, to_size, *, truncate) -> [N,4]``.
+    * ``cam_to_box(cam[H,W], threshold=0.2) -> [4]`` int64, the CAM paper's rule (min-max normalise with
+      ``wsol.cam.normalize_cams``, keep ``>= threshold``, bounding box of the largest 8-connected component).
     * ``cams_to_boxes(cams[N,H,W], threshold=0.2) -> [N,4]`` int64, the same for a batch.
 
 The wsolevaluation box rule (strict ``>`` on an 8-bit map, contours, ``x + w``) and the authors' released
-``dt_box`` rule are different and live in ``wsol.metrics.boxacc`` and ``wsol.dtbox``.
+``dt_box`` rule are different and live in ``wsol.metrics.boxacc`` and ``wsol.dtbox``. This module needs no torch.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from scipy import ndimage
+from collections.abc import Sequence
 
-__all__ = ["box_iou", "cam_to_box", "cams_to_boxes"]
+import numpy as np
+
+from wsol.cam import normalize_cams
+
+__all__ = ["box_iou", "cam_to_box", "cams_to_boxes", "resize_boxes"]
 
 # 8-connectivity: diagonal neighbours join a component (the paper does not say; 8-connectivity is what
 # OpenCV contour tracing, used by every released WSOL evaluation, treats as connected).
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+# scipy.ndimage (for the paper's rule only) is imported where it is used: it adds ~26 MB to every process that
+# imports this module for box_iou / resize_boxes (the score-map path).
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -63,6 +72,48 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(positive, inter / np.where(positive, union, 1.0), 0.0)
 
 
+def resize_boxes(
+    boxes: np.ndarray | Sequence[Sequence[float]],
+    from_size: tuple[float, float],
+    to_size: tuple[float, float],
+    *,
+    truncate: bool,
+) -> np.ndarray:
+    """Boxes of an image of ``from_size`` moved to the same image resized (aspect not kept) to ``to_size``.
+
+    Each coordinate becomes ``c * new / old`` in float64, multiplied first and divided second, exactly as
+    wsolevaluation's ``resize_bbox`` (``x * 224 / W``); ``x * (new / old)`` differs from it in the last bit,
+    which truncation can turn into a whole pixel (``W = 110, x = 55``: 111 vs 112).
+
+    Args:
+        boxes: ``[N, 4]`` (or ``[4]``) boxes ``xyxy`` in ``from_size`` pixels, any real dtype.
+        from_size: ``(width, height)`` the boxes refer to.
+        to_size: ``(width, height)`` of the resized image.
+        truncate: ``True`` truncates every coordinate toward zero like ``int()`` and returns int64 (the
+            wsolevaluation protocol); ``False`` keeps float64. No default: the two are different protocols.
+
+    Returns:
+        ``[N, 4]`` int64 (``truncate=True``) or float64 boxes in ``to_size`` pixels.
+
+    Raises:
+        ValueError: if ``boxes`` is not ``[N, 4]``-shaped or not finite, or a size is not positive.
+    """
+    xyxy = np.asarray(boxes, dtype=np.float64)
+    if xyxy.ndim == 1:
+        xyxy = xyxy.reshape(1, -1)
+    if xyxy.ndim != 2 or xyxy.shape[1] != 4:
+        raise ValueError(f"resize_boxes: boxes must have shape [N, 4]; got {np.shape(boxes)}")
+    if not np.isfinite(xyxy).all():
+        raise ValueError("resize_boxes: boxes hold NaN or infinite coordinates")
+    (from_w, from_h), (to_w, to_h) = (tuple(map(float, from_size)), tuple(map(float, to_size)))
+    if min(from_w, from_h, to_w, to_h) <= 0:
+        raise ValueError(f"resize_boxes: sizes must be positive; got from {from_size} to {to_size}")
+    new = np.array([to_w, to_h, to_w, to_h])
+    old = np.array([from_w, from_h, from_w, from_h])
+    out = xyxy * new / old  # (c * new) / old, left to right
+    return out.astype(np.int64) if truncate else out
+
+
 def _check_threshold(threshold: float) -> None:
     if not (0.0 < float(threshold) < 1.0):
         raise ValueError(f"threshold must lie in the open interval (0, 1); got {threshold!r}")
@@ -72,21 +123,21 @@ def _one_cam_to_box(cam: np.ndarray, threshold: float, index: int | None) -> np.
     where = "score map" if index is None else f"score map {index}"
     if cam.ndim != 2:
         raise ValueError(f"{where} must be 2-D [H, W]; got shape {cam.shape}")
-    if not np.isfinite(cam).all():
-        raise ValueError(f"{where} contains NaN or infinite values")
-    height, width = cam.shape
-    lo, hi = float(cam.min()), float(cam.max())
-    if hi == lo:
-        # Every pixel equals the max, so every pixel is kept: the whole image.
-        return np.array([0, 0, width - 1, height - 1], dtype=np.int64)
-    # Min-max normalise, then keep >= threshold: the paper's "20% of the max value of the CAM".
-    keep = (cam.astype(np.float64) - lo) / (hi - lo) >= threshold
+    try:
+        # A constant map has every pixel at its max: all are kept ("ones"), the box is the whole image.
+        normalized = normalize_cams(cam.astype(np.float64), "minmax", constant="ones", nan="raise")
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    from scipy import ndimage  # noqa: PLC0415  (see _EIGHT_CONNECTED)
+
+    # Keep >= threshold of the normalised map: the paper's "20% of the max value of the CAM".
+    keep = normalized >= threshold
     labels, count = ndimage.label(keep, structure=_EIGHT_CONNECTED)
-    # ndimage.label numbers components in raster order of their first pixel, and argmax returns the first
+    if count == 0:  # unreachable: the max is kept (normalised to 1, or "ones" for a constant map)
+        raise ValueError(f"{where}: no pixel reaches {threshold} of the normalised map")
+    # ndimage.label numbers components 1.. in raster order of their first pixel, and argmax returns the first
     # maximum, so equal-sized components resolve to the one that starts first in raster order.
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    sizes[0] = 0
-    largest = int(np.argmax(sizes))
+    largest = 1 + int(np.argmax(np.bincount(labels.ravel(), minlength=count + 1)[1:]))
     ys, xs = np.nonzero(labels == largest)
     return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.int64)
 
@@ -94,7 +145,7 @@ def _one_cam_to_box(cam: np.ndarray, threshold: float, index: int | None) -> np.
 def cam_to_box(cam: np.ndarray, threshold: float = 0.2) -> np.ndarray:
     """The CAM paper's box: bounding box of the largest connected region above a fraction of the max.
 
-    The map is min-max normalised (``(cam - min) / (max - min)``); pixels with normalised value
+    The map is min-max normalised (``normalize_cams(cam, "minmax")``); pixels with normalised value
     ``>= threshold`` are kept; the kept pixels are split into 8-connected components; the box is the
     inclusive bounding box of the component with the most pixels. Ties between equally large components go
     to the one whose first pixel comes first in raster order (row by row, top to bottom).

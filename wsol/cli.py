@@ -9,12 +9,13 @@ Anything else (a bug) keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import sys
 from typing import Any, Callable, Sequence
 
-__all__ = ["USER_ERRORS", "ConfigError", "cli_guard", "resume_command", "hydra_entry"]
+__all__ = ["USER_ERRORS", "ConfigError", "cli_guard", "resume_command", "hydra_entry", "positive_int", "box_tolerance"]
 
 
 class ConfigError(ValueError):
@@ -111,3 +112,21 @@ def hydra_entry(hydra_main: Callable[[], Any]) -> Callable[[], Any]:
 def mark_task_started() -> None:
     """Called first thing in a task function: failures from now on are the task's, not composition's."""
     _TaskState.started = True
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def box_tolerance(text: str) -> float:
+    """argparse type: a finite number of pixels >= 0."""
+    from wsol.data.metadata import check_box_tolerance
+
+    try:
+        return check_box_tolerance(float(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None

@@ -51,6 +51,7 @@ from wsol.data.metadata import (
     write_metadata,
 )
 from wsol.data.real import check_image_files, resolve_metadata_dir
+from wsol.cli import box_tolerance, positive_int
 from wsol.data.records import Annotations
 
 
@@ -184,22 +185,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
     warnings = len(problems) - errors
     print(f"{meta}: {_summary(annotations)}; images under {images}; {errors} error(s), {warnings} warning(s)")
     return 1 if errors else 0
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def box_tolerance(text: str) -> float:
-    """argparse type: a finite number of pixels >= 0."""
-    try:
-        return check_box_tolerance(float(text))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

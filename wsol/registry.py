@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, TypeVar
+import importlib
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -12,11 +13,21 @@ class Registry(Generic[T]):
 
     Args:
         kind: what is registered ("model", "dataset"), used in error messages.
+        modules: modules whose import registers the built-in entries; imported on the first lookup, so importing
+            the package that owns the registry stays cheap (e.g. ``wsol.data.metadata`` without torch).
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, modules: Sequence[str] = ()) -> None:
         self.kind = kind
         self._factories: dict[str, Callable[..., T]] = {}
+        self._modules = tuple(modules)
+        self._loaded = not self._modules
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for module in self._modules:
+                importlib.import_module(module)
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator registering ``fn`` under ``name``; raises ``ValueError`` on a duplicate."""
@@ -31,10 +42,12 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
+        self._load()
         return sorted(self._factories)
 
     def get(self, name: str) -> Callable[..., T]:
         """The factory registered as ``name``; ``KeyError`` listing the known names otherwise."""
+        self._load()
         try:
             return self._factories[name]
         except KeyError:
@@ -45,4 +58,5 @@ class Registry(Generic[T]):
         return self.get(name)(**kwargs)
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._factories

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wsol.cli import box_tolerance, positive_int
 from wsol.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from wsol.data.metadata import (
     DEFAULT_BOX_TOLERANCE,
@@ -56,7 +57,6 @@ from wsol.data.records import Annotations
 from wsol.io import UnsafePathError, safe_join
 from wsol.metrics.boxacc import RESIZE_LENGTH, BoxAccEvaluator, resize_boxes_wsoleval
 from wsol.metrics.topk import DevkitErrors
-from wsol.prepare import box_tolerance, positive_int
 
 __all__ = ["main", "read_scoremap"]
 

@@ -1,8 +1,5 @@
 """Datasets, annotation readers and transforms.
 
-Importing this package registers every dataset factory in ``wsol.data.datasets.DATASETS``.
+The dataset factories register themselves in ``wsol.data.datasets.DATASETS`` when it is first looked up, so that
+importing a reader (``wsol.data.metadata``) does not load torch.
 """
-
-from wsol.data import synthetic as _synthetic  # noqa: F401  (registers "synthetic")
-from wsol.data import real as _real  # noqa: F401  (registers "wsol_metadata", "ilsvrc", "cub", "openimages")
-from wsol.data import imagenette as _imagenette  # noqa: F401  (registers "imagenette")

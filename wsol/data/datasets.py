@@ -39,7 +39,8 @@ class ImageSource(Protocol):
         ...
 
 
-DATASETS: Registry[ImageSource] = Registry("dataset")
+DATASETS: Registry[ImageSource] = Registry(
+    "dataset", modules=("wsol.data.synthetic", "wsol.data.real", "wsol.data.imagenette"))
 
 # Keyword arguments every factory receives from the data config's common keys (``wsol.config.source_from_cfg``);
 # they are not dataset options.

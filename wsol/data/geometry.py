@@ -21,11 +21,8 @@ Which resolution is evaluated (the choice every caller makes through these funct
       ``224 x 224`` without crop; the CAM is resized back to the image's own ``(W, H)``, where the GT
       boxes live, so GT boxes are never moved.
     * wsolevaluation protocol: the CAM stays at ``224 x 224`` and GT boxes are moved to it with
-      ``resize_boxes(boxes, (W, H), (224, 224), truncate=True)`` (their ``resize_bbox`` scales
-      ``x * 224 / W`` and truncates with ``int()``).
-    * Scaling is plain ``x * new / old`` on the coordinate value (no half-pixel shift), because that is
-      what wsolevaluation and the boxes shipped with rescaled data sets (``ilsvrc_val_mini/acuity227``:
-      ``x * 227 / W``) use.
+      ``wsol.boxes.resize_boxes(boxes, (W, H), (224, 224), truncate=True)`` (their ``resize_bbox`` scales
+      ``x * 224 / W`` and truncates with ``int()``). Box resizing has its one home there, not here.
 """
 
 from __future__ import annotations
@@ -90,36 +87,6 @@ def xyxy_to_xywh(boxes: np.ndarray | Sequence[Sequence[float]], *, count_pixels:
     out[:, 2] = xyxy[:, 2] - xyxy[:, 0] + offset
     out[:, 3] = xyxy[:, 3] - xyxy[:, 1] + offset
     return out
-
-
-def resize_boxes(
-    boxes: np.ndarray | Sequence[Sequence[float]],
-    from_size: tuple[int, int],
-    to_size: tuple[int, int],
-    *,
-    truncate: bool = False,
-) -> np.ndarray:
-    """Map boxes from an image of ``from_size`` to the same image resized (aspect not kept) to ``to_size``.
-
-    Each coordinate is scaled as ``x * to_w / from_w`` and ``y * to_h / from_h``.
-
-    Args:
-        boxes: ``[N, 4]`` inclusive ``xyxy`` in ``from_size`` pixels.
-        from_size: ``(width, height)`` the boxes refer to.
-        to_size: ``(width, height)`` of the resized image.
-        truncate: apply ``int()`` (towards zero) to every coordinate after scaling, as wsolevaluation's
-            ``resize_bbox`` does; the default keeps floats.
-
-    Returns:
-        float64 ``[N, 4]`` in ``to_size`` pixels.
-    """
-    xyxy = as_boxes(boxes)
-    (from_w, from_h), (to_w, to_h) = from_size, to_size
-    if min(from_w, from_h, to_w, to_h) <= 0:
-        raise ValueError(f"sizes must be positive, got from {from_size} to {to_size}")
-    scale = np.array([to_w / from_w, to_h / from_h, to_w / from_w, to_h / from_h], dtype=np.float64)
-    out = xyxy * scale
-    return np.trunc(out) if truncate else out
 
 
 def clip_boxes(boxes: np.ndarray | Sequence[Sequence[float]], size: tuple[int, int]) -> np.ndarray:

@@ -43,6 +43,8 @@ from typing import Literal
 
 import numpy as np
 
+from wsol.boxes import resize_boxes
+
 from wsol.data.datasets import DATASETS
 from wsol.data.formats import (
     ILSVRC_NUM_CLASSES,
@@ -266,9 +268,8 @@ def explain_stored_size(original: tuple[int, int], stored: tuple[int, int]) -> s
 def map_boxes(boxes: np.ndarray, original: tuple[int, int], stored: tuple[int, int]) -> np.ndarray:
     """Boxes of the original image in the pixels of the stored file: ``x * w' / W``, ``y * h' / H``.
 
-    Computed in float64 as ``(x * w') / W`` (wsolevaluation's ``resize_bbox`` order, without its ``int()``).
-    NOTE for the merge: this is ``wsol.boxes.resize_boxes(boxes, original, stored, truncate=False)`` once that
-    helper (same arithmetic) lands; it is kept local until then.
+    ``wsol.boxes.resize_boxes(..., truncate=False)``: float64 ``(x * w') / W`` (wsolevaluation's ``resize_bbox``
+    arithmetic, without its ``int()``).
 
     Args:
         boxes: float ``[N, 4]`` inclusive ``xyxy`` in ``original`` pixels.
@@ -278,9 +279,7 @@ def map_boxes(boxes: np.ndarray, original: tuple[int, int], stored: tuple[int, i
     Returns:
         float64 ``[N, 4]``.
     """
-    (W, H), (w, h) = original, stored
-    xyxy = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return xyxy * np.array([w, h, w, h], dtype=np.float64) / np.array([W, H, W, H], dtype=np.float64)
+    return resize_boxes(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), original, stored, truncate=False)
 
 
 def detect_gt_format(gt: Path) -> str:

@@ -99,7 +99,10 @@ def extract_pooled_features(model: CAMNet, source: Any, *, image_size: int, hfli
                         batch_size=batch_size, num_workers=num_workers, shuffle=False)
     views = 2 if hflip else 1
     chunks: list[torch.Tensor] = []
-    for images in tqdm(loader, desc="features", unit="batch", disable=None):
+    t0, every = time.time(), max(1, len(loader) // 20)
+    for b, images in enumerate(tqdm(loader, desc="features", unit="batch", disable=None), 1):
+        if b % every == 0:  # progress in the log too (tqdm is off without a terminal)
+            log.info("features: %d of %d batches (%.0f s)", b, len(loader), time.time() - t0)
         images = images.to(device)
         per_view = []
         for v in range(views):

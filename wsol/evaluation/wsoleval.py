@@ -26,7 +26,7 @@ import numpy as np
 from wsol.data.records import ImageRecord
 from wsol.engine.distributed import all_reduce_sum
 from wsol.evaluation.base import CAMBatch, DatasetEvaluator
-from wsol.metrics.boxacc import BoxAccEvaluator, resize_boxes_wsoleval, wsoleval_scoremap
+from wsol.metrics.boxacc import BoxAccEvaluator, resize_boxes_wsoleval, v2_mean, wsoleval_scoremap
 from wsol.metrics.pxap import PxAPEvaluator
 from wsol.metrics.threshold import accuracy_at_tau, best_tau
 
@@ -71,6 +71,7 @@ class WsolEvalEvaluator(DatasetEvaluator):
         self._boxacc = [BoxAccEvaluator(cam_curve_interval, tuple(iou_thresholds), box_method)
                         for _ in range(self.folds)]
         self.iou_thresholds = tuple(iou_thresholds)
+        self.cam_curve_interval = float(cam_curve_interval)
         self.thresholds = self._boxacc[0].thresholds
         if tau is not None and tau_policy == "fixed":
             accuracy_at_tau({"tau": self.thresholds, "x": self.thresholds}, "x", tau)  # on the grid, or raise
@@ -95,44 +96,40 @@ class WsolEvalEvaluator(DatasetEvaluator):
             self._pxap.update(maps, [self.load_mask(r) for r in batch.records])
 
     # ------------------------------------------------------------------ counts, summed over ranks
-    def _counts(self) -> tuple[list[np.ndarray], np.ndarray]:
-        """Per fold: correct-image counts ``[1 + len(iou_thresholds), T]`` (V1, then V2 per IoU); images per fold."""
-        per_fold = [np.stack([e._correct_v1] + [e._correct_v2[t] for t in self.iou_thresholds])
-                    for e in self._boxacc]
-        n = np.array([e.n_images for e in self._boxacc], dtype=np.int64)
-        flat = all_reduce_sum(np.concatenate([np.stack(per_fold).ravel(), n]).astype(np.int64))
-        shape = (self.folds, 1 + len(self.iou_thresholds), len(self.thresholds))
-        return list(flat[:-self.folds].reshape(shape)), flat[-self.folds:]
+    def _fold_evaluators(self) -> list[BoxAccEvaluator]:
+        """Per fold, an evaluator holding the counts of every rank (``BoxAccEvaluator.counts`` summed)."""
+        stacked = all_reduce_sum(np.stack([e.counts() for e in self._boxacc]))
+        out = []
+        for counts in stacked:
+            e = BoxAccEvaluator(self.cam_curve_interval, self.iou_thresholds, "exact")
+            e.load_counts(counts)
+            out.append(e)
+        return out
 
-    def _curve_of(self, counts: np.ndarray, n: int) -> dict[str, np.ndarray]:
-        curve = {"tau": self.thresholds.copy(), "boxacc_v1_iou50": counts[0] * 100.0 / n}
-        for j, t in enumerate(self.iou_thresholds, 1):
-            curve[f"boxacc_v2_iou{t}"] = counts[j] * 100.0 / n
-        return curve
+    @staticmethod
+    def _merged(evaluators: list[BoxAccEvaluator]) -> BoxAccEvaluator:
+        merged = BoxAccEvaluator(evaluators[0].cam_curve_interval, evaluators[0].iou_thresholds, "exact")
+        merged.load_counts(sum(e.counts() for e in evaluators))
+        return merged
 
     def curves(self) -> dict[str, dict[str, np.ndarray]]:
         out: dict[str, dict[str, np.ndarray]] = {}
-        counts, n = self._counts()
-        if n.sum():
-            out["boxacc"] = self._curve_of(sum(counts), int(n.sum()))
+        total = self._merged(self._fold_evaluators())
+        if total.n_images:
+            out["boxacc"] = total.curve()
         if self._pxap is not None and self._pxap.n_images:
             out["pxap"] = self._pxap.curve()
         return out
 
     def evaluate(self) -> dict[str, Any]:
-        counts, n = self._counts()
+        folds = self._fold_evaluators()
+        total = self._merged(folds)
         out: dict[str, Any] = {}
-        if n.sum():
-            total = self._curve_of(sum(counts), int(n.sum()))
-            keys = ["boxacc_v1_iou50"] + [f"boxacc_v2_iou{t}" for t in self.iou_thresholds]
-            best = {k: best_tau(total, k) for k in keys}
-            out["maxboxacc"], out["maxboxacc_tau"] = best["boxacc_v1_iou50"][1], best["boxacc_v1_iou50"][0]
-            for t in self.iou_thresholds:
-                tau, acc = best[f"boxacc_v2_iou{t}"]
-                out[f"maxboxacc_v2_iou{t}"], out[f"maxboxacc_v2_iou{t}_tau"] = acc, tau
-            out["maxboxacc_v2"] = float(np.mean([best[f"boxacc_v2_iou{t}"][1] for t in self.iou_thresholds]))
-            out["n_loc_images"] = int(n.sum())
-            out.update(self._policy(total, counts, n, keys))
+        if total.n_images:
+            # MaxBoxAcc / MaxBoxAccV2 (oracle tau) as wsol.metrics.boxacc defines them: one rule, one place
+            out.update({k: v for k, v in total.compute().items() if k != "n_images"})
+            out["n_loc_images"] = total.n_images
+            out.update(self._policy(total, folds))
         if self._pxap is not None:
             # PxAP histograms are float sums of pixel counts: exact in float64 for any realistic dataset
             self._pxap._hist_fg = all_reduce_sum(self._pxap._hist_fg)
@@ -142,41 +139,46 @@ class WsolEvalEvaluator(DatasetEvaluator):
                 out["pxap"] = self._pxap.compute()["pxap"]
         return out
 
-    def _policy(self, total: dict[str, np.ndarray], counts: list[np.ndarray], n: np.ndarray,
-                keys: list[str]) -> dict[str, Any]:
-        """``boxacc_at_tau`` (V1) and ``boxacc_v2_at_tau`` under the policy, with the tau(s) used."""
-        out: dict[str, Any] = {"tau_policy": self.tau_policy, "oracle_tau": best_tau(total, keys[0])[0]}
+    def _policy(self, total: BoxAccEvaluator, folds: list[BoxAccEvaluator]) -> dict[str, Any]:
+        """``boxacc_at_tau`` (V1) and ``boxacc_v2_at_tau`` under the policy, with the tau(s) used.
+
+        V2 under a policy follows MaxBoxAccV2's rule with the policy's tau per IoU threshold: the mean over the IoU
+        thresholds of BoxAcc at that threshold's tau (``v2_mean``, the same function ``BoxAccEvaluator`` uses).
+        """
+        curve = total.curve()
+        keys = ["boxacc_v1_iou50"] + [f"boxacc_v2_iou{t}" for t in self.iou_thresholds]
+        out: dict[str, Any] = {"tau_policy": self.tau_policy, "oracle_tau": best_tau(curve, keys[0])[0]}
         if self.tau_policy == "crossfold":
-            accs, taus = [], []
-            for j, key in enumerate(keys):
-                correct, fold_taus = 0, []
-                for f in range(self.folds):
-                    others = sum(counts[g] for g in range(self.folds) if g != f)
-                    n_others = int(n.sum() - n[f])
-                    if n_others == 0 or n[f] == 0:
+            n = np.array([e.n_images for e in folds])
+            accs, fold_taus = [], []
+            for key in keys:
+                correct, taus = 0, []
+                for f, fold in enumerate(folds):
+                    others = self._merged([e for g, e in enumerate(folds) if g != f])
+                    if others.n_images == 0 or fold.n_images == 0:
                         raise ValueError(f"crossfold: fold {f} or its complement is empty ({n.tolist()} images "
                                          "per fold); use fewer folds")
-                    tau, _ = best_tau(self._curve_of(others, n_others), key)
-                    fold_taus.append(tau)
-                    correct += int(counts[f][j][int(np.argmin(np.abs(self.thresholds - tau)))])
-                accs.append(100.0 * correct / int(n.sum()))
-                taus.append(fold_taus)
-            out.update(boxacc_at_tau=accs[0], boxacc_v2_at_tau=float(np.mean(accs[1:])), tau=None,
-                       tau_per_fold=taus[0], tau_folds=self.folds, n_per_fold=n.tolist())
+                    tau, _ = best_tau(others.curve(), key)
+                    taus.append(tau)
+                    correct += fold.n_images * accuracy_at_tau(fold.curve(), key, tau) / 100.0
+                accs.append(100.0 * round(correct) / total.n_images)
+                fold_taus.append(taus)
+            out.update(boxacc_at_tau=accs[0], boxacc_v2_at_tau=v2_mean(accs[1:]), tau=None,
+                       tau_per_fold=fold_taus[0], tau_folds=self.folds, n_per_fold=n.tolist())
             return out
         chosen = []
         for key in keys:
             if self.tau_policy == "oracle":
-                chosen.append(best_tau(total, key)[0])
+                chosen.append(best_tau(curve, key)[0])
             elif self.tau_policy == "fixed":
                 chosen.append(float(self.tau))  # type: ignore[arg-type]
             else:
                 held = self.heldout_curve
                 assert held is not None
-                if not np.allclose(held["tau"], total["tau"]):
+                if not np.allclose(held["tau"], curve["tau"]):
                     raise ValueError("the held-out and scored curves use different threshold grids")
                 chosen.append(best_tau(held, key)[0])
-        accs = [accuracy_at_tau(total, key, tau) for key, tau in zip(keys, chosen)]
-        out.update(boxacc_at_tau=accs[0], boxacc_v2_at_tau=float(np.mean(accs[1:])), tau=chosen[0],
+        accs = [accuracy_at_tau(curve, key, tau) for key, tau in zip(keys, chosen)]
+        out.update(boxacc_at_tau=accs[0], boxacc_v2_at_tau=v2_mean(accs[1:]), tau=chosen[0],
                    tau_v2=dict(zip(self.iou_thresholds, chosen[1:])))
         return out

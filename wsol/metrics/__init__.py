@@ -1,19 +1,30 @@
-"""Localization metrics: ILSVRC devkit top-k errors, wsolevaluation MaxBoxAcc / MaxBoxAccV2 and PxAP.
+"""Localization metrics as pure functions and small accumulators; numba kernels in ``wsol.metrics.kernels``.
 
-Pure functions and accumulators of bounded state (counters or histograms, never stored maps); the per-protocol
-evaluators that use them live in ``wsol.evaluation``. The threshold policy (fixed tau,
-held-out tau, oracle labelled as an upper bound) is in ``wsol.metrics.threshold``.
+    * ``wsol.metrics.scoremap``: wsolevaluation's score maps (224 grid, thresholds, validity, CAM -> map).
+    * ``wsol.metrics.boxacc``: MaxBoxAcc / MaxBoxAccV2 (exact OpenCV path and the one-pass fast path).
+    * ``wsol.metrics.pxap``: PxAP.
+    * ``wsol.metrics.threshold``: the threshold policy (fixed tau, held-out tau, oracle as an upper bound).
+    * ``wsol.metrics.topk``: ILSVRC devkit top-k errors.
+
+Importing ``wsol.metrics`` loads NumPy and OpenCV only (no torch, no numba). The per-protocol evaluators that use
+these live in ``wsol.evaluation``.
 """
 
-from wsol.metrics.boxacc import BoxAccEvaluator, resize_boxes_wsoleval, wsoleval_scoremap
-from wsol.metrics.pxap import PxAPEvaluator, combine_masks
+from __future__ import annotations
+
+from wsol.metrics.boxacc import BoxAccEvaluator, resize_boxes_wsoleval
+from wsol.metrics.pxap import PxAPEvaluator
+from wsol.metrics.scoremap import RESIZE_LENGTH, check_scoremap, scoremap_thresholds, wsoleval_scoremap
 from wsol.metrics.threshold import apply_threshold_policy
 
 __all__ = [
+    "RESIZE_LENGTH",
     "BoxAccEvaluator",
     "PxAPEvaluator",
     "apply_threshold_policy",
-    "combine_masks",
+    "check_scoremap",
     "resize_boxes_wsoleval",
+    "scoremap_thresholds",
     "wsoleval_scoremap",
 ]
+

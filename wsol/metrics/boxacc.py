@@ -1,14 +1,11 @@
 """MaxBoxAcc and MaxBoxAccV2 exactly as wsolevaluation (Choe et al., CVPR 2020) computes them.
 
-The protocol, stated once here (``evaluation.py`` / ``inference.py`` of clovaai/wsolevaluation):
-    * Score map: the GT-class CAM at feature-map resolution, cast to float64, resized to 224x224 with
-      bicubic interpolation (``cv2.INTER_CUBIC``), then min-max normalised; a constant map or one holding a
-      NaN becomes all zeros (``wsoleval_scoremap``). A score map must be 2-D, NaN-free and within [0, 1].
-    * GT boxes: ``xyxy`` inclusive in original-image pixels, scaled to 224x224 with ``int()`` truncation
-      of every coordinate (``resize_boxes_wsoleval``).
-    * Thresholds: ``tau in np.arange(0, 1, cam_curve_interval)`` (0.01 by default, 0.001 for final numbers).
-      The map is quantised as ``u8 = (map * 255).astype(uint8)`` and binarised STRICTLY above the integer
-      level ``int(tau * u8.max())`` (``cv2.threshold(..., THRESH_BINARY)``).
+The protocol, stated once here (``evaluation.py`` of clovaai/wsolevaluation); score maps and thresholds
+follow ``wsol.metrics.scoremap``:
+    * GT boxes: ``xyxy`` inclusive in original-image pixels, scaled to 224x224 with
+      ``wsol.boxes.resize_boxes(boxes, (W, H), (224, 224), truncate=True)`` (their ``resize_bbox``).
+    * The map is quantised as ``u8 = (map * 255).astype(uint8)`` and, at threshold ``tau``, binarised
+      STRICTLY above the integer level ``L = int(tau * u8.max())`` (``cv2.threshold(..., THRESH_BINARY)``).
     * Boxes: contours of the binary mask (``cv2.findContours``, ``RETR_TREE`` so hole contours count too,
       ``CHAIN_APPROX_SIMPLE``); each contour's ``cv2.boundingRect`` ``(x, y, w, h)`` becomes
       ``[x, y, min(x + w, W - 1), min(y + h, H - 1)]`` (note ``x + w``: one pixel wider than the contour).
@@ -16,85 +13,63 @@ The protocol, stated once here (``evaluation.py`` / ``inference.py`` of clovaai/
       tie); V2 keeps every contour. An empty mask gives the single box ``[0, 0, 0, 0]``.
     * An image is correct at ``tau`` iff the best IoU (``wsol.boxes.box_iou``, "+1" convention) between its
       boxes and ANY of its GT boxes is ``>= iou / 100``. BoxAcc(tau) is the percentage of correct images.
-    * ``maxboxacc`` = max over tau of V1 BoxAcc at IoU 50; ``maxboxacc_v2`` = mean over the IoU thresholds
-      (30, 50, 70) of max over tau of V2 BoxAcc, each IoU threshold taking its own best tau.
+    * ``maxboxacc`` = max over tau of V1 BoxAcc at IoU 50; ``maxboxacc_v2`` = MEAN over the IoU thresholds
+      (30, 50, 70) of the max over tau of V2 BoxAcc, each IoU threshold taking ITS OWN best tau.
 
-Two interchangeable implementations, selected by ``method``:
-    * ``"exact"``: OpenCV does the thresholding and contour tracing, as in wsolevaluation. The result at
-      ``tau`` depends only on the integer level ``int(tau * u8.max())``, so it is computed once per distinct
-      level (at most 255 per map instead of 1000 at step 0.001) -- the same calls on the same masks.
-    * ``"fast"``: one sweep over the component trees of the nested level sets (needs ``numba``). Identity
-      with the exact path rests on three facts, each checked against OpenCV in ``tests/test_metrics.py``:
-      (1) the outer contours are the 8-connected components of ``{u8 > L}`` and the hole contours the
-      4-connected components of ``{u8 <= L}`` that do not touch the image edge, a hole's bounding rect being
-      its pixels' box grown by one pixel on each side; (2) ``cv2.contourArea`` of an outer contour equals
-      ``#(2x2 windows with 4 pixels in F) + #(windows with 3 in F) / 2`` where F is the component with its
-      holes filled, and F is an 8-connected component of ``{psi > L}`` for ``psi`` the grayscale hole-filling
-      of ``u8`` (4-connected paths to the edge), so V1 is decided among those; hole and nested contours are
-      strictly smaller; (3) OpenCV lists top-level contours in DESCENDING raster order of their first
-      pixel, so a V1 tie goes to the tied component whose first pixel comes last.
+The result at ``tau`` depends only on the integer level ``L``, so both implementations produce the boxes of
+each distinct level once and score them all with ONE ``box_iou`` call:
+    * ``"exact"``: OpenCV thresholds and traces contours at every distinct level, as wsolevaluation does.
+    * ``"fast"``: one sweep over the nested level sets (``wsol.metrics.kernels``, numba). Identity with the
+      exact path rests on three facts, each checked against OpenCV in ``tests/test_metrics.py``:
+      (1) the outer contours are the 8-connected components of ``{u8 > L}``, with bounding rect = pixel
+      box, and the hole contours are the 4-connected components of ``{u8 <= L}`` that do not touch the
+      edge, with bounding rect = pixel box grown by one pixel on each side; (2) ``cv2.contourArea`` of an
+      outer contour equals ``#(2x2 windows with 4 pixels in F) + #(windows with 3 in F) / 2`` where F is the
+      component with its holes filled, and F is an 8-connected component of ``{psi > L}`` for ``psi`` the
+      grayscale hole filling of ``u8`` (4-connected paths to the edge); hole and nested contours are
+      strictly smaller, so V1 is decided among the components of ``{psi > L}`` -- which are also the
+      top-level outer contours, with the same boxes; (3) OpenCV lists top-level contours in DESCENDING
+      raster order of their first pixel, so a V1 tie goes to the tied component whose first pixel comes
+      last. Outer contours nested inside a hole are found by counting: components of ``{u8 > L}`` = Euler
+      number + holes; only when some needed level has more than ``{psi > L}`` does a second sweep over
+      ``{u8 > L}`` run.
     * ``"auto"`` (default): ``"fast"`` when numba is importable, else ``"exact"``.
 
-Public API: ``wsoleval_scoremap``, ``resize_boxes_wsoleval``, ``scoremap_thresholds``,
-``scoremap_boxes_at_thresholds`` (the exact per-threshold boxes, for inspection), ``level_ious``
-and ``BoxAccEvaluator`` (``update()`` / ``compute()`` / ``curve()``).
+Public API: ``quantise``, ``threshold_levels``, ``scoremap_boxes_at_thresholds`` (the exact per-threshold
+boxes, for inspection), ``level_boxes`` and ``level_ious`` (per level), ``BoxAccEvaluator``
+(``update()`` / ``compute()`` / ``curve()``). ``resize_boxes_wsoleval`` and ``wsoleval_scoremap`` are
+re-exported for the transition (use ``wsol.boxes.resize_boxes`` and ``wsol.metrics.scoremap``). This module
+needs no torch; numba is imported only by the fast path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Callable
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from wsol.boxes import box_iou
+from wsol.boxes import box_iou, resize_boxes
+from wsol.metrics.scoremap import RESIZE_LENGTH, check_scoremap, scoremap_thresholds, wsoleval_scoremap
 
 __all__ = [
     "RESIZE_LENGTH",
     "BoxAccEvaluator",
+    "LevelBoxes",
+    "level_boxes",
     "level_ious",
+    "quantise",
     "resize_boxes_wsoleval",
     "scoremap_boxes_at_thresholds",
     "scoremap_thresholds",
+    "threshold_levels",
+    "v2_mean",
     "wsoleval_scoremap",
 ]
 
-#: wsolevaluation evaluates every map and GT box at 224x224.
-RESIZE_LENGTH = 224
-
-
-# ------------------------------------------------------------------------------------------- preprocessing
-def wsoleval_scoremap(cam: np.ndarray, size: tuple[int, int] = (RESIZE_LENGTH, RESIZE_LENGTH)) -> np.ndarray:
-    """A CAM turned into a wsolevaluation score map: bicubic resize, then min-max normalisation.
-
-    Mirrors ``CAMComputer.compute_and_evaluate_cams`` + ``normalize_scoremap``: the CAM is cast to float64
-    first (their ``t2n``), resized with ``cv2.INTER_CUBIC`` (bicubic overshoot is kept, then removed by the
-    normalisation), and min-max normalised. A map holding a NaN, or a constant map, becomes all zeros.
-
-    Args:
-        cam: ``[h, w]`` real-valued CAM at feature-map resolution.
-        size: ``(width, height)`` of the result (OpenCV order); wsolevaluation uses 224x224.
-
-    Returns:
-        float64 ``[height, width]`` in ``[0, 1]``.
-
-    Raises:
-        ValueError: if ``cam`` is not 2-D, or holds an infinity (wsolevaluation would produce NaNs and
-            then reject the map).
-    """
-    cam = np.asarray(cam, dtype=np.float64)
-    if cam.ndim != 2:
-        raise ValueError(f"cam must be 2-D [h, w]; got shape {cam.shape}")
-    resized = cv2.resize(cam, tuple(int(s) for s in size), interpolation=cv2.INTER_CUBIC)
-    if np.isnan(resized).any() or resized.min() == resized.max():
-        return np.zeros_like(resized)
-    if not np.isfinite(resized).all():
-        raise ValueError("cam holds an infinite value; it cannot be normalised")
-    # Same operation order as theirs (subtract the min, then divide by the new max), so the floats agree.
-    resized -= resized.min()
-    resized /= resized.max()
-    return resized
+#: Binarisation levels: L in 0..255 (the mask ``u8 > 255`` is always empty).
+N_LEVELS = 256
 
 
 def resize_boxes_wsoleval(
@@ -102,62 +77,41 @@ def resize_boxes_wsoleval(
     image_size: tuple[float, float],
     resize_size: tuple[int, int] = (RESIZE_LENGTH, RESIZE_LENGTH),
 ) -> np.ndarray:
-    """GT boxes scaled to the evaluation size as wsolevaluation's ``resize_bbox`` does.
-
-    Each coordinate becomes ``int(c * new / old)`` in float64 (truncation toward zero, not rounding), x with
-    the widths and y with the heights.
-
-    Args:
-        boxes: ``[N, 4]`` boxes ``xyxy`` inclusive, original-image pixels.
-        image_size: ``(width, height)`` of the original image.
-        resize_size: ``(width, height)`` of the evaluation grid.
-
-    Returns:
-        int64 ``[N, 4]`` boxes ``xyxy`` inclusive on the resized grid.
-    """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    image_w, image_h = map(float, image_size)
-    new_w, new_h = map(float, resize_size)
-    scale = np.array([new_w, new_h, new_w, new_h])
-    size = np.array([image_w, image_h, image_w, image_h])
-    # (c * new) / old, in that order, as in resize_bbox; astype truncates toward zero like int().
-    return (boxes * scale / size).astype(np.int64)
+    """Transition alias of ``wsol.boxes.resize_boxes(boxes, image_size, resize_size, truncate=True)``."""
+    return resize_boxes(boxes, image_size, resize_size, truncate=True)
 
 
-def scoremap_thresholds(cam_curve_interval: float) -> np.ndarray:
-    """The threshold list ``np.arange(0, 1, cam_curve_interval)`` (float64), exactly as wsolevaluation."""
-    if not 0.0 < cam_curve_interval < 1.0:
-        raise ValueError(f"cam_curve_interval must lie in (0, 1); got {cam_curve_interval!r}")
-    return np.arange(0, 1, cam_curve_interval)
+def quantise(scoremap: np.ndarray) -> np.ndarray:
+    """wsolevaluation's 8-bit map: ``(map * 255).astype(uint8)`` of a float64 map in [0, 1] (truncation)."""
+    return (np.asarray(scoremap, dtype=np.float64) * 255).astype(np.uint8)
 
 
-def _check_scoremap(scoremap: np.ndarray, index: int | None = None) -> np.ndarray:
-    """wsolevaluation's ``check_scoremap_validity``, raising ``ValueError`` naming the map; returns float64."""
-    where = "score map" if index is None else f"score map {index}"
-    scoremap = np.asarray(scoremap)
-    if scoremap.ndim != 2:
-        raise ValueError(f"{where} must be 2-D; got shape {scoremap.shape}")
-    if not np.issubdtype(scoremap.dtype, np.floating):
-        raise ValueError(f"{where} must be floating point; got dtype {scoremap.dtype}")
-    # wsolevaluation's loaders hand float64 to the evaluator (t2n); the *255 quantisation depends on it.
-    scoremap = scoremap.astype(np.float64, copy=False)
-    if np.isnan(scoremap).any():
-        raise ValueError(f"{where} contains NaN")
-    if scoremap.size and (scoremap.min() < 0 or scoremap.max() > 1):
-        raise ValueError(f"{where} must lie in [0, 1]; min={scoremap.min()}, max={scoremap.max()}")
-    return scoremap
-
-
-def _quantise(scoremap: np.ndarray) -> np.ndarray:
-    return (scoremap * 255).astype(np.uint8)
-
-
-def _levels(thresholds: np.ndarray, u8_max: int) -> np.ndarray:
-    # int(tau * max) per threshold: the float64 product truncated toward zero, as their int(...) call.
+def threshold_levels(thresholds: np.ndarray, u8_max: int) -> np.ndarray:
+    """``int(tau * u8.max())`` per threshold: the float64 product truncated toward zero, as their ``int()``."""
     return (np.asarray(thresholds, dtype=np.float64) * float(u8_max)).astype(np.int64)
 
 
-# ------------------------------------------------------------------------------------------------ exact path
+# ------------------------------------------------------------------------------------- boxes of the levels
+@dataclass(frozen=True)
+class LevelBoxes:
+    """The boxes of an 8-bit map at a set of levels, in wsolevaluation's box convention.
+
+    Attributes:
+        levels: int64 ``[K]`` the levels (``mask = u8 > L``).
+        v1: int ``[K, 4]`` the largest contour's box at each level (``[0, 0, 0, 0]`` for an empty mask).
+        v2: int ``[R, 4]`` every contour box of every level, each valid over a range of levels ...
+        v2_lo: int ``[R]`` ... from ``v2_lo`` ...
+        v2_hi: int ``[R]`` ... to ``v2_hi`` inclusive (a box may hold over levels that are not asked for;
+            every level asked for has at least one box).
+    """
+
+    levels: np.ndarray
+    v1: np.ndarray
+    v2: np.ndarray
+    v2_lo: np.ndarray
+    v2_hi: np.ndarray
+
+
 def _contour_boxes(u8: np.ndarray, level: int, multi_contour: bool) -> np.ndarray:
     """Boxes of one binarisation, as wsolevaluation's ``scoremap2bbox`` (int64 ``[K, 4]``)."""
     height, width = u8.shape
@@ -187,8 +141,8 @@ def scoremap_boxes_at_thresholds(
     Returns:
         One int64 ``[K, 4]`` array of ``xyxy`` boxes per threshold (``K == 1`` for V1).
     """
-    u8 = _quantise(_check_scoremap(scoremap))
-    levels = _levels(np.asarray(thresholds), int(u8.max()))
+    u8 = quantise(check_scoremap(scoremap))
+    levels = threshold_levels(np.asarray(thresholds), int(u8.max()))
     cache: dict[int, np.ndarray] = {}
     out = []
     for level in levels.tolist():
@@ -198,371 +152,104 @@ def scoremap_boxes_at_thresholds(
     return out
 
 
-def _level_ious_exact(u8: np.ndarray, gt_boxes: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    v1 = np.empty(len(levels))
-    v2 = np.empty(len(levels))
-    for i, level in enumerate(levels.tolist()):
-        boxes = _contour_boxes(u8, level, multi_contour=True)
-        ious = box_iou(boxes, gt_boxes).max(axis=1)
-        v2[i] = ious.max()
-        v1[i] = box_iou(_contour_boxes(u8, level, multi_contour=False), gt_boxes).max()
-    return v1, v2
+def _level_boxes_exact(u8: np.ndarray, levels: np.ndarray) -> LevelBoxes:
+    v1 = np.stack([_contour_boxes(u8, level, multi_contour=False)[0] for level in levels.tolist()])
+    v2 = [_contour_boxes(u8, level, multi_contour=True) for level in levels.tolist()]
+    lo = np.repeat(levels, [len(b) for b in v2])
+    return LevelBoxes(levels, v1, np.concatenate(v2), lo, lo)
 
 
-# ------------------------------------------------------------------------------------------------- fast path
-# The kernels below are plain Python written for numba's nopython mode; ``_fast_kernels()`` compiles them on
-# first use (and caches the machine code on disk), so importing this module never needs numba. Each kernel is
-# self-contained (union-find and IoU are written inline) because a numba function can only call functions
-# that are already compiled when it is.
-
-
-def _k_fill_holes(u8: np.ndarray) -> np.ndarray:
-    """psi(p) = min over 4-connected paths from p to the image edge of the max value along the path.
-
-    {psi > L} is {u8 > L} with every hole (background 4-component not reaching the edge) filled. Priority
-    flood from the edge pixels with one bucket per 8-bit level: O(pixels).
-    """
+def _level_boxes_fast(u8: np.ndarray, levels: np.ndarray) -> LevelBoxes:
+    """The level-set sweep (``wsol.metrics.kernels``; its docstring states the contour-box conventions)."""
+    kernels = _fast_kernels()
     height, width = u8.shape
-    n = height * width
-    flat = u8.ravel()
-    psi = np.empty(n, np.uint8)
-    queued = np.zeros(n, np.bool_)
-    head = np.full(256, -1, np.int64)
-    nxt = np.empty(n, np.int32)
-    for p in range(n):
-        y = p // width
-        x = p - y * width
-        if y == 0 or y == height - 1 or x == 0 or x == width - 1:
-            v = flat[p]
-            psi[p] = v
-            queued[p] = True
-            nxt[p] = head[v]
-            head[v] = p
-    level = 0
-    while level < 256:
-        p = head[level]
-        if p < 0:
-            level += 1
-            continue
-        head[level] = nxt[p]
-        y = p // width
-        x = p - y * width
-        for k in range(4):
-            if k == 0:
-                if y == 0:
-                    continue
-                q = p - width
-            elif k == 1:
-                if y == height - 1:
-                    continue
-                q = p + width
-            elif k == 2:
-                if x == 0:
-                    continue
-                q = p - 1
-            else:
-                if x == width - 1:
-                    continue
-                q = p + 1
-            if not queued[q]:
-                v = max(flat[q], level)
-                psi[q] = v
-                queued[q] = True
-                nxt[q] = head[v]
-                head[v] = q
-    return psi.reshape(height, width)
+    need = np.zeros(N_LEVELS, dtype=np.bool_)
+    need[levels] = True
+    u8 = np.ascontiguousarray(u8)
+    psi, psi_order, hole_order = kernels.fill_holes(u8)
+    # Without holes psi == u8 and {psi > L} == {u8 > L}: the sweep below gives every contour and the largest.
+    # Otherwise it gives V1 and the top-level outer contours: components of the filled level sets {psi > L}.
+    outer, outer_lo, outer_hi, largest, n_outer = kernels.sweep_components(*psi_order, height, width, True, need)
+    if len(hole_order[1]) == 0:
+        holes = np.zeros((0, 4), np.int32)
+        holes_lo = holes_hi = np.zeros(0, np.int32)
+    else:
+        holes, holes_lo, holes_hi, n_holes = kernels.sweep_holes(psi, *hole_order, need)
+        # Components of {u8 > L} = Euler number + holes; any beyond those of {psi > L} lie inside a hole.
+        nested = kernels.euler_numbers(u8) + n_holes - n_outer
+        if (nested[levels] > 0).any():
+            outer, outer_lo, outer_hi, _, _ = kernels.sweep_components(
+                *kernels.pixel_order(u8), height, width, False, need)
+    v2, lo, hi = [outer], [outer_lo], [outer_hi]
+    if len(holes):
+        v2.append(holes)
+        lo.append(holes_lo)
+        hi.append(holes_hi)
+    empty = levels[n_outer[levels] == 0]
+    if len(empty):  # {u8 > L} is empty (L >= u8.max()): the single box [0, 0, 0, 0]
+        v2.append(np.zeros((len(empty), 4), np.int32))
+        lo.append(empty)
+        hi.append(empty)
+    v2, lo, hi = (np.concatenate(a) if len(a) > 1 else a[0] for a in (v2, lo, hi))
+    v1 = largest[levels]  # zeros at an empty level
+    return LevelBoxes(levels, v1, v2, lo, hi)
 
 
-def _k_pixel_order(vals2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Counting sort of the pixels of a uint8 map by value: ``(start int64[257], order int32[n])``; the pixels
-    of value v are ``order[start[v]:start[v + 1]]``, in raster order. Shared by the sweeps (and computed once
-    per map when two sweeps read the same map)."""
-    vals = vals2d.ravel()
-    n = vals.shape[0]
-    start = np.zeros(257, np.int64)
-    for p in range(n):
-        start[vals[p] + 1] += 1
-    for v in range(256):
-        start[v + 1] += start[v]
-    order = np.empty(n, np.int32)
-    fill = start[:256].copy()
-    for p in range(n):
-        v = vals[p]
-        order[fill[v]] = p
-        fill[v] += 1
-    return start, order
+def level_boxes(scoremap: np.ndarray, levels: np.ndarray | None = None, method: str = "exact") -> LevelBoxes:
+    """V1 and V2 boxes of a score map at integer binarisation levels.
 
+    Args:
+        scoremap: ``[H, W]`` float map in ``[0, 1]``.
+        levels: int levels ``L`` (mask = ``u8 > L``) in 0..255; default every level 0..254.
+        method: ``"exact"`` (OpenCV) or ``"fast"`` (level-set sweep); the boxes per level are the same sets.
 
-def _k_sweep_down(vals2d: np.ndarray, start: np.ndarray, order: np.ndarray, gt: np.ndarray, gt_area: np.ndarray,
-                  need: np.ndarray, with_area: bool):
-    """Union-find over pixels by decreasing value, 8-connected: the components of {vals > L} for L = 254..0.
-
-    For every needed level L returns the best IoU over all components' boxes (``x + w`` convention,
-    clipped), and -- when ``with_area`` -- the box and IoU of the component of largest contour area
-    (area counted in half pixels from 2x2 windows; ties to the component whose first raster pixel is last,
-    OpenCV's list order). An empty set gives the box [0, 0, 0, 0].
+    Returns:
+        ``LevelBoxes``.
     """
-    height, width = vals2d.shape
-    n = height * width
-    vals = vals2d.ravel()
-    n_gt = gt.shape[0]
-    # Contour area in half pixels, from 2x2 windows: a window adds 1 once three of its pixels are in (the
-    # triangle) and 1 more once all four are (the square). Each increment is credited to the window pixel
-    # whose arrival completes it -- the second-smallest and the smallest value -- and summed over unions:
-    # by the end of that pixel's level the window's pixels (pairwise 8-adjacent) share one component.
-    credit = np.zeros(n, np.int32)
-    if with_area:
-        quad = np.empty(4, np.int64)
-        for wy in range(height - 1):
-            for wx in range(width - 1):
-                p = wy * width + wx
-                quad[0] = p
-                quad[1] = p + 1
-                quad[2] = p + width
-                quad[3] = p + width + 1
-                lo = 0
-                for k in range(1, 4):
-                    if vals[quad[k]] < vals[quad[lo]]:
-                        lo = k
-                second = -1
-                for k in range(4):
-                    if k != lo and (second < 0 or vals[quad[k]] < vals[quad[second]]):
-                        second = k
-                credit[quad[lo]] += 1
-                credit[quad[second]] += 1
-    parent = np.full(n, -1, np.int32)
-    size = np.zeros(n, np.int32)
-    bx0 = np.empty(n, np.int32)
-    by0 = np.empty(n, np.int32)
-    bx1 = np.empty(n, np.int32)
-    by1 = np.empty(n, np.int32)
-    area2 = np.zeros(n, np.int32)
-    first = np.empty(n, np.int32)
-    active = np.empty(n, np.int32)
-    pos = np.empty(n, np.int32)
-    n_active = 0
-    best_all = np.full(256, np.nan)
-    best_v1 = np.full(256, np.nan)
-    box_v1 = np.full((256, 4), -1, np.int64)
-    for v in range(255, 0, -1):
-        for i in range(start[v], start[v + 1]):
-            p = order[i]
-            parent[p] = p
-            size[p] = 1
-            y = p // width
-            x = p - y * width
-            bx0[p] = x
-            bx1[p] = x
-            by0[p] = y
-            by1[p] = y
-            area2[p] = credit[p]
-            first[p] = p
-            active[n_active] = p
-            pos[p] = n_active
-            n_active += 1
-            rp = p  # the root of p's set, kept current through the merges below
-            for dy in range(-1, 2):
-                yy = y + dy
-                if yy < 0 or yy >= height:
-                    continue
-                for dx in range(-1, 2):
-                    xx = x + dx
-                    if (dy == 0 and dx == 0) or xx < 0 or xx >= width:
-                        continue
-                    rq = yy * width + xx
-                    if parent[rq] < 0:
-                        continue
-                    while parent[rq] != rq:
-                        parent[rq] = parent[parent[rq]]
-                        rq = parent[rq]
-                    if rp == rq:
-                        continue
-                    if size[rp] < size[rq]:
-                        rp, rq = rq, rp
-                    parent[rq] = rp
-                    size[rp] += size[rq]
-                    bx0[rp] = min(bx0[rp], bx0[rq])
-                    by0[rp] = min(by0[rp], by0[rq])
-                    bx1[rp] = max(bx1[rp], bx1[rq])
-                    by1[rp] = max(by1[rp], by1[rq])
-                    area2[rp] += area2[rq]
-                    first[rp] = min(first[rp], first[rq])
-                    k = pos[rq]
-                    n_active -= 1
-                    last = active[n_active]
-                    active[k] = last
-                    pos[last] = k
-        level = v - 1
-        if not need[level]:
-            continue
-        if n_active == 0:
-            ex0, ey0, ex1, ey1 = 0, 0, 0, 0
-            best = 0.0
-            for g in range(n_gt):
-                iw = min(ex1, gt[g, 2]) - max(ex0, gt[g, 0]) + 1.0
-                ih = min(ey1, gt[g, 3]) - max(ey0, gt[g, 1]) + 1.0
-                inter = max(0.0, iw) * max(0.0, ih)
-                union = 1.0 + gt_area[g] - inter
-                iou = inter / union if union > 0 else 0.0
-                best = max(best, iou)
-            best_all[level] = best
-            best_v1[level] = best
-            box_v1[level, 0] = 0
-            box_v1[level, 1] = 0
-            box_v1[level, 2] = 0
-            box_v1[level, 3] = 0
-            continue
-        best_any = 0.0
-        chosen = -1
-        for j in range(n_active):
-            r = active[j]
-            ex0 = bx0[r]
-            ey0 = by0[r]
-            ex1 = min(bx1[r] + 1, width - 1)
-            ey1 = min(by1[r] + 1, height - 1)
-            area_e = (ex1 - ex0 + 1.0) * (ey1 - ey0 + 1.0)
-            best = 0.0
-            for g in range(n_gt):
-                iw = min(ex1, gt[g, 2]) - max(ex0, gt[g, 0]) + 1.0
-                ih = min(ey1, gt[g, 3]) - max(ey0, gt[g, 1]) + 1.0
-                inter = max(0.0, iw) * max(0.0, ih)
-                union = area_e + gt_area[g] - inter
-                iou = inter / union if union > 0 else 0.0
-                best = max(best, iou)
-            best_any = max(best_any, best)
-            if with_area:
-                if chosen < 0 or area2[r] > area2[chosen] or (area2[r] == area2[chosen] and first[r] > first[chosen]):
-                    chosen = r
-                    best_v1[level] = best
-                    box_v1[level, 0] = ex0
-                    box_v1[level, 1] = ey0
-                    box_v1[level, 2] = ex1
-                    box_v1[level, 3] = ey1
-        best_all[level] = best_any
-    return best_all, best_v1, box_v1
+    levels = np.arange(N_LEVELS - 1) if levels is None else np.asarray(levels, dtype=np.int64).reshape(-1)
+    if len(levels) and (levels.min() < 0 or levels.max() >= N_LEVELS):
+        raise ValueError(f"levels must lie in 0..{N_LEVELS - 1}; got {levels.min()}..{levels.max()}")
+    if method not in ("exact", "fast"):
+        raise ValueError(f"method must be 'exact' or 'fast'; got {method!r}")
+    return _level_boxes(quantise(check_scoremap(scoremap)), levels, method)
 
 
-def _k_sweep_holes(u8: np.ndarray, start: np.ndarray, order: np.ndarray, gt: np.ndarray, gt_area: np.ndarray,
-                   need: np.ndarray) -> np.ndarray:
-    """Union-find over pixels by increasing value, 4-connected: the holes of {u8 > L} for L = 0..254.
+def _level_boxes(u8: np.ndarray, levels: np.ndarray, method: str) -> LevelBoxes:
+    return _level_boxes_fast(u8, levels) if method == "fast" else _level_boxes_exact(u8, levels)
 
-    A hole is a component of {u8 <= L} that does not reach the image edge; its contour's bounding rect is its
-    box grown by one pixel per side, so its wsolevaluation box is [x0 - 1, y0 - 1, x1 + 2, y1 + 2] (clipped).
-    Returns the best IoU over all holes' boxes per needed level (0 where there is no hole).
+
+def max_over_level_ranges(lo: np.ndarray, hi: np.ndarray, values: np.ndarray, n_levels: int = N_LEVELS) -> np.ndarray:
+    """``out[L] = max(values[r] for r with lo[r] <= L <= hi[r])`` (0 where no range covers L), vectorised.
+
+    Each range is covered by two power-of-two blocks (a sparse table written instead of read); the blocks are
+    then pushed down to single levels. O(R + n_levels log n_levels).
     """
-    height, width = u8.shape
-    n = height * width
-    n_gt = gt.shape[0]
-    parent = np.full(n, -1, np.int32)
-    size = np.zeros(n, np.int32)
-    bx0 = np.empty(n, np.int32)
-    by0 = np.empty(n, np.int32)
-    bx1 = np.empty(n, np.int32)
-    by1 = np.empty(n, np.int32)
-    edge = np.zeros(n, np.bool_)
-    active = np.empty(n, np.int32)
-    pos = np.empty(n, np.int32)
-    n_active = 0
-    best_hole = np.zeros(256)
-    for v in range(255):
-        for i in range(start[v], start[v + 1]):
-            p = order[i]
-            parent[p] = p
-            size[p] = 1
-            y = p // width
-            x = p - y * width
-            bx0[p] = x
-            bx1[p] = x
-            by0[p] = y
-            by1[p] = y
-            edge[p] = y == 0 or y == height - 1 or x == 0 or x == width - 1
-            active[n_active] = p
-            pos[p] = n_active
-            n_active += 1
-            rp = p
-            for k in range(4):
-                if k == 0:
-                    if y == 0:
-                        continue
-                    rq = p - width
-                elif k == 1:
-                    if y == height - 1:
-                        continue
-                    rq = p + width
-                elif k == 2:
-                    if x == 0:
-                        continue
-                    rq = p - 1
-                else:
-                    if x == width - 1:
-                        continue
-                    rq = p + 1
-                if parent[rq] < 0:
-                    continue
-                while parent[rq] != rq:
-                    parent[rq] = parent[parent[rq]]
-                    rq = parent[rq]
-                if rp == rq:
-                    continue
-                if size[rp] < size[rq]:
-                    rp, rq = rq, rp
-                parent[rq] = rp
-                size[rp] += size[rq]
-                bx0[rp] = min(bx0[rp], bx0[rq])
-                by0[rp] = min(by0[rp], by0[rq])
-                bx1[rp] = max(bx1[rp], bx1[rq])
-                by1[rp] = max(by1[rp], by1[rq])
-                edge[rp] = edge[rp] or edge[rq]
-                k2 = pos[rq]
-                n_active -= 1
-                last = active[n_active]
-                active[k2] = last
-                pos[last] = k2
-        if not need[v]:
-            continue
-        best_any = 0.0
-        for j in range(n_active):
-            r = active[j]
-            if edge[r]:
-                continue
-            ex0 = bx0[r] - 1
-            ey0 = by0[r] - 1
-            ex1 = min(bx1[r] + 2, width - 1)
-            ey1 = min(by1[r] + 2, height - 1)
-            area_e = (ex1 - ex0 + 1.0) * (ey1 - ey0 + 1.0)
-            for g in range(n_gt):
-                iw = min(ex1, gt[g, 2]) - max(ex0, gt[g, 0]) + 1.0
-                ih = min(ey1, gt[g, 3]) - max(ey0, gt[g, 1]) + 1.0
-                inter = max(0.0, iw) * max(0.0, ih)
-                union = area_e + gt_area[g] - inter
-                iou = inter / union if union > 0 else 0.0
-                best_any = max(best_any, iou)
-        best_hole[v] = best_any
-    return best_hole
+    depth = max(1, int(n_levels - 1).bit_length() + 1)
+    table = np.zeros((depth, n_levels))
+    lo = np.asarray(lo, dtype=np.int64)
+    hi = np.asarray(hi, dtype=np.int64)
+    if len(lo):
+        k = np.frexp(hi - lo + 1)[1].astype(np.int64) - 1  # floor(log2(length)), exactly
+        np.maximum.at(table, (k, lo), values)
+        np.maximum.at(table, (k, hi - (1 << k) + 1), values)
+    for j in range(depth - 1, 0, -1):
+        half = 1 << (j - 1)
+        np.maximum(table[j - 1], table[j], out=table[j - 1])
+        np.maximum(table[j - 1, half:], table[j, :-half], out=table[j - 1, half:])
+    return table[0]
 
 
-_FAST_KERNELS: tuple[Callable[..., Any], ...] | None = None
+def score_level_boxes(boxes: LevelBoxes, gt_boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best IoU with the GT boxes of the V1 box and of the V2 boxes at each level of ``boxes``.
 
+    Every box is scored once, in one ``box_iou`` call; V2 takes the max over the boxes valid at each level.
 
-def _fast_kernels() -> tuple[Callable[..., Any], ...]:
-    """The numba-compiled kernels (compiled on first use; the machine code is cached on disk)."""
-    global _FAST_KERNELS
-    if _FAST_KERNELS is None:
-        try:
-            import numba  # noqa: PLC0415  (optional dependency, only for method="fast")
-        except ImportError as err:
-            raise ImportError("BoxAccEvaluator(method='fast') needs numba (pip install numba)") from err
-        jit = numba.njit(cache=True, nogil=True)
-        _FAST_KERNELS = (jit(_k_fill_holes), jit(_k_pixel_order), jit(_k_sweep_down), jit(_k_sweep_holes))
-    return _FAST_KERNELS
-
-
-def _numba_available() -> bool:
-    try:
-        import numba  # noqa: F401, PLC0415
-    except ImportError:
-        return False
-    return True
+    Returns:
+        ``(v1, v2)``, float64 ``[len(boxes.levels)]`` each.
+    """
+    ious = box_iou(np.concatenate([boxes.v1, boxes.v2]), gt_boxes).max(axis=1)
+    v1, v2 = ious[: len(boxes.v1)], ious[len(boxes.v1) :]
+    return v1, max_over_level_ranges(boxes.v2_lo, boxes.v2_hi, v2)[boxes.levels]
 
 
 def level_ious(
@@ -580,51 +267,36 @@ def level_ious(
         ``(v1, v2)``, float64 ``[len(levels)]`` each: the IoU of the largest-contour box, and the best IoU
         over all contour boxes, each maximised over the GT boxes.
     """
-    u8 = _quantise(_check_scoremap(scoremap))
     gt = np.asarray(gt_boxes, dtype=np.int64).reshape(-1, 4)
     if len(gt) == 0:
         raise ValueError("level_ious needs at least one GT box")
-    levels = np.arange(255) if levels is None else np.asarray(levels, dtype=np.int64)
-    if method == "exact":
-        return _level_ious_exact(u8, gt, levels)
-    if method == "fast":
-        return _level_ious_fast(u8, gt, levels)
-    raise ValueError(f"method must be 'exact' or 'fast'; got {method!r}")
+    return score_level_boxes(level_boxes(scoremap, levels, method), gt)
 
 
-def _level_ious_fast(u8: np.ndarray, gt: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    v1, v2, _ = _fast_level_results(u8, gt, levels)
-    return v1, v2
+def _fast_kernels():  # noqa: ANN202  (the module, typed by its own annotations)
+    """``wsol.metrics.kernels``, imported on first use so that this module never needs numba."""
+    try:
+        from wsol.metrics import kernels  # noqa: PLC0415
+    except ImportError as err:
+        raise ImportError("BoxAccEvaluator(method='fast') needs numba (pip install numba)") from err
+    return kernels
 
 
-def _fast_level_results(
-    u8: np.ndarray, gt: np.ndarray, levels: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """V1 IoU, V2 IoU and V1 box (int64 ``[len(levels), 4]``) at the given levels, by the level-set sweep."""
-    fill_holes, pixel_order, sweep_down, sweep_holes = _fast_kernels()
-    need = np.zeros(256, dtype=np.bool_)
-    need[levels] = True
-    u8 = np.ascontiguousarray(u8)
-    gt = np.ascontiguousarray(gt, dtype=np.int64)
-    gt_area = ((gt[:, 2] - gt[:, 0] + 1.0) * (gt[:, 3] - gt[:, 1] + 1.0)).astype(np.float64)
-    start, order = pixel_order(u8)
-    psi = fill_holes(u8)
-    if np.array_equal(psi, u8):
-        # No level has a hole (a hole pixel has u8 <= L < psi), so the outer contours are all the contours
-        # and {psi > L} == {u8 > L}: one sweep gives V1 and V2.
-        v2, v1, v1_box = sweep_down(u8, start, order, gt, gt_area, need, True)
-    else:
-        # V2: every outer contour (components of {u8 > L}) and every hole contour.
-        outer_best, _, _ = sweep_down(u8, start, order, gt, gt_area, need, False)
-        hole_best = sweep_holes(u8, start, order, gt, gt_area, need)
-        # V1: the largest contour is a component of the hole-filled level set {psi > L}.
-        psi_start, psi_order = pixel_order(psi)
-        _, v1, v1_box = sweep_down(psi, psi_start, psi_order, gt, gt_area, need, True)
-        v2 = np.maximum(outer_best, hole_best)
-    return v1[levels], v2[levels], v1_box[levels]
+def _numba_available() -> bool:
+    try:
+        import numba  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
 
 
 # ------------------------------------------------------------------------------------------------ evaluator
+def v2_mean(per_iou: Sequence[float]) -> float:
+    """MaxBoxAccV2's combination of its IoU thresholds: the MEAN of the per-threshold accuracies (each taken at its
+    own tau), as wsolevaluation's ``np.average(...)`` of ``BoxEvaluator.compute()``."""
+    return float(np.mean(per_iou))
+
+
 class BoxAccEvaluator:
     """Accumulates BoxAcc(tau) for V1 (largest contour, IoU 50) and V2 (all contours, each IoU threshold).
 
@@ -667,7 +339,7 @@ class BoxAccEvaluator:
             scoremaps: ``[B, H, W]`` float maps in ``[0, 1]`` (e.g. from ``wsoleval_scoremap``), or a
                 sequence of ``[H, W]`` maps.
             gt_boxes: ``B`` int arrays ``[G_i, 4]`` of GT boxes ``xyxy`` inclusive on the maps' grid
-                (e.g. from ``resize_boxes_wsoleval``), each with ``G_i >= 1``.
+                (e.g. from ``resize_boxes(..., truncate=True)``), each with ``G_i >= 1``.
 
         Raises:
             ValueError: on a batch-size mismatch, an image without GT box, or an invalid map (named by
@@ -676,22 +348,42 @@ class BoxAccEvaluator:
         if len(scoremaps) != len(gt_boxes):
             raise ValueError(f"{len(scoremaps)} score maps but {len(gt_boxes)} GT box arrays")
         for i, (scoremap, boxes) in enumerate(zip(scoremaps, gt_boxes)):
-            u8 = _quantise(_check_scoremap(scoremap, i))
+            u8 = quantise(check_scoremap(scoremap, i))
             gt = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
             if len(gt) == 0:
                 raise ValueError(f"score map {i} has no GT box; wsolevaluation needs one per image")
-            levels_of_tau = _levels(self.thresholds, int(u8.max()))
-            levels, inverse = np.unique(levels_of_tau, return_inverse=True)
-            if self.method == "fast":
-                v1, v2 = _level_ious_fast(u8, gt, levels)
-            else:
-                v1, v2 = _level_ious_exact(u8, gt, levels)
+            # the levels of the taus, nondecreasing: their distinct values and, per tau, its level's index
+            levels_of_tau = threshold_levels(self.thresholds, int(u8.max()))
+            first = np.empty(len(levels_of_tau), dtype=bool)
+            first[:1] = True
+            np.not_equal(levels_of_tau[1:], levels_of_tau[:-1], out=first[1:])
+            levels, inverse = levels_of_tau[first], np.cumsum(first) - 1
+            v1, v2 = score_level_boxes(_level_boxes(u8, levels, self.method), gt)
             v1, v2 = v1[inverse], v2[inverse]
             self._correct_v1 += v1 >= 50 / 100
             for t in self.iou_thresholds:
                 # t / 100 exactly as wsolevaluation writes it (0.7 is not 70 / 100 after rounding otherwise).
                 self._correct_v2[t] += v2 >= t / 100
             self.n_images += 1
+
+    def counts(self) -> np.ndarray:
+        """int64 ``[len(iou_thresholds) + 2, T]`` state: row 0 the V1 correct-image counts per tau,
+        rows 1.. the V2 counts per IoU threshold, and a last row holding ``n_images`` in its first cell. Adding the
+        counts of several evaluators (e.g. one per ``torch.distributed`` rank or per fold) and ``load_counts`` of
+        the sum gives the evaluator of all their images."""
+        extra = np.zeros(len(self.thresholds), dtype=np.int64)
+        extra[0] = self.n_images
+        return np.stack([self._correct_v1] + [self._correct_v2[t] for t in self.iou_thresholds] + [extra])
+
+    def load_counts(self, counts: np.ndarray) -> None:
+        """Replace the state by ``counts`` (the layout of ``counts()``)."""
+        counts = np.asarray(counts, dtype=np.int64)
+        if counts.shape != (len(self.iou_thresholds) + 2, len(self.thresholds)):
+            raise ValueError(f"counts of shape {counts.shape} do not fit this evaluator "
+                             f"({len(self.iou_thresholds) + 2} x {len(self.thresholds)})")
+        self._correct_v1 = counts[0].copy()
+        self._correct_v2 = {t: counts[1 + j].copy() for j, t in enumerate(self.iou_thresholds)}
+        self.n_images = int(counts[-1, 0])
 
     def curve(self) -> dict[str, np.ndarray]:
         """BoxAcc (percent) at every threshold: ``tau``, ``boxacc_v1_iou50``, ``boxacc_v2_iou{t}``."""
@@ -706,10 +398,11 @@ class BoxAccEvaluator:
         """MaxBoxAcc numbers (percent) and the thresholds that reach them (the first best tau).
 
         Returns:
-            ``maxboxacc`` (V1, IoU 50), ``maxboxacc_tau``, ``maxboxacc_v2`` (mean over the IoU thresholds),
-            ``maxboxacc_v2_iou{t}`` and ``maxboxacc_v2_iou{t}_tau`` for each IoU threshold, ``n_images``.
-            These take the best tau on the scored split itself, as wsolevaluation reports them; see
-            ``wsol.metrics.threshold`` for a tau fixed in advance or chosen on a held-out split.
+            ``maxboxacc`` (V1, IoU 50), ``maxboxacc_tau``, ``maxboxacc_v2`` (mean over the IoU thresholds of
+            each one's best accuracy), ``maxboxacc_v2_iou{t}`` and ``maxboxacc_v2_iou{t}_tau`` for each IoU
+            threshold, ``n_images``. These take the best tau on the scored split itself, as wsolevaluation
+            reports them; see ``wsol.metrics.threshold`` for a tau fixed in advance or chosen on a held-out
+            split.
         """
         curve = self.curve()
         best = int(np.argmax(curve["boxacc_v1_iou50"]))
@@ -724,6 +417,6 @@ class BoxAccEvaluator:
             per_iou.append(float(acc[best]))
             out[f"maxboxacc_v2_iou{t}"] = float(acc[best])
             out[f"maxboxacc_v2_iou{t}_tau"] = float(self.thresholds[best])
-        out["maxboxacc_v2"] = float(np.mean(per_iou))
+        out["maxboxacc_v2"] = v2_mean(per_iou)
         out["n_images"] = self.n_images
         return out

@@ -7,7 +7,10 @@ score histogram has right-edge list ``thresholds + [1.0, 2.0, 3.0]``, i.e. bins 
 
     PxAP = 100 * sum_i precision[i + 1] * (recall[i + 1] - recall[i])   over i with tp + fp != 0 at i + 1.
 
-Public API: ``combine_masks`` (instances + ignore box -> the uint8 mask) and ``PxAPEvaluator``.
+GT masks are built by ``wsol.data.masks`` (``load_wsoleval_mask`` / ``combine_masks``); a mask holding any
+other value than 0, 1 and 255 is rejected.
+
+Public API: ``PxAPEvaluator``.
 """
 
 from __future__ import annotations
@@ -16,24 +19,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from wsol.metrics.boxacc import _check_scoremap, scoremap_thresholds
+from wsol.metrics.scoremap import check_scoremap, scoremap_thresholds
 
-__all__ = ["PxAPEvaluator", "combine_masks"]
-
-
-def combine_masks(instance_masks: np.ndarray, ignore_mask: np.ndarray | None) -> np.ndarray:
-    """wsolevaluation's ``get_mask`` without the file reading.
-
-    Args:
-        instance_masks: ``[K, H, W]`` per-instance masks (any real dtype; > 0.5 is foreground), K >= 1.
-        ignore_mask: ``[H, W]`` ignore-box mask (> 0.5 is ignored), or None.
-
-    Returns:
-        uint8 ``[H, W]``: 1 foreground, 255 ignored background, 0 background.
-    """
-    fg = (np.asarray(instance_masks) > 0.5).any(axis=0)
-    ignore = np.zeros_like(fg) if ignore_mask is None else (np.asarray(ignore_mask) > 0.5) & ~fg
-    return fg.astype(np.uint8) + 255 * ignore.astype(np.uint8)
+__all__ = ["PxAPEvaluator"]
 
 
 class PxAPEvaluator:
@@ -59,10 +47,14 @@ class PxAPEvaluator:
         if len(scoremaps) != len(masks):
             raise ValueError(f"{len(scoremaps)} score maps but {len(masks)} masks")
         for i, (scoremap, mask) in enumerate(zip(scoremaps, masks)):
-            scoremap = _check_scoremap(scoremap, i)
+            scoremap = check_scoremap(scoremap, i)
             mask = np.asarray(mask)
             if mask.shape != scoremap.shape:
                 raise ValueError(f"mask {i} has shape {mask.shape}, its score map {scoremap.shape}")
+            unknown = (mask != 0) & (mask != 1) & (mask != 255)
+            if unknown.any():
+                raise ValueError(f"mask {i} holds values {np.unique(mask[unknown])[:5].tolist()}; "
+                                 "expected 0 (background), 1 (foreground) and 255 (ignored)")
             self._hist_fg += np.histogram(scoremap[mask == 1], bins=self.edges)[0]
             self._hist_bg += np.histogram(scoremap[mask == 0], bins=self.edges)[0]
             self.n_images += 1
