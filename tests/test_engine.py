@@ -15,7 +15,8 @@ from conftest import synthetic_source
 from wsol.data.datasets import WSOLDataset, build_source
 from wsol.data.transforms import build_train_transform
 from wsol.engine.checkpoint import load_checkpoint, load_model_file, model_spec
-from wsol.engine.features import PooledHead, cached_pooled_features, extract_pooled_features, fit_linear_svm
+from wsol.engine.features import (PooledFeatures, PooledHead, cached_pooled_features, extract_pooled_features,
+                                  fit_linear_svm)
 from wsol.engine.optim import build_param_groups, lr_lambda
 from wsol.engine.recipes import TrainSettings, frozen_modules, train_model
 from wsol.engine.trainer import EpochSampler, seed_everything
@@ -161,8 +162,10 @@ def test_pooled_features_are_the_model_pooling_of_each_view() -> None:
     torch.manual_seed(0)
     model = build_model("small_cnn", num_classes=4, width=4).eval()
     source = _source(6)
-    feats = extract_pooled_features(model, source, image_size=32, hflip=True, batch_size=4, num_workers=0, device=CPU)
-    assert feats.pooled.shape == (2, 6, 2, 16)
+    pooled = extract_pooled_features(model, source, image_size=32, hflip=True, batch_size=4, num_workers=0,
+                                     device=CPU)
+    assert pooled.shape == (2, 6, 2, 16)
+    feats = PooledFeatures(pooled, torch.zeros(6), [], {})
     from wsol.data.transforms import build_eval_transform
 
     x = build_eval_transform(32, model.mean, model.std)(source.load(3))[None]
@@ -219,3 +222,33 @@ def test_frozen_modules_per_recipe() -> None:
     assert model.backbone in frozen and model.classifier not in frozen and model.dropout not in frozen
     frozen, new = frozen_modules(model, "full")
     assert frozen == () and all(p.requires_grad for p in model.parameters())
+
+
+def test_feature_extraction_resumes_from_its_finished_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import wsol.engine.features as features
+
+    torch.manual_seed(0)
+    model = build_model("small_cnn", num_classes=4, width=4).eval()
+    source = _source(7)
+    kw = dict(arch="small_cnn", image_size=32, hflip=True, batch_size=2, num_workers=0, device=CPU, data_root=None,
+              chunk_size=3)
+    reference = cached_pooled_features(model, source, cache_dir=None, **{k: v for k, v in kw.items()
+                                                                         if k != "chunk_size"})
+    real, calls = features.extract_pooled_features, []
+
+    def dies_on_the_second_chunk(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(list(kwargs["indices"]))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(features, "extract_pooled_features", dies_on_the_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        cached_pooled_features(model, source, cache_dir=tmp_path, **kw)
+    assert len(list(tmp_path.glob("*.part*.pt"))) == 1  # chunk 0 (images 0-2) is kept
+    calls.clear()
+    monkeypatch.setattr(features, "extract_pooled_features", lambda *a, **k: calls.append(list(k["indices"])) or real(*a, **k))
+    feats = cached_pooled_features(model, source, cache_dir=tmp_path, **kw)
+    assert calls == [[3, 4, 5], [6]]  # only the unfinished chunks
+    assert not list(tmp_path.glob("*.part*.pt")) and len(list(tmp_path.glob("features-*.pt"))) == 1
+    torch.testing.assert_close(feats.pooled, reference.pooled)

@@ -24,12 +24,12 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from wsol.io import atomic_torch_save, load_torch_file
 from wsol.models.base import POOLS, CAMNet, global_pool
@@ -78,7 +78,8 @@ class _Views(Dataset):
 
 @torch.no_grad()
 def extract_pooled_features(model: CAMNet, source: Any, *, image_size: int, hflip: bool, batch_size: int,
-                            num_workers: int, device: torch.device) -> PooledFeatures:
+                            num_workers: int, device: torch.device,
+                            indices: Sequence[int] | None = None) -> torch.Tensor:
     """One pass of ``model.forward_features`` over ``source``; GAP and GMP of each map (and of its mirror).
 
     Args:
@@ -86,20 +87,23 @@ def extract_pooled_features(model: CAMNet, source: Any, *, image_size: int, hfli
         source: an ``ImageSource`` (``annotations`` + ``load(i)``).
         image_size: the whole image resized to ``image_size`` squared (``wsol.data.transforms.build_eval_transform``).
         hflip: also the mirrored view.
+        indices: the images to do (default: all), in this order.
 
     Returns:
-        ``PooledFeatures`` with ``V = 2 if hflip else 1``.
+        float32 ``[V, N, 2, K]`` with ``V = 2 if hflip else 1`` (pools in ``POOLS`` order).
     """
     from tqdm import tqdm
 
     from wsol.data.transforms import build_eval_transform
 
     model.eval().to(device)
-    loader = DataLoader(_Views(source, build_eval_transform(image_size, model.mean, model.std)),
-                        batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    dataset = _Views(source, build_eval_transform(image_size, model.mean, model.std))
+    if indices is not None:
+        dataset = Subset(dataset, list(indices))
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
     views = 2 if hflip else 1
     chunks: list[torch.Tensor] = []
-    t0, every = time.time(), max(1, len(loader) // 20)
+    t0, every = time.time(), max(1, len(loader) // 10)
     for b, images in enumerate(tqdm(loader, desc="features", unit="batch", disable=None), 1):
         if b % every == 0:  # progress in the log too (tqdm is off without a terminal)
             log.info("features: %d of %d batches (%.0f s)", b, len(loader), time.time() - t0)
@@ -109,40 +113,76 @@ def extract_pooled_features(model: CAMNet, source: Any, *, image_size: int, hfli
             feats = model.forward_features(images.flip(-1) if v else images).float()
             per_view.append(torch.stack([global_pool(feats, p) for p in POOLS], 1).cpu())  # [B, 2, K]
         chunks.append(torch.stack(per_view))  # [V, B, 2, K]
-    records = source.annotations.records
-    return PooledFeatures(torch.cat(chunks, 1), torch.tensor([r.label for r in records]),
-                          [r.image_id for r in records], {})
+    return torch.cat(chunks, 1)
 
 
 def cached_pooled_features(model: CAMNet, source: Any, *, arch: str, cache_dir: str | Path | None, image_size: int,
                            hflip: bool, batch_size: int, num_workers: int, device: torch.device,
-                           data_root: str | None) -> PooledFeatures:
-    """``extract_pooled_features`` through a cache file (module docstring); ``cache_dir=None`` disables it."""
+                           data_root: str | None, chunk_size: int = 2048) -> PooledFeatures:
+    """``extract_pooled_features`` through a cache file (module docstring); ``cache_dir=None`` disables it.
+
+    The work is done in chunks of ``chunk_size`` images, each written as a part file as soon as it is done, so an
+    interrupted extraction resumes from its finished chunks; under ``torch.distributed`` rank ``r`` does chunks
+    ``r, r + W, ...`` and rank 0 joins the parts into the cache file.
+    """
+    from wsol.engine.distributed import barrier, get_dist
+
     records = source.annotations.records
+    labels = torch.tensor([r.label for r in records])
+    ids = [r.image_id for r in records]
+    if cache_dir is None:
+        t0 = time.time()
+        pooled = extract_pooled_features(model, source, image_size=image_size, hflip=hflip, batch_size=batch_size,
+                                         num_workers=num_workers, device=device)
+        return PooledFeatures(pooled, labels, ids, {"cache": None, "cache_hit": False,
+                                                    "extract_seconds": round(time.time() - t0, 1)})
     key = {"format_version": FORMAT_VERSION, "arch": arch, "trunk_sha256": weights_digest(model.backbone)
            + weights_digest(model.head), "image_size": image_size, "mean": list(model.mean), "std": list(model.std),
            "hflip": hflip, "data_root": data_root,
-           "ids_sha256": hashlib.sha256("\n".join(r.image_id for r in records).encode()).hexdigest(),
-           "labels_sha256": hashlib.sha256(np.array([r.label for r in records], np.int64).tobytes()).hexdigest()}
+           "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+           "labels_sha256": hashlib.sha256(labels.numpy().astype(np.int64).tobytes()).hexdigest()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    path = None if cache_dir is None else Path(cache_dir) / f"features-{arch}-{image_size}px-{digest}.pt"
-    if path is not None and path.is_file():
-        state = load_torch_file(path, "feature cache")
-        if state.get("key") != key:
-            raise ValueError(f"{path}: feature cache made for other inputs (its key differs); delete it")
+    path = Path(cache_dir) / f"features-{arch}-{image_size}px-{digest}.pt"
+    if not path.is_file():
+        info = get_dist()
+        n_chunks = (len(records) + chunk_size - 1) // chunk_size
+        for c in range(info.rank, n_chunks, info.world_size):
+            part = path.with_name(f"{path.stem}.part{c:05d}.pt")
+            if part.is_file() and load_torch_file(part, "feature cache part").get("key") == key:
+                continue  # finished before an interruption
+            t0 = time.time()
+            todo = range(c * chunk_size, min((c + 1) * chunk_size, len(records)))
+            pooled = extract_pooled_features(model, source, image_size=image_size, hflip=hflip,
+                                             batch_size=batch_size, num_workers=num_workers, device=device,
+                                             indices=todo)
+            atomic_torch_save({"key": key, "chunk": c, "pooled": pooled, "seconds": time.time() - t0}, part)
+            log.info("features: chunk %d of %d done (%d images, %.0f s)", c + 1, n_chunks, len(todo),
+                     time.time() - t0)
+        barrier()
+        if info.is_main:
+            parts = [load_torch_file(path.with_name(f"{path.stem}.part{c:05d}.pt"), "feature cache part")
+                     for c in range(n_chunks)]
+            if any(p.get("key") != key for p in parts):
+                raise ValueError(f"{path.parent}: a feature cache part was made for other inputs; delete the parts")
+            seconds = round(sum(float(p["seconds"]) for p in parts), 1)
+            atomic_torch_save({"key": key, "pooled": torch.cat([p["pooled"] for p in parts], 1), "labels": labels,
+                               "image_ids": ids, "seconds": seconds}, path)
+            for c in range(n_chunks):
+                path.with_name(f"{path.stem}.part{c:05d}.pt").unlink()
+            log.info("pooled features of %d images cached in %s (%.0f s of extraction)", len(records), path, seconds)
+        barrier()
+        hit = False
+    else:
+        hit = True
+    state = load_torch_file(path, "feature cache")
+    if state.get("key") != key:
+        raise ValueError(f"{path}: feature cache made for other inputs (its key differs); delete it")
+    if state["image_ids"] != ids or not torch.equal(state["labels"], labels):
+        raise ValueError(f"{path}: feature cache of other images or labels; delete it")
+    if hit:
         log.info("pooled features from the cache %s", path)
-        return PooledFeatures(state["pooled"], state["labels"], list(state["image_ids"]),
-                              {"cache": str(path), "cache_hit": True, "extract_seconds": state["seconds"]})
-    t0 = time.time()
-    feats = extract_pooled_features(model, source, image_size=image_size, hflip=hflip, batch_size=batch_size,
-                                    num_workers=num_workers, device=device)
-    seconds = round(time.time() - t0, 1)
-    feats.meta = {"cache": None if path is None else str(path), "cache_hit": False, "extract_seconds": seconds}
-    if path is not None:
-        atomic_torch_save({"key": key, "pooled": feats.pooled, "labels": feats.labels, "image_ids": feats.image_ids,
-                           "seconds": seconds}, path)
-        log.info("pooled features of %d images cached in %s (%.0f s)", len(records), path, seconds)
-    return feats
+    return PooledFeatures(state["pooled"], state["labels"], list(state["image_ids"]),
+                          {"cache": str(path), "cache_hit": hit, "extract_seconds": state["seconds"]})
 
 
 class PooledFeatureItems(Dataset):
