@@ -174,8 +174,10 @@ def train_job(job: Job, *, stop_after: int | None = None) -> Any:
 
     cfg = job.cfg
     data = cfg.data
+    # the data settings that shape the training (not how strictly files are checked)
+    checks = ("on_error", "check_files", "train_check_files", "max_image_pixels")
     fingerprint = train_fingerprint(job.settings, seed=cfg.seed, spec=job.spec,
-                                    data={k: v for k, v in to_dict(data).items() if k not in ("on_error",)},
+                                    data={k: v for k, v in to_dict(data).items() if k not in checks},
                                     world_size=get_dist().world_size)
     log.info("training %s (%s, recipe %s) on %s: %d images", job.arch, job.model.pool, job.settings.recipe,
              data.name, len(job.train_source.annotations))
