@@ -329,7 +329,7 @@ def test_efficientnet_lite_real_weights_on_217_ilsvrc_val_images(shared_data: Pa
     assert top1 >= 0.75 and top5 >= 0.90, (top1, top5)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(list_models()))
 def test_model_config_selects_the_registry_entry_and_its_kwargs_build(name: str) -> None:
     from omegaconf import OmegaConf
 
@@ -338,5 +338,91 @@ def test_model_config_selects_the_registry_entry_and_its_kwargs_build(name: str)
     cfg = OmegaConf.load(Path(CONFIG_DIR) / "model" / f"{name}.yaml")
     assert set(cfg) == {"name", "pool", "pretrained", "weights_path", "kwargs"}
     assert cfg.name == name and cfg.pool == "gap" and cfg.pretrained is False and cfg.weights_path is None
-    with torch.device("meta"):  # the YAML's kwargs are accepted by the factory
-        build_model(cfg.name, pool=cfg.pool, **OmegaConf.to_container(cfg.kwargs))
+    # Architecture options default in the factory signature only; the YAML holds overrides, none by default.
+    assert OmegaConf.to_container(cfg.kwargs) == {}
+    with torch.device("meta"):
+        build_model(cfg.name, pool=cfg.pool)
+
+
+def test_registry_decorator_rejects_duplicates_and_lists_known_names() -> None:
+    from wsol.models import register_model
+    from wsol.registry import Registry
+
+    with pytest.raises(ValueError, match="'resnet18' is already registered"):
+        register_model("resnet18")(lambda **_: None)
+    registry: Registry[int] = Registry("thing")
+
+    @registry.register("one")
+    def one() -> int:
+        return 1
+
+    assert registry.build("one") == 1 and registry.names() == ["one"]
+    with pytest.raises(KeyError, match="unknown thing 'two'; known: one"):
+        registry.build("two")
+
+
+def test_small_cnn_default_width_is_the_default_jobs_24() -> None:
+    # The default job's numbers were produced with width 24 (then set in the YAML); the factory now says so.
+    with torch.device("meta"):
+        model = build_model("small_cnn", num_classes=3)
+    assert model.num_features == 96 and model.backbone[0][0].out_channels == 24
+
+
+@pytest.mark.parametrize(("name", "size"), [
+    ("resnet50", 224), ("inception_v3", 299), ("vgg16_gap", 224), ("efficientnet_lite0", 224),
+    ("efficientnet_lite1", 240), ("efficientnet_lite2", 260), ("small_cnn", None)])
+def test_models_record_their_native_input_size(name: str, size: int | None) -> None:
+    with torch.device("meta"):
+        assert build_model(name, num_classes=3).default_image_size == size
+
+
+LAST_STAGE = {  # the expected last stage per model (a hand-written spec, not read from the code)
+    "resnet18": ["layer4"], "resnet50": ["layer4"], "inception_v3": ["Mixed_7a", "Mixed_7b", "Mixed_7c"],
+    "mobilenet_v3_large": ["features.13", "features.14", "features.15", "features.16"],
+    "efficientnet_b0": ["features.6", "features.7", "features.8"],
+    "convnext_tiny": ["features.6", "features.7", "norm"],
+    "efficientnet_lite0": [f"_blocks.{i}" for i in range(11, 16)] + ["_conv_head", "_bn1"],
+    "efficientnet_lite1": [f"_blocks.{i}" for i in range(15, 21)] + ["_conv_head", "_bn1"],
+    "efficientnet_lite2": [f"_blocks.{i}" for i in range(15, 21)] + ["_conv_head", "_bn1"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAST_STAGE))
+def test_last_stage_is_every_layer_at_the_final_resolution(name: str) -> None:
+    # Checked on the shapes the convolutions really see (meta device): the last stage must hold every
+    # conv whose output is at the final resolution (nothing at that resolution stays frozen), each of its
+    # modules must reach that resolution (no whole earlier block is trainable), and in execution order
+    # it must be a suffix of the backbone's convs (nothing earlier is trainable).
+    with torch.device("meta"):
+        model = build_model(name, num_classes=3)
+        modules = model.last_stage_modules()
+        assert model.last_stage == tuple(LAST_STAGE[name])
+        sides: list[tuple[nn.Module, int]] = []
+        hooks = [m.register_forward_hook(lambda mod, _i, out: sides.append((mod, out.shape[-1])))
+                 for m in model.backbone.modules() if isinstance(m, nn.Conv2d)]
+        try:
+            final = model.forward_features(torch.empty(1, 3, 224, 224)).shape[-1]
+        finally:
+            for hook in hooks:
+                hook.remove()
+    in_stage = {id(c) for m in modules for c in m.modules() if isinstance(c, nn.Conv2d)}
+    flags = [id(conv) in in_stage for conv, _ in sides]
+    assert all(id(conv) in in_stage for conv, side in sides if side == final)
+    assert flags == sorted(flags), "the last stage is not a suffix of the backbone in execution order"
+    for module in modules:
+        convs = [side for conv, side in sides if any(conv is c for c in module.modules())]
+        assert not convs or final in convs, f"{type(module).__name__} never reaches the final resolution"
+    assert all(any(p is q for q in model.backbone.parameters()) for m in modules for p in m.parameters())
+
+
+@pytest.mark.parametrize("name", ["alexnet_gap", "googlenet_gap", "small_cnn"])
+def test_last_stage_is_refused_where_undefined(name: str) -> None:
+    with torch.device("meta"):
+        model = build_model(name, num_classes=3)
+    with pytest.raises(NotImplementedError, match="not defined for this model.*efficientnet_lite0/1/2"):
+        model.last_stage_modules()
+
+
+def test_unknown_last_stage_name_fails_at_construction() -> None:
+    with pytest.raises(AttributeError, match="layer5"):
+        CAMNet(nn.Sequential(nn.Conv2d(3, 4, 1)), nn.Identity(), 4, 2, last_stage=("layer5",))

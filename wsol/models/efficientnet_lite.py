@@ -47,6 +47,7 @@ from torch import nn
 
 from wsol.models.backbones import HALF, build_native
 from wsol.models.base import CAMNet
+from wsol.models.registry import register_model
 from wsol.models.weights import efficientnet_lite_weights_path
 
 BN_EPS = 1e-3
@@ -244,9 +245,10 @@ def _efficientnet_lite(index: int, width_mult: float, depth_mult: float, image_s
         weights_file = lambda: efficientnet_lite_weights_path(index, weights_path)  # noqa: E731
     return build_native(backbone, NUM_FEATURES, num_classes, pool, mean=HALF, std=HALF, dropout=dropout,
                         weights_file=weights_file, fc_prefix="_fc.", copy_imagenet_fc=copy_imagenet_fc,
-                        default_image_size=image_size)
+                        default_image_size=image_size, last_stage=backbone.last_stage_names())
 
 
+@register_model("efficientnet_lite0")
 def efficientnet_lite0(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False,
                        weights_path: str | None = None, dropout: float = 0.2, drop_connect_rate: float = 0.2,
                        copy_imagenet_fc: bool = True) -> CAMNet:
@@ -273,6 +275,7 @@ def efficientnet_lite0(num_classes: int = 1000, pool: str = "gap", pretrained: b
                               copy_imagenet_fc=copy_imagenet_fc)
 
 
+@register_model("efficientnet_lite1")
 def efficientnet_lite1(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False,
                        weights_path: str | None = None, dropout: float = 0.2, drop_connect_rate: float = 0.2,
                        copy_imagenet_fc: bool = True) -> CAMNet:
@@ -286,6 +289,7 @@ def efficientnet_lite1(num_classes: int = 1000, pool: str = "gap", pretrained: b
                               copy_imagenet_fc=copy_imagenet_fc)
 
 
+@register_model("efficientnet_lite2")
 def efficientnet_lite2(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False,
                        weights_path: str | None = None, dropout: float = 0.3, drop_connect_rate: float = 0.2,
                        copy_imagenet_fc: bool = True) -> CAMNet:
