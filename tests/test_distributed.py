@@ -18,7 +18,7 @@ from wsol.engine.distributed import shard_indices
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
 TINY = ["data.render_size=32", "data.image_size=32", "data.resize_size=32", "data.crop_size=32",
-        "train.epochs=2", "train.batch_size=16", "train.log_every=1", "model.kwargs.width=4", "device=cpu",
+        "train.epochs=2", "train.batch_size=16", "train.log_every=1", "+model.kwargs.width=4", "device=cpu",
         "train.recipe=head", "paths.cache_dir=null", "train.scheduler.warmup_iters=0"]
 
 

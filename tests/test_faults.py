@@ -16,7 +16,7 @@ import pytest
 import torch
 
 TINY = ["data.num_images={train:64,val:16,test:32}", "data.image_size=32", "data.resize_size=32", "data.crop_size=32",
-        "data.render_size=32", "train.epochs=3", "train.batch_size=16", "train.log_every=1", "model.kwargs.width=4",
+        "data.render_size=32", "train.epochs=3", "train.batch_size=16", "train.log_every=1", "+model.kwargs.width=4",
         "device=cpu", "train.checkpoint_every=2", "eval.save_cams=true", "eval.shard_size=8"]
 METRICS = ("top1_cls_err", "top5_cls_err", "top1_loc_err", "top5_loc_err", "gt_known_loc_err")
 

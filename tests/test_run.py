@@ -13,7 +13,7 @@ from wsol.report import collect_runs, main as report_main
 
 TINY = ["data.num_images={train:64,val:16,test:32}", "data.image_size=32", "data.resize_size=32",
         "data.crop_size=32", "data.render_size=32", "train.epochs=1", "train.batch_size=32",
-        "train.log_every=1", "model.kwargs.width=4", "device=cpu"]
+        "train.log_every=1", "+model.kwargs.width=4", "device=cpu"]
 
 
 def _wsol(module: str, *args: str) -> subprocess.CompletedProcess:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
 T = TypeVar("T")
@@ -53,8 +54,26 @@ class Registry(Generic[T]):
         except KeyError:
             raise KeyError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
 
+    def options(self, name: str, exclude: Sequence[str] = ()) -> tuple[str, ...] | None:
+        """The keyword arguments the factory ``name`` takes (minus ``exclude``); ``None`` if it takes ``**kwargs``."""
+        parameters = inspect.signature(self.get(name)).parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return None
+        return tuple(p.name for p in parameters
+                     if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+                     and p.name not in exclude)
+
     def build(self, name: str, **kwargs: Any) -> T:
-        """Call the factory registered as ``name`` with ``kwargs``."""
+        """Call the factory registered as ``name`` with ``kwargs``.
+
+        Raises:
+            ValueError: a keyword the factory does not take, named with the options it does take.
+        """
+        known = self.options(name)
+        unknown = [key for key in kwargs if known is not None and key not in known]
+        if unknown:
+            raise ValueError(f"{self.kind} {name!r} has no option {', '.join(map(repr, unknown))}; "
+                             f"its options are: {', '.join(known or ())}")
         return self.get(name)(**kwargs)
 
     def __contains__(self, name: object) -> bool:

@@ -15,7 +15,6 @@ in place of the image, removed from the batch by ``split_skipped``) and recorded
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -56,12 +55,7 @@ def dataset_options(name: str) -> tuple[str, ...] | None:
     Raises:
         KeyError: ``name`` is not registered (listing the known names).
     """
-    parameters = inspect.signature(DATASETS.get(name)).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return None
-    return tuple(p.name for p in parameters
-                 if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-                 and p.name not in INTERFACE_ARGUMENTS)
+    return DATASETS.options(name, exclude=INTERFACE_ARGUMENTS)
 
 
 def build_source(name: str, split: str, **kwargs: Any) -> ImageSource:

@@ -1,4 +1,7 @@
-"""Model registry: every entry builds a ``CAMNet`` (``forward_features`` + ``classifier``)."""
+"""Model building: every registered entry builds a ``CAMNet`` (``forward_features`` + ``classifier``).
+
+Factories register themselves next to their definitions (``@register_model``, ``wsol.models.registry``).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,7 @@ from typing import Any
 from torch import nn
 
 from wsol.models.base import POOLS, CAMNet, global_pool
-from wsol.registry import Registry
-
-MODELS: Registry[CAMNet] = Registry("model")
+from wsol.models.registry import MODELS, register_model
 
 
 def list_models() -> list[str]:
@@ -29,7 +30,7 @@ def build_model(name: str, num_classes: int = 1000, pool: str = "gap", pretraine
             the weights are looked up); never downloads in tests.
         weights_path: explicit backbone weights file (loaded with ``weights_only=True``); implies
             ``pretrained``.
-        **kwargs: model-specific options (e.g. ``width`` of ``small_cnn``, ``weights_path``).
+        **kwargs: model-specific options (e.g. ``width`` of ``small_cnn``), defaulting in the factory's signature.
     """
     if pool not in POOLS:
         raise ValueError(f"unknown pool {pool!r}; expected one of {POOLS}")
@@ -50,27 +51,8 @@ def check_cam_model(model: nn.Module, name: str = "model") -> None:
                         "cannot compute a CAM")
 
 
-# Registrations (import order = registry order is irrelevant; names are sorted).
-from wsol.models import backbones as _backbones  # noqa: E402
-from wsol.models import efficientnet_lite as _lite  # noqa: E402
-from wsol.models import paper as _paper  # noqa: E402
-from wsol.models import small as _small  # noqa: E402
+# Import the definitions so their @register_model decorators run.
+from wsol.models import backbones, efficientnet_lite, paper, small  # noqa: E402,F401
 
-MODELS.register("small_cnn")(_small.small_cnn)
-# The CAM paper's networks (wsol/models/paper.py): pretrained trunk + added conv(s) -> GAP/GMP -> fc.
-MODELS.register("alexnet_gap")(_paper.alexnet_gap)
-MODELS.register("alexnet_star_gap")(_paper.alexnet_star_gap)
-MODELS.register("vgg16_gap")(_paper.vgg16_gap)
-MODELS.register("googlenet_gap")(_paper.googlenet_gap)
-# Networks that end in GAP -> linear already (wsol/models/backbones.py).
-MODELS.register("resnet18")(_backbones.resnet18)
-MODELS.register("resnet50")(_backbones.resnet50)
-MODELS.register("inception_v3")(_backbones.inception_v3)
-MODELS.register("mobilenet_v3_large")(_backbones.mobilenet_v3_large)
-MODELS.register("efficientnet_b0")(_backbones.efficientnet_b0)
-MODELS.register("convnext_tiny")(_backbones.convnext_tiny)
-MODELS.register("efficientnet_lite0")(_lite.efficientnet_lite0)
-MODELS.register("efficientnet_lite1")(_lite.efficientnet_lite1)
-MODELS.register("efficientnet_lite2")(_lite.efficientnet_lite2)
-
-__all__ = ["MODELS", "CAMNet", "POOLS", "build_model", "check_cam_model", "global_pool", "list_models"]
+__all__ = ["MODELS", "CAMNet", "POOLS", "build_model", "check_cam_model", "global_pool", "list_models",
+           "register_model"]

@@ -22,6 +22,9 @@ mobilenet_v3_large            960   7x7          no fc copied: the original head
 convnext_tiny                 768   7x7          approximately: LayerNorm moved before pooling
 ============================  ====  ===========  ===================================================
 
+Each also records its native input size (``CAMNet.default_image_size``) and names its last resolution
+stage (``CAMNet.last_stage``: ``layer4``, ``Mixed_7a-c``, ...) for ``last_stage_modules()``.
+
 Input normalisation (``CAMNet.mean/std``, for images in [0, 1]) is the one each set of weights was
 trained with: ImageNet mean/std, except ``inception_v3`` (``(x - 0.5) / 0.5``; torchvision's
 pretrained model gets there through ``transform_input=True``, which is dropped here and replaced
@@ -39,6 +42,7 @@ import torchvision
 from torch import nn
 
 from wsol.models.base import CAMNet
+from wsol.models.registry import register_model
 from wsol.models.weights import load_pretrained, resolve_torchvision_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -73,6 +77,7 @@ def build_native(
     fc_prefix: str | None,
     copy_imagenet_fc: bool,
     default_image_size: int | None = None,
+    last_stage: tuple[str, ...] = (),
 ) -> CAMNet:
     """Wrap a cut backbone into a ``CAMNet`` and load its pretrained weights.
 
@@ -88,9 +93,11 @@ def build_native(
         rename, drop, fc_prefix: key mapping of the original file (``weights.load_pretrained``).
         copy_imagenet_fc: copy the original classifier when ``num_classes`` matches it.
         default_image_size: input side the weights were trained and evaluated at.
+        last_stage: backbone submodule names of the last resolution stage (``CAMNet.last_stage_modules``).
     """
     model = CAMNet(backbone, nn.Identity(), num_features=num_features, num_classes=num_classes, pool=pool,
-                   mean=mean, std=std, dropout=dropout, classifier_bias=True, default_image_size=default_image_size)
+                   mean=mean, std=std, dropout=dropout, classifier_bias=True, default_image_size=default_image_size,
+                   last_stage=last_stage)
     if weights_file is not None:
         load_pretrained(model, weights_file(), rename=rename, drop=drop, fc_prefix=fc_prefix,
                         copy_fc=copy_imagenet_fc)
@@ -104,6 +111,7 @@ def torchvision_weights_file(weights: str, pretrained: bool, weights_path: str |
     return lambda: resolve_torchvision_weights(weights, weights_path)
 
 
+@register_model("resnet18")
 def resnet18(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False, weights_path: str | None = None,
              weights: str = "ResNet18_Weights.IMAGENET1K_V1", dropout: float = 0.0,
              copy_imagenet_fc: bool = True) -> CAMNet:
@@ -123,6 +131,7 @@ def resnet18(num_classes: int = 1000, pool: str = "gap", pretrained: bool = Fals
                    copy_imagenet_fc)
 
 
+@register_model("resnet50")
 def resnet50(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False, weights_path: str | None = None,
              weights: str = "ResNet50_Weights.IMAGENET1K_V1", dropout: float = 0.0,
              copy_imagenet_fc: bool = True) -> CAMNet:
@@ -140,7 +149,8 @@ def _resnet(net: torchvision.models.ResNet, k: int, num_classes: int, pool: str,
             weights_file: WeightsFile, dropout: float, copy_imagenet_fc: bool) -> CAMNet:
     backbone = children_until(net, ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"])
     return build_native(backbone, k, num_classes, pool, mean=IMAGENET_MEAN, std=IMAGENET_STD, dropout=dropout,
-                        weights_file=weights_file, fc_prefix="fc.", copy_imagenet_fc=copy_imagenet_fc)
+                        weights_file=weights_file, fc_prefix="fc.", copy_imagenet_fc=copy_imagenet_fc,
+                        default_image_size=224, last_stage=("layer4",))
 
 
 INCEPTION_V3_LAYERS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
@@ -148,6 +158,7 @@ INCEPTION_V3_LAYERS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpo
                        "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
 
 
+@register_model("inception_v3")
 def inception_v3(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False,
                  weights_path: str | None = None, weights: str = "Inception_V3_Weights.IMAGENET1K_V1",
                  dropout: float = 0.5, copy_imagenet_fc: bool = True) -> CAMNet:
@@ -163,9 +174,11 @@ def inception_v3(num_classes: int = 1000, pool: str = "gap", pretrained: bool = 
     backbone = children_until(net, INCEPTION_V3_LAYERS)
     return build_native(backbone, 2048, num_classes, pool, mean=HALF, std=HALF, dropout=dropout,
                         weights_file=torchvision_weights_file(weights, pretrained, weights_path), drop=("AuxLogits.",),
-                        fc_prefix="fc.", copy_imagenet_fc=copy_imagenet_fc)
+                        fc_prefix="fc.", copy_imagenet_fc=copy_imagenet_fc, default_image_size=299,
+                        last_stage=("Mixed_7a", "Mixed_7b", "Mixed_7c"))  # Mixed_7a: 17x17 -> 8x8 at 299
 
 
+@register_model("mobilenet_v3_large")
 def mobilenet_v3_large(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False,
                        weights_path: str | None = None, weights: str = "MobileNet_V3_Large_Weights.IMAGENET1K_V1",
                        dropout: float = 0.2) -> CAMNet:
@@ -182,9 +195,12 @@ def mobilenet_v3_large(num_classes: int = 1000, pool: str = "gap", pretrained: b
     backbone = nn.Sequential(OrderedDict(features=net.features))
     return build_native(backbone, 960, num_classes, pool, mean=IMAGENET_MEAN, std=IMAGENET_STD, dropout=dropout,
                         weights_file=torchvision_weights_file(weights, pretrained, weights_path), drop=("classifier.",),
-                        fc_prefix=None, copy_imagenet_fc=False)
+                        fc_prefix=None, copy_imagenet_fc=False, default_image_size=224,
+                        # features.13 is the last stride-2 block (112 -> 160 channels), features.16 the 960 conv.
+                        last_stage=tuple(f"features.{i}" for i in range(13, 17)))
 
 
+@register_model("efficientnet_b0")
 def efficientnet_b0(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False,
                     weights_path: str | None = None, weights: str = "EfficientNet_B0_Weights.IMAGENET1K_V1",
                     dropout: float = 0.2, copy_imagenet_fc: bool = True) -> CAMNet:
@@ -196,9 +212,12 @@ def efficientnet_b0(num_classes: int = 1000, pool: str = "gap", pretrained: bool
     backbone = nn.Sequential(OrderedDict(features=net.features))
     return build_native(backbone, 1280, num_classes, pool, mean=IMAGENET_MEAN, std=IMAGENET_STD, dropout=dropout,
                         weights_file=torchvision_weights_file(weights, pretrained, weights_path),
-                        fc_prefix="classifier.1.", copy_imagenet_fc=copy_imagenet_fc)
+                        fc_prefix="classifier.1.", copy_imagenet_fc=copy_imagenet_fc, default_image_size=224,
+                        # features.6 (192 channels, enters stride 32), features.7 (320), features.8 the 1280 conv.
+                        last_stage=("features.6", "features.7", "features.8"))
 
 
+@register_model("convnext_tiny")
 def convnext_tiny(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False,
                   weights_path: str | None = None, weights: str = "ConvNeXt_Tiny_Weights.IMAGENET1K_V1",
                   dropout: float = 0.0, copy_imagenet_fc: bool = True) -> CAMNet:
@@ -217,4 +236,6 @@ def convnext_tiny(num_classes: int = 1000, pool: str = "gap", pretrained: bool =
     return build_native(backbone, 768, num_classes, pool, mean=IMAGENET_MEAN, std=IMAGENET_STD, dropout=dropout,
                         weights_file=torchvision_weights_file(weights, pretrained, weights_path),
                         rename={"classifier.0.": "norm."}, fc_prefix="classifier.2.",
-                        copy_imagenet_fc=copy_imagenet_fc)
+                        copy_imagenet_fc=copy_imagenet_fc, default_image_size=224,
+                        # features.6 downsamples to stride 32 (384 -> 768), features.7 is stage 4.
+                        last_stage=("features.6", "features.7", "norm"))

@@ -46,6 +46,8 @@ class CAMNet(nn.Module):
         classifier_bias: whether the classifier has a bias (the paper's text sets it to 0).
         default_image_size: the square input side the pretrained weights were trained and evaluated at
             (a fact of the published model, e.g. 240 for EfficientNet-Lite1); ``None`` when not applicable.
+        last_stage: names (``backbone.get_submodule`` paths, e.g. ``("layer4",)``) of the backbone's last
+            resolution stage, for ``last_stage_modules``; empty when the architecture does not define one.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class CAMNet(nn.Module):
         dropout: float = 0.0,
         classifier_bias: bool = True,
         default_image_size: int | None = None,
+        last_stage: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         if pool not in POOLS:
@@ -74,6 +77,9 @@ class CAMNet(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(num_features, num_classes, bias=classifier_bias)
         self.default_image_size = default_image_size
+        for name in last_stage:  # fail at construction, not when a recipe first asks for the stage
+            backbone.get_submodule(name)
+        self.last_stage = tuple(last_stage)
 
     @property
     def num_features(self) -> int:
@@ -97,3 +103,22 @@ class CAMNet(nn.Module):
     def new_modules(self) -> list[nn.Module]:
         """The layers the surgery added (trained with the new-layer learning-rate multiplier)."""
         return [self.head, self.classifier]
+
+    def last_stage_modules(self) -> list[nn.Module]:
+        """The backbone's last resolution stage, resolved by name (``self.last_stage``).
+
+        That is every backbone layer computing at the final stride (ResNet ``layer4``; EfficientNet-Lite
+        the blocks from the last stride-2 block on plus the head conv and its BN), including the block
+        that enters that resolution. A "last stage" fine-tuning recipe trains these and
+        ``new_modules()`` and freezes the rest of the backbone.
+
+        Raises:
+            NotImplementedError: the architecture defines no last stage (e.g. the CAM paper's networks,
+                whose trunks are cut inside a stage, and ``small_cnn``).
+        """
+        if not self.last_stage:
+            raise NotImplementedError(
+                f"last_stage_modules() is not defined for this model (backbone {type(self.backbone).__name__}); "
+                "it is defined for resnet18/50, inception_v3, mobilenet_v3_large, efficientnet_b0, convnext_tiny "
+                "and efficientnet_lite0/1/2. Fine-tune the whole network, or freeze layers by name yourself.")
+        return [self.backbone.get_submodule(name) for name in self.last_stage]

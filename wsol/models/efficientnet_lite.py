@@ -47,6 +47,7 @@ from torch import nn
 
 from wsol.models.backbones import HALF, build_native
 from wsol.models.base import CAMNet
+from wsol.models.registry import register_model
 from wsol.models.weights import efficientnet_lite_weights_path
 
 BN_EPS = 1e-3
@@ -95,6 +96,10 @@ class SameConv2d(nn.Conv2d):
     first (top/left), as TF does. For stride 1 and odd kernels this equals symmetric ``k // 2``
     padding; for stride 2 on even inputs it differs from PyTorch's symmetric padding by one pixel,
     which matters for weights trained in TF.
+
+    When the split is symmetric (every stride-1 conv, and stride 2 on odd sizes) the padding is
+    passed to the convolution itself; only an asymmetric split costs an ``F.pad`` copy. Same numbers
+    either way, but the copy (and its backward) was ~5% of a Lite0 training step on CPU.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
@@ -108,9 +113,10 @@ class SameConv2d(nn.Conv2d):
         sh, sw = self.stride
         pad_h = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
         pad_w = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
-        if pad_h or pad_w:
+        if pad_h % 2 or pad_w % 2:  # TF puts the odd pixel at the bottom/right: explicit, asymmetric pad
             x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
-        return F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
+            return F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(x, self.weight, None, self.stride, (pad_h // 2, pad_w // 2), self.dilation, self.groups)
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -208,6 +214,7 @@ class EfficientNetLiteFeatures(nn.Module):
         self._conv_head = SameConv2d(specs[-1][1], HEAD_CHANNELS, 1)
         self._bn1 = _bn(HEAD_CHANNELS)
         self.act = nn.ReLU6(inplace=True)
+        self.cpu_channels_last = True  # see forward(); False runs NCHW as given (for benchmarks)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -229,10 +236,18 @@ class EfficientNetLiteFeatures(nn.Module):
         return (*(f"_blocks.{i}" for i in range(last_down, len(self._blocks))), "_conv_head", "_bn1")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # On CPU, run in channels_last and hand back the caller's NCHW layout. In NCHW, oneDNN computes
+        # the weight gradient of the 5x5 depthwise convs with its im2col + GEMM fallback (x64:gemm:jit)
+        # instead of its depthwise kernel: 50 s vs 0.17 s for _blocks.3 at batch 32 on 2 cores, which made
+        # a Lite0 training step 5-20x its forward pass. Same numbers either way (fp32 tolerance).
+        nchw_in = self.cpu_channels_last and x.device.type == "cpu" and x.is_contiguous()
+        if nchw_in:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.act(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
-        return self.act(self._bn1(self._conv_head(x)))
+        x = self.act(self._bn1(self._conv_head(x)))
+        return x.contiguous() if nchw_in else x
 
 
 def _efficientnet_lite(index: int, width_mult: float, depth_mult: float, image_size: int, *, num_classes: int,
@@ -244,9 +259,10 @@ def _efficientnet_lite(index: int, width_mult: float, depth_mult: float, image_s
         weights_file = lambda: efficientnet_lite_weights_path(index, weights_path)  # noqa: E731
     return build_native(backbone, NUM_FEATURES, num_classes, pool, mean=HALF, std=HALF, dropout=dropout,
                         weights_file=weights_file, fc_prefix="_fc.", copy_imagenet_fc=copy_imagenet_fc,
-                        default_image_size=image_size)
+                        default_image_size=image_size, last_stage=backbone.last_stage_names())
 
 
+@register_model("efficientnet_lite0")
 def efficientnet_lite0(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False,
                        weights_path: str | None = None, dropout: float = 0.2, drop_connect_rate: float = 0.2,
                        copy_imagenet_fc: bool = True) -> CAMNet:
@@ -273,6 +289,7 @@ def efficientnet_lite0(num_classes: int = 1000, pool: str = "gap", pretrained: b
                               copy_imagenet_fc=copy_imagenet_fc)
 
 
+@register_model("efficientnet_lite1")
 def efficientnet_lite1(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False,
                        weights_path: str | None = None, dropout: float = 0.2, drop_connect_rate: float = 0.2,
                        copy_imagenet_fc: bool = True) -> CAMNet:
@@ -286,6 +303,7 @@ def efficientnet_lite1(num_classes: int = 1000, pool: str = "gap", pretrained: b
                               copy_imagenet_fc=copy_imagenet_fc)
 
 
+@register_model("efficientnet_lite2")
 def efficientnet_lite2(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False,
                        weights_path: str | None = None, dropout: float = 0.3, drop_connect_rate: float = 0.2,
                        copy_imagenet_fc: bool = True) -> CAMNet:

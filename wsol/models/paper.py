@@ -67,6 +67,7 @@ from torch import nn
 from wsol.models.backbones import (HALF, IMAGENET_MEAN, IMAGENET_STD, WeightsFile, children_until,
                                    torchvision_weights_file)
 from wsol.models.base import CAMNet
+from wsol.models.registry import register_model
 from wsol.models.weights import load_pretrained
 
 CAM_CONV_CHANNELS = 1024
@@ -112,8 +113,9 @@ def _finish(backbone: nn.Module, head: nn.Module, num_features: int, num_classes
             mean: tuple[float, float, float], std: tuple[float, float, float], dropout: float,
             classifier_bias: bool, classifier_init: str, weights_file: WeightsFile,
             drop: tuple[str, ...]) -> CAMNet:
+    # 224: the input size of the torchvision trunk weights and of the paper's experiments.
     model = CAMNet(backbone, head, num_features=num_features, num_classes=num_classes, pool=pool, mean=mean, std=std,
-                   dropout=dropout, classifier_bias=classifier_bias)
+                   dropout=dropout, classifier_bias=classifier_bias, default_image_size=224)
     _init_classifier(model, classifier_init)
     if weights_file is not None:
         # The ImageNet classifier of the trunk sits after the removed layers: never copied.
@@ -121,6 +123,7 @@ def _finish(backbone: nn.Module, head: nn.Module, num_features: int, num_classes
     return model
 
 
+@register_model("alexnet_gap")
 def alexnet_gap(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False,
                 weights_path: str | None = None, weights: str = "AlexNet_Weights.IMAGENET1K_V1",
                 cam_conv_groups: int = 2, cam_conv_bias_init: float = 1.0, dropout: float = 0.5,
@@ -148,6 +151,7 @@ def alexnet_gap(num_classes: int = 1000, pool: str = "gap", pretrained: bool = F
                    weights_file=torchvision_weights_file(weights, pretrained, weights_path), drop=("classifier.",))
 
 
+@register_model("alexnet_star_gap")
 def alexnet_star_gap(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False,
                      weights_path: str | None = None, weights: str = "AlexNet_Weights.IMAGENET1K_V1",
                      cam_conv_groups: int = 2, cam_conv_channels: int = 512, cam_conv_bias_init: float = 1.0,
@@ -169,6 +173,7 @@ def alexnet_star_gap(num_classes: int = 1000, pool: str = "gap", pretrained: boo
                    weights_file=torchvision_weights_file(weights, pretrained, weights_path), drop=("classifier.",))
 
 
+@register_model("vgg16_gap")
 def vgg16_gap(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False,
               weights_path: str | None = None, weights: str = "VGG16_Weights.IMAGENET1K_V1",
               cam_conv_groups: int = 2, cam_conv_bias_init: float = 0.0, dropout: float = 0.5,
@@ -183,6 +188,7 @@ def vgg16_gap(num_classes: int = 1000, pool: str = "gap", pretrained: bool = Fal
                    weights_file=torchvision_weights_file(weights, pretrained, weights_path), drop=("classifier.",))
 
 
+@register_model("googlenet_gap")
 def googlenet_gap(num_classes: int = 1000, pool: str = "gap", pretrained: bool = False,
                   weights_path: str | None = None, weights: str = "GoogLeNet_Weights.IMAGENET1K_V1",
                   cam_conv_groups: int = 2, cam_conv_bias_init: float = 1.0, dropout: float = 0.0,

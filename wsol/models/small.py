@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from wsol.models.base import CAMNet
+from wsol.models.registry import register_model
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -15,16 +16,23 @@ def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     )
 
 
+@register_model("small_cnn")
 def small_cnn(
     num_classes: int,
     pool: str = "gap",
-    width: int = 32,
+    width: int = 24,
     pretrained: bool = False,
 ) -> CAMNet:
     """Five 3x3 conv-BN-ReLU blocks with two stride-2 stages: feature map = input / 4.
 
     At the default 96x96 synthetic input the CAM is 24x24. The last block (``width*4`` channels)
     is the "added" CAM layer, trained like any other since the network starts from scratch.
+
+    Args:
+        num_classes: classifier outputs.
+        pool: ``"gap"`` or ``"gmp"``.
+        width: channels of the first block; K = 4 * width features (24: the default job's setting).
+        pretrained: must be False (there are no weights).
     """
     if pretrained:
         raise ValueError("small_cnn has no pretrained weights; set model.pretrained=false")
