@@ -3,7 +3,7 @@
 #
 #   IMAGENETTE=/path/to/imagenette2 GT=/path/to/ILSVRC/val/ground/truth scripts/imagenette_study.sh [PHASE...]
 #
-# PHASE: head (Lite0/1/2 x GAP/GMP x 3 seeds, head recipe), svm (linear SVM, the paper's section 4), baseline (the
+# PHASE: head ($ARCHS: Lite0/1/2 x GAP/GMP x $SEEDS: 3 seeds, head recipe), svm (linear SVM, the paper's section 4), baseline (the
 # unmodified 1000-class models), last_stage (Lite0 GAP/GMP x 3 seeds), hires (Lite0 GAP at 448 px: 14x14 maps),
 # report (tables + figures into results/imagenette/). Default: all of them, in that order.
 # Every run is a named wsol run under $OUT (default outputs/imagenette); a finished run is not redone, an
@@ -18,6 +18,8 @@ IMAGENETTE=${IMAGENETTE:?set IMAGENETTE to the Imagenette2 folder (train/, val/)
 GT=${GT:?set GT to the ILSVRC2012 val ground truth (e.g. wsolevaluation metadata/ILSVRC/test)}
 OUT=${OUT:-outputs/imagenette}
 SEEDS=${SEEDS:-0 1 2}
+ARCHS=${ARCHS:-lite0 lite1 lite2}              # head, svm and baseline phases
+LAST_STAGE_SEEDS=${LAST_STAGE_SEEDS:-$SEEDS}   # last_stage trains Lite0's last stage: ~45 min a run on 2 CPU cores
 PHASES=${*:-head svm baseline last_stage hires report}
 DATA=(data.root="$IMAGENETTE" data.gt="$GT")
 mkdir -p "$OUT/logs"
@@ -45,17 +47,20 @@ evaluate_pretrained() {  # the unmodified ImageNet model, 1000-way, on the same 
 for phase in $PHASES; do
   case $phase in
     head)
-      for arch in lite0 lite1 lite2; do for pool in gap gmp; do for seed in $SEEDS; do
+      for arch in $ARCHS; do for pool in gap gmp; do for seed in $SEEDS; do
         run "${arch}_head_${pool}_s$seed" "imagenette/${arch}_head" model.pool=$pool seed=$seed
       done; done; done ;;
     svm)
-      for arch in lite0 lite1 lite2; do for pool in gap gmp; do
+      for arch in $ARCHS; do for pool in gap gmp; do
         run "${arch}_svm_${pool}_s0" "imagenette/${arch}_svm" model.pool=$pool seed=0
       done; done ;;
     baseline)
-      evaluate_pretrained lite0 224; evaluate_pretrained lite1 240; evaluate_pretrained lite2 260 ;;
+      for arch in $ARCHS; do
+        case $arch in lite0) size=224 ;; lite1) size=240 ;; lite2) size=260 ;; esac
+        evaluate_pretrained "$arch" "$size"
+      done ;;
     last_stage)
-      for pool in gap gmp; do for seed in $SEEDS; do
+      for pool in gap gmp; do for seed in $LAST_STAGE_SEEDS; do
         run "lite0_last_stage_${pool}_s$seed" imagenette/lite0_last_stage model.pool=$pool seed=$seed
       done; done ;;
     hires)  # 448 px input: Lite0's map becomes 14x14, the resolution the paper's surgery aims for
