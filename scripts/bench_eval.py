@@ -98,7 +98,8 @@ def _stages(model, source, batch: int) -> dict[str, float]:  # noqa: ANN001
     """wsol's stages timed one by one (seconds for the whole set)."""
     from wsol.data.transforms import build_eval_transform
     from wsol.evaluation.inference import forward_cams
-    from wsol.metrics.boxacc import BoxAccEvaluator, resize_boxes_wsoleval, wsoleval_scoremap
+    from wsol.boxes import resize_boxes
+    from wsol.metrics.boxacc import BoxAccEvaluator, wsoleval_scoremap
 
     records = source.annotations.records
     transform = build_eval_transform(224, model.mean, model.std)
@@ -122,10 +123,10 @@ def _stages(model, source, batch: int) -> dict[str, float]:  # noqa: ANN001
     maps = [wsoleval_scoremap(c[-1].numpy()) for c in cams]
     t["score maps (bicubic 224, min-max)"] = time.perf_counter() - t0
     ev = BoxAccEvaluator(0.01, (30, 50, 70), method="fast")
-    ev.update(maps[:2], [resize_boxes_wsoleval(records[i].boxes, images[i].size) for i in range(2)])  # numba compile
+    ev.update(maps[:2], [resize_boxes(records[i].boxes, images[i].size, (224, 224), truncate=True) for i in range(2)])  # numba compile
     ev.reset()
     t0 = time.perf_counter()
-    ev.update(maps, [resize_boxes_wsoleval(r.boxes, im.size) for r, im in zip(records, images)])
+    ev.update(maps, [resize_boxes(r.boxes, im.size, (224, 224), truncate=True) for r, im in zip(records, images)])
     t["MaxBoxAcc V1+V2 curves"] = time.perf_counter() - t0
     return t
 

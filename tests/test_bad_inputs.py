@@ -54,7 +54,7 @@ def _noise(size: tuple[int, int]) -> Image.Image:
 
 def _baseline(tmp_path: Path) -> Path:
     """``root/images``, ``root/metadata``, perfect 224x224 score maps in ``root/maps`` and ``root/pred.txt``."""
-    from wsol.metrics.boxacc import resize_boxes_wsoleval
+    from wsol.boxes import resize_boxes
 
     root = tmp_path / "ds"
     meta = root / "metadata"
@@ -64,7 +64,7 @@ def _baseline(tmp_path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(_jpeg(size))
         scoremap = np.zeros((224, 224), dtype=np.float32)
-        x0, y0, x1, y1 = resize_boxes_wsoleval(np.array([box]), size)[0]
+        x0, y0, x1, y1 = resize_boxes(np.array([box]), size, (224, 224), truncate=True)[0]
         scoremap[y0:y1 + 1, x0:x1 + 1] = 1.0
         target = root / "maps" / f"{image_id}.npy"
         target.parent.mkdir(parents=True, exist_ok=True)

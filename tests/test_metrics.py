@@ -25,7 +25,6 @@ from wsol.metrics.boxacc import (  # noqa: E402
     level_ious,
     max_over_level_ranges,
     quantise,
-    resize_boxes_wsoleval,
     scoremap_boxes_at_thresholds,
     threshold_levels,
 )
@@ -337,11 +336,13 @@ def test_max_over_level_ranges_hand_made() -> None:
     assert not max_over_level_ranges(np.zeros(0, int), np.zeros(0, int), np.zeros(0)).any()
 
 
-def test_resize_alias_and_scoremap_preprocessing() -> None:
-    # the transition alias is wsol.boxes.resize_boxes(..., truncate=True): x * 224 / 200, y * 224 / 300
-    np.testing.assert_array_equal(resize_boxes_wsoleval(np.array([[10, 20, 99, 149]]), (200, 300)), [[11, 14, 110, 111]])
+def test_wsoleval_box_resize_and_scoremap_preprocessing() -> None:
+    # wsolevaluation's resize_bbox: int(x * 224 / W), int(y * 224 / H)
+    grid = (224, 224)
+    np.testing.assert_array_equal(resize_boxes(np.array([[10, 20, 99, 149]]), (200, 300), grid, truncate=True),
+                                  [[11, 14, 110, 111]])
     pair = np.array([[180, 45, 340, 90]])  # W = 640, H = 160: x * (224 / 640) would give 62, 62, 118, 125
-    np.testing.assert_array_equal(resize_boxes_wsoleval(pair, (640, 160)), resize_boxes(pair, (640, 160), (224, 224), truncate=True))
+    np.testing.assert_array_equal(resize_boxes(pair, (640, 160), grid, truncate=True), [[63, 63, 119, 126]])
     cam = np.arange(12, dtype=np.float32).reshape(3, 4)
     s = wsoleval_scoremap(cam)
     assert s.shape == (224, 224) and s.dtype == np.float64 and s.min() == 0.0 and s.max() == 1.0

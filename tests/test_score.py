@@ -142,14 +142,14 @@ def test_shared_reference_metadata_scores(shared_data: Path, subset: str, tmp_pa
     """The reference suite's own files keep reading (float boxes of rescaled images included): each image's own
     GT box, drawn as a 0/1 map on the 224 grid, scores 100 MaxBoxAcc; the devkit mode scores perfect guesses 0."""
     from wsol.data.metadata import read_metadata
-    from wsol.metrics.boxacc import resize_boxes_wsoleval
+    from wsol.boxes import resize_boxes
 
     root = shared_data / "ilsvrc_val_mini" / subset
     records = read_metadata(root / "metadata").records
     maps = tmp_path / "maps"
     for record in records:
         scoremap = np.zeros((224, 224), dtype=np.float32)
-        x0, y0, x1, y1 = resize_boxes_wsoleval(record.boxes[:1], record.size)[0]
+        x0, y0, x1, y1 = resize_boxes(record.boxes[:1], record.size, (224, 224), truncate=True)[0]
         scoremap[y0:y1 + 1, x0:x1 + 1] = 1.0
         path = maps / f"{record.image_id}.npy"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,8 @@ from wsol.data.metadata import (
 )
 from wsol.data.records import Annotations
 from wsol.io import UnsafePathError, safe_join
-from wsol.metrics.boxacc import RESIZE_LENGTH, BoxAccEvaluator, resize_boxes_wsoleval
+from wsol.boxes import resize_boxes
+from wsol.metrics.boxacc import RESIZE_LENGTH, BoxAccEvaluator
 from wsol.metrics.topk import DevkitErrors
 
 __all__ = ["main", "read_scoremap"]
@@ -229,7 +230,7 @@ def _scoremaps(args: argparse.Namespace) -> dict[str, float | int]:
         except UnsafePathError as err:
             raise InputError(str(err)) from None
         scoremap = read_scoremap(path.with_name(path.name + ".npy"))
-        gt_boxes = resize_boxes_wsoleval(record.boxes, record.size, (_GRID[1], _GRID[0]))  # type: ignore[arg-type]
+        gt_boxes = resize_boxes(record.boxes, record.size, (_GRID[1], _GRID[0]), truncate=True)  # type: ignore[arg-type]
         evaluator.update([scoremap], [gt_boxes])
     return evaluator.compute()
 

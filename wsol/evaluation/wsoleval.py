@@ -26,7 +26,8 @@ import numpy as np
 from wsol.data.records import ImageRecord
 from wsol.engine.distributed import all_reduce_sum
 from wsol.evaluation.base import CAMBatch, DatasetEvaluator
-from wsol.metrics.boxacc import BoxAccEvaluator, resize_boxes_wsoleval, v2_mean, wsoleval_scoremap
+from wsol.boxes import resize_boxes
+from wsol.metrics.boxacc import RESIZE_LENGTH, BoxAccEvaluator, v2_mean, wsoleval_scoremap
 from wsol.metrics.pxap import PxAPEvaluator
 from wsol.metrics.threshold import accuracy_at_tau, best_tau
 
@@ -91,7 +92,7 @@ class WsolEvalEvaluator(DatasetEvaluator):
         for record, size, scoremap in zip(batch.records, batch.sizes, maps):
             if len(record.boxes):
                 fold = fold_of(record.image_id, self.folds) if self.folds > 1 else 0
-                self._boxacc[fold].update([scoremap], [resize_boxes_wsoleval(record.boxes, size)])
+                self._boxacc[fold].update([scoremap], [resize_boxes(record.boxes, size, (RESIZE_LENGTH, RESIZE_LENGTH), truncate=True)])
         if self._pxap is not None and self.load_mask is not None:
             self._pxap.update(maps, [self.load_mask(r) for r in batch.records])
 

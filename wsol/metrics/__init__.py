@@ -12,7 +12,7 @@ these live in ``wsol.evaluation``.
 
 from __future__ import annotations
 
-from wsol.metrics.boxacc import BoxAccEvaluator, resize_boxes_wsoleval
+from wsol.metrics.boxacc import BoxAccEvaluator
 from wsol.metrics.pxap import PxAPEvaluator
 from wsol.metrics.scoremap import RESIZE_LENGTH, check_scoremap, scoremap_thresholds, wsoleval_scoremap
 from wsol.metrics.threshold import apply_threshold_policy
@@ -23,7 +23,6 @@ __all__ = [
     "PxAPEvaluator",
     "apply_threshold_policy",
     "check_scoremap",
-    "resize_boxes_wsoleval",
     "scoremap_thresholds",
     "wsoleval_scoremap",
 ]

@@ -37,8 +37,8 @@ each distinct level once and score them all with ONE ``box_iou`` call:
 
 Public API: ``quantise``, ``threshold_levels``, ``scoremap_boxes_at_thresholds`` (the exact per-threshold
 boxes, for inspection), ``level_boxes`` and ``level_ious`` (per level), ``BoxAccEvaluator``
-(``update()`` / ``compute()`` / ``curve()``). ``resize_boxes_wsoleval`` and ``wsoleval_scoremap`` are
-re-exported for the transition (use ``wsol.boxes.resize_boxes`` and ``wsol.metrics.scoremap``). This module
+(``update()`` / ``compute()`` / ``curve()``). Boxes move to the 224 grid with
+``wsol.boxes.resize_boxes(..., truncate=True)``; score maps come from ``wsol.metrics.scoremap``. This module
 needs no torch; numba is imported only by the fast path.
 """
 
@@ -60,7 +60,6 @@ __all__ = [
     "level_boxes",
     "level_ious",
     "quantise",
-    "resize_boxes_wsoleval",
     "scoremap_boxes_at_thresholds",
     "scoremap_thresholds",
     "threshold_levels",
@@ -70,15 +69,6 @@ __all__ = [
 
 #: Binarisation levels: L in 0..255 (the mask ``u8 > 255`` is always empty).
 N_LEVELS = 256
-
-
-def resize_boxes_wsoleval(
-    boxes: np.ndarray,
-    image_size: tuple[float, float],
-    resize_size: tuple[int, int] = (RESIZE_LENGTH, RESIZE_LENGTH),
-) -> np.ndarray:
-    """Transition alias of ``wsol.boxes.resize_boxes(boxes, image_size, resize_size, truncate=True)``."""
-    return resize_boxes(boxes, image_size, resize_size, truncate=True)
 
 
 def quantise(scoremap: np.ndarray) -> np.ndarray:
