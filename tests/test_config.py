@@ -116,3 +116,11 @@ def test_run_dirs(tmp_path: Path) -> None:
     (tmp_path / "checkpoints" / "last.pt").write_bytes(b"x")
     assert run_dir_for("run", None, str(tmp_path), "T") == str(tmp_path)
     assert run_dir_for("run", None, str(tmp_path / "checkpoints" / "last.pt"), "T") == str(tmp_path)
+
+
+def test_model_options_are_checked_against_the_factory() -> None:
+    # +model.kwargs.<opt> overrides a factory default; an option the factory does not take is an error naming it.
+    model = model_from_cfg(_compose("run", ["+model.kwargs.width=4"]).model, 3)
+    assert model.num_features == 16  # small_cnn: K = 4 * width
+    with pytest.raises(ValueError, match="model 'small_cnn' has no option 'widht'; its options are: .*width"):
+        model_from_cfg(_compose("run", ["+model.kwargs.widht=4"]).model, 3)
