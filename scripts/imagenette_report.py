@@ -134,12 +134,13 @@ def curves(out: Path, df: pd.DataFrame, dest: Path) -> list[Path]:
 
 
 def failures(out: Path, df: pd.DataFrame, dest: Path) -> str:
-    """Top-1 localization errors by cause (``wsol.report.failure_breakdown``), mean over seeds, per arch x pool."""
+    """Top-1 localization errors by cause (``wsol.report.failure_breakdown``), mean over seeds, per arch x recipe x
+    pool x input."""
     labels, means, stds, blocks = [], [], [], []
-    for (arch, pool), g in df[(df.recipe == "head") & (df.input != 448)].groupby(["arch", "pool"]):
+    for (arch, recipe, pool, size), g in df.groupby(["arch", "recipe", "pool", "input"]):
         tables = [failure_breakdown(read_predictions(out / name / "predictions.csv")) for name in g.run]
         pct = np.stack([t["pct_images"].to_numpy() for t in tables])  # [seeds, categories]
-        label = f"{arch} head {pool.upper()}"
+        label = f"{arch} {recipe} {pool.upper()}" + ("" if size == 224 else f" {size}px")
         labels.append(label)
         means.append(pct.mean(0))
         stds.append(pct.std(0, ddof=1) if len(pct) > 1 else np.zeros(pct.shape[1]))
