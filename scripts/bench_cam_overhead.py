@@ -28,15 +28,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import resource
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torchvision
+from _bench import load_conditions, timed
 
 from wsol.cam import cam_classes, compute_cams, normalize_cams, upsample_cams
 from wsol.models import build_model
@@ -44,21 +42,6 @@ from wsol.models import build_model
 TOPK = 5
 
 
-def load_conditions() -> str:
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    try:
-        pressure = Path("/proc/pressure/cpu").read_text().splitlines()[0]
-    except OSError:
-        pressure = "n/a"
-    return f"loadavg {load}; cpu pressure: {pressure}"
-
-
-def timed(fn: Callable[[], object]) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) of one call."""
-    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    fn()
-    t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-    return t1 - t0, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,7 +42,6 @@ import collections
 import csv
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -56,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _bench import load_conditions, timed
 from wsol.models import CAMNet, build_model
 
 PAPER_MODELS = ("alexnet_gap", "vgg16_gap", "googlenet_gap", "alexnet_star_gap", "efficientnet_lite0")
@@ -159,21 +159,6 @@ def run_step(v: Variant, y: torch.Tensor) -> None:
     v.optimizer.step()
 
 
-def timed(fn: Callable[[], None]) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) of one call."""
-    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    fn()
-    t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-    return t1 - t0, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-
-
-def load_conditions() -> str:
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    try:
-        pressure = Path("/proc/pressure/cpu").read_text().splitlines()[0]
-    except OSError:
-        pressure = "n/a"
-    return f"loadavg {load}; cpu pressure: {pressure}"
 
 
 def conv_kind(weight_shape: list[int]) -> str:
