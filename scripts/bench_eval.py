@@ -99,7 +99,8 @@ def _stages(model, source, batch: int) -> dict[str, float]:  # noqa: ANN001
     from wsol.data.transforms import build_eval_transform
     from wsol.evaluation.inference import forward_cams
     from wsol.boxes import resize_boxes
-    from wsol.metrics.boxacc import BoxAccEvaluator, wsoleval_scoremap
+    from wsol.metrics.boxacc import BoxAccEvaluator
+    from wsol.metrics.scoremap import wsoleval_scoremap
 
     records = source.annotations.records
     transform = build_eval_transform(224, model.mean, model.std)

@@ -259,7 +259,7 @@ def evaluate_job(job: Job) -> dict[str, Any]:
 def _export(store_dir: Path, source: Any, out_root: str) -> None:
     from wsol.engine.distributed import get_dist
     from wsol.evaluation.store import CAMStore, export_wsoleval_scoremaps
-    from wsol.metrics.boxacc import wsoleval_scoremap
+    from wsol.metrics.scoremap import wsoleval_scoremap
 
     if get_dist().is_main:
         n = export_wsoleval_scoremaps(CAMStore(store_dir), [r.image_id for r in source.annotations.records],

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wsol.boxes import resize_boxes
 from wsol.cli import box_tolerance, positive_int
 from wsol.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from wsol.data.metadata import (
@@ -55,8 +56,8 @@ from wsol.data.metadata import (
 )
 from wsol.data.records import Annotations
 from wsol.io import UnsafePathError, safe_join
-from wsol.boxes import resize_boxes
-from wsol.metrics.boxacc import RESIZE_LENGTH, BoxAccEvaluator
+from wsol.metrics.boxacc import BoxAccEvaluator
+from wsol.metrics.scoremap import RESIZE_LENGTH
 from wsol.metrics.topk import DevkitErrors
 
 __all__ = ["main", "read_scoremap"]

@@ -1,7 +1,7 @@
 """wsolevaluation's protocol (Choe et al., CVPR 2020): MaxBoxAcc, MaxBoxAccV2, PxAP and the threshold policy.
 
 Per image, the GT class's CAM becomes a 224x224 score map exactly as that suite makes it
-(``wsol.metrics.boxacc.wsoleval_scoremap``: bicubic, min-max) and the GT boxes are resized to the same grid with its
+(``wsol.metrics.scoremap.wsoleval_scoremap``: bicubic, min-max) and the GT boxes are resized to the same grid with its
 ``int(c * 224 / size)`` arithmetic; ``wsol.metrics.boxacc.BoxAccEvaluator`` accumulates BoxAcc(tau) for every tau,
 ``PxAPEvaluator`` the pixel histograms where masks exist (OpenImages30k).
 
@@ -23,12 +23,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from wsol.boxes import resize_boxes
 from wsol.data.records import ImageRecord
 from wsol.engine.distributed import all_reduce_sum
 from wsol.evaluation.base import CAMBatch, DatasetEvaluator
-from wsol.boxes import resize_boxes
-from wsol.metrics.boxacc import RESIZE_LENGTH, BoxAccEvaluator, v2_mean, wsoleval_scoremap
+from wsol.metrics.boxacc import BoxAccEvaluator, v2_mean
 from wsol.metrics.pxap import PxAPEvaluator
+from wsol.metrics.scoremap import RESIZE_LENGTH, wsoleval_scoremap
 from wsol.metrics.threshold import accuracy_at_tau, best_tau
 
 __all__ = ["WsolEvalEvaluator", "TAU_POLICIES", "fold_of"]

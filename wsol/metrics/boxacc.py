@@ -51,20 +51,17 @@ import cv2
 import numpy as np
 
 from wsol.boxes import box_iou, resize_boxes
-from wsol.metrics.scoremap import RESIZE_LENGTH, check_scoremap, scoremap_thresholds, wsoleval_scoremap
+from wsol.metrics.scoremap import check_scoremap, scoremap_thresholds
 
 __all__ = [
-    "RESIZE_LENGTH",
     "BoxAccEvaluator",
     "LevelBoxes",
     "level_boxes",
     "level_ious",
     "quantise",
     "scoremap_boxes_at_thresholds",
-    "scoremap_thresholds",
     "threshold_levels",
     "v2_mean",
-    "wsoleval_scoremap",
 ]
 
 #: Binarisation levels: L in 0..255 (the mask ``u8 > 255`` is always empty).
