@@ -4,7 +4,8 @@
 
 Each run dir ``<OUT>/<name>`` holds the paper-protocol ``metrics.json`` (+ ``predictions.csv``, the CAM store) and
 ``wsoleval/metrics.json`` (the stored CAMs re-scored under wsolevaluation). Run names are
-``<arch>_<recipe>_<pool>[_448]_s<seed>`` and ``baseline_<arch>``. Writes into the results dir:
+``<arch>_<recipe>_<pool>[_448]_s<seed>``, ``<arch>_<recipe>_<pool>_test448_s<seed>`` (that run's trained model
+evaluated with ``data.image_size=448``) and ``baseline_<arch>``. Writes into the results dir:
 ``imagenette.md`` / ``imagenette.csv`` (mean ± std over seeds, per arch x recipe x pool), ``runs.csv`` (every run),
 ``gap_vs_gmp.md`` (the difference against the seed spread), ``boxacc_<arch>.png`` (GAP and GMP on one plot),
 ``failures.{md,png}`` (top-1 localization errors by cause) and ``overlays_{gap,gmp}.png``.
@@ -24,7 +25,7 @@ from wsol.report import failure_breakdown, read_predictions
 from wsol.report.runs import mean_std
 from wsol.visualize import BoxAccCurves, draw_boxacc_curves, draw_failure_breakdown, save_figure, write_overlay_grid
 
-NAME = re.compile(r"(?P<arch>lite\d)_(?P<recipe>head|svm|last_stage|full)_(?P<pool>gap|gmp)(?:_(?P<size>\d+))?_s(?P<seed>\d+)")
+NAME = re.compile(r"(?P<arch>lite\d)_(?P<recipe>head|svm|last_stage|full)_(?P<pool>gap|gmp)(?:_(?P<size>\d+))?(?:_test(?P<test>\d+))?_s(?P<seed>\d+)")
 PAPER = ["top1_cls_err", "top5_cls_err", "top1_loc_err", "top5_loc_err", "gt_known_loc_err"]
 WSOL = ["boxacc_at_tau", "maxboxacc", "boxacc_v2_at_tau", "maxboxacc_v2"]
 HEADERS = {"top1_cls_err": "top-1 cls err", "top5_cls_err": "top-5 cls err", "top1_loc_err": "top-1 loc err",
@@ -40,8 +41,9 @@ def collect(out: Path) -> pd.DataFrame:
         wsol = json.loads((run / "wsoleval" / "metrics.json").read_text()) if (run / "wsoleval" / "metrics.json").is_file() else {}
         m = NAME.fullmatch(run.name)
         if m:
-            ident = {"arch": m["arch"], "recipe": m["recipe"], "pool": m["pool"], "seed": int(m["seed"]),
-                     "input": int(m["size"]) if m["size"] else paper.get("image_size")}
+            recipe = m["recipe"] + (f", evaluated at {m['test']} px" if m["test"] else "")
+            ident = {"arch": m["arch"], "recipe": recipe, "pool": m["pool"], "seed": int(m["seed"]),
+                     "input": paper.get("image_size") or int(m["test"] or m["size"] or 0)}
         elif run.name.startswith("baseline_"):
             ident = {"arch": run.name.split("_", 1)[1], "recipe": "none (1000-class)", "pool": "gap", "seed": 0,
                      "input": paper.get("image_size")}

@@ -252,3 +252,102 @@ def test_feature_extraction_resumes_from_its_finished_chunks(tmp_path: Path, mon
     assert calls == [[3, 4, 5], [6]]  # only the unfinished chunks
     assert not list(tmp_path.glob("*.part*.pt")) and len(list(tmp_path.glob("features-*.pt"))) == 1
     torch.testing.assert_close(feats.pooled, reference.pooled)
+
+
+def test_feature_parts_of_another_chunk_size_are_redone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import wsol.engine.features as features
+
+    torch.manual_seed(0)
+    model = build_model("small_cnn", num_classes=4, width=4).eval()
+    source = _source(7)
+    kw = dict(arch="small_cnn", image_size=32, hflip=True, batch_size=2, num_workers=0, device=CPU, data_root=None)
+    reference = cached_pooled_features(model, source, cache_dir=None, **kw)
+    real, calls = features.extract_pooled_features, []
+
+    def dies_on_the_third_chunk(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(list(kwargs["indices"]))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(features, "extract_pooled_features", dies_on_the_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        cached_pooled_features(model, source, cache_dir=tmp_path, chunk_size=2, **kw)  # parts: [0, 1], [2, 3]
+    calls.clear()
+    monkeypatch.setattr(features, "extract_pooled_features", lambda *a, **k: calls.append(list(k["indices"])) or real(*a, **k))
+    feats = cached_pooled_features(model, source, cache_dir=tmp_path, chunk_size=4, **kw)
+    assert calls == [[0, 1, 2, 3], [4, 5, 6]]  # a 2-image part is not chunk 0 of 4 images
+    assert not list(tmp_path.glob("*.part*.pt"))
+    torch.testing.assert_close(feats.pooled, reference.pooled)
+
+
+# ----------------------------------------------------------------------------- images that fail at load time
+class _BrokenFiles:
+    """A synthetic source whose images ``bad`` fail to load (as a truncated JPEG does), under ``on_error``."""
+
+    def __init__(self, n: int, bad: set[int], on_error: str) -> None:
+        self.inner, self.bad, self.on_error = _source(n), bad, on_error
+        self.annotations = self.inner.annotations
+
+    def load(self, index: int) -> Any:
+        from wsol.data.images import ImageLoadError
+
+        if index in self.bad:
+            raise ImageLoadError(f"/data/{self.annotations.records[index].image_id}", "truncated: no JPEG end marker")
+        return self.inner.load(index)
+
+
+def _train_on(source: Any, tmp: Path, settings: TrainSettings, cache: Path | None = None) -> tuple:
+    seed_everything(0)
+    model = build_model("small_cnn", num_classes=4, width=4)
+    result = train_model(
+        model, source, tmp, settings=settings, seed=1, spec=model_spec("small_cnn", 4, "gap", {"width": 4}),
+        fingerprint={"v": 1}, device=CPU,
+        make_train_dataset=lambda m: WSOLDataset(source, build_train_transform(36, 32, True, m.mean, m.std)),
+        image_size=32, cache_dir=None if cache is None else str(cache), data_root=None, arch="small_cnn")
+    return model, result
+
+
+@pytest.mark.parametrize("recipe", ["full", "head"])
+def test_training_skips_images_that_fail_to_load_only_when_asked(recipe: str, tmp_path: Path) -> None:
+    from wsol.data.images import ImageLoadError
+
+    settings = replace(SETTINGS, recipe=recipe, amp=False, epochs=2)
+    ids = [r.image_id for r in _source(36).annotations.records]
+    with pytest.raises(ImageLoadError, match=rf"/data/{ids[5]}: truncated"):
+        _train_on(_BrokenFiles(36, {5}, "raise"), tmp_path / "raise", settings, cache=tmp_path / "c1")
+    model, result = _train_on(_BrokenFiles(36, {5, 17}, "skip"), tmp_path / "skip", settings, cache=tmp_path / "c2")
+    assert result.steps == settings.epochs * (36 // settings.batch_size)  # the run finished, same schedule
+    assert result.skipped == {ids[5]: f"/data/{ids[5]}: truncated: no JPEG end marker",
+                              ids[17]: f"/data/{ids[17]}: truncated: no JPEG end marker"}
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    if recipe == "full":  # the checkpoint keeps the list, so a resumed run still reports it
+        assert load_checkpoint(tmp_path / "skip" / "checkpoints" / "last.pt")["skipped"] == result.skipped
+    else:  # the cache keeps it, so a run served from the cache still reports it
+        _, again = _train_on(_BrokenFiles(36, {5, 17}, "skip"), tmp_path / "skip2", settings, cache=tmp_path / "c2")
+        assert again.history[-1]["features_cached"] is True and again.skipped == result.skipped
+
+
+def test_skipped_images_have_nan_rows_that_kept_drops(tmp_path: Path) -> None:
+    """Head recipe: a skipped image gets a NaN row (the others are unchanged) and is not trained on."""
+    settings = replace(SETTINGS, recipe="head", amp=False, epochs=2, batch_size=6, accumulate_grad_batches=1)
+    model = build_model("small_cnn", num_classes=4, width=4).eval()
+    skipped: dict[str, str] = {}
+    pooled = extract_pooled_features(model, _BrokenFiles(8, {2, 5}, "skip"), image_size=32, hflip=True, batch_size=3,
+                                     num_workers=0, device=CPU, skipped=skipped)
+    full = extract_pooled_features(model, _source(8), image_size=32, hflip=True, batch_size=3, num_workers=0,
+                                   device=CPU)
+    assert torch.isnan(pooled[:, [2, 5]]).all() and sorted(skipped) == sorted(
+        _source(8).annotations.records[i].image_id for i in (2, 5))
+    keep = [0, 1, 3, 4, 6, 7]
+    torch.testing.assert_close(pooled[:, keep], full[:, keep])
+    ids = [r.image_id for r in _source(8).annotations.records]
+    kept = PooledFeatures(pooled, torch.arange(8) % 4, ids, {}, skipped).kept()
+    assert kept.image_ids == [ids[i] for i in keep] and torch.equal(kept.labels, torch.tensor([0, 1, 3, 0, 2, 3]))
+    assert not torch.isnan(kept.pooled).any()
+
+
+def test_a_training_batch_with_no_loadable_image_is_an_error(tmp_path: Path) -> None:
+    settings = replace(SETTINGS, amp=False, epochs=1, batch_size=4, accumulate_grad_batches=1)
+    with pytest.raises(RuntimeError, match="every image of a training batch failed to load"):
+        _train_on(_BrokenFiles(36, set(range(36)), "skip"), tmp_path, settings)

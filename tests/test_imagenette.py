@@ -530,3 +530,30 @@ def test_head_finetune_on_the_mini_training_files_beats_chance(shared_data: Path
     assert len(train.annotations) == 220 and out["n_images"] == 500
     assert out["top1_cls_err"] < 25.0  # chance: 90
     assert out["gt_known_loc_err"] < 60.0  # a CAM that ignored the object would be near 100
+
+
+def test_a_training_image_that_fails_to_load_stops_the_run_or_is_skipped_and_listed(tree: tuple[Path, Path],
+                                                                                    tmp_path: Path) -> None:
+    """``train_check_files=none`` (the default): a truncated training JPEG surfaces when it is loaded, naming the
+    file; with ``data.on_error=skip`` the run goes on without it and ``metrics.json`` lists it."""
+    import json
+    import subprocess
+    import sys
+
+    root, gt = tree
+    bad = sorted((root / "train" / TENCH).glob("n*.JPEG"))[0]
+    bad.write_bytes(bad.read_bytes()[: len(bad.read_bytes()) // 2])
+    image_id = bad.relative_to(root).as_posix()
+    args = [sys.executable, "-m", "wsol.run", "data=imagenette", f"data.root={root}", f"data.gt={gt}",
+            "model=small_cnn", "+model.kwargs.width=4", "data.image_size=32", "data.resize_size=36",
+            "data.crop_size=32", "train.epochs=1", "train.batch_size=11", "device=cpu"]
+    failed = subprocess.run([*args, "train.num_workers=1", f"hydra.run.dir={tmp_path / 'raise'}"],  # from a worker
+                            capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 2 and f"error: {bad}: cannot be read" in failed.stderr, failed.stderr[-2000:]
+    assert "Traceback" not in failed.stderr
+    done = subprocess.run([*args, "data.on_error=skip", f"hydra.run.dir={tmp_path / 'skip'}"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((tmp_path / "skip" / "metrics.json").read_text())
+    assert metrics["train_steps"] == 2 and metrics["n_train_skipped"] == 1
+    assert list(metrics["train_skipped"]) == [image_id] and f"{bad}: cannot be read" in metrics["train_skipped"][image_id]

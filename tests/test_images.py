@@ -236,3 +236,23 @@ def test_size_limit_refuses_before_decoding(tmp_path: Path, monkeypatch: pytest.
         load_rgb(path, max_pixels=0)
     load_rgb(path, max_pixels=10**9)  # a limit above Pillow's own raises Pillow's, else Pillow would refuse
     assert Image.MAX_IMAGE_PIXELS == 10**9
+
+
+@pytest.mark.parametrize("cls", [ImageLoadError, ImageSizeMismatchError])
+def test_load_error_crosses_dataloader_workers_with_its_path_and_reason(cls: type, tmp_path: Path) -> None:
+    """A DataLoader worker's error is re-raised in the main process as ``cls(message=traceback text)``; the file and
+    reason must survive it, so the CLI can print one line instead of a RuntimeError traceback."""
+    from torch.utils.data import DataLoader, Dataset
+
+    class Broken(Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, i: int) -> int:
+            raise cls(tmp_path / "a b.jpg", "truncated: no JPEG end marker: at 12: x")
+
+    with pytest.raises(cls) as raised:
+        next(iter(DataLoader(Broken(), num_workers=1)))
+    assert raised.value.path == str(tmp_path / "a b.jpg")
+    assert raised.value.reason == "truncated: no JPEG end marker: at 12: x"
+    assert str(raised.value) == f"{tmp_path / 'a b.jpg'}: truncated: no JPEG end marker: at 12: x"

@@ -62,9 +62,20 @@ def cli_guard(fn: Callable[[], Any], *, after_failure: Callable[[], str | None] 
     """
     from wsol.engine.trainer import TrainingInterrupted
 
+    from wsol.data.images import ImageLoadError
+
     mark_task_started()
     try:
         return fn()
+    except ImageLoadError as err:  # names the file and the reason; it is the data, not the code
+        if _verbose():
+            raise
+        extra = after_failure() if after_failure else None
+        print(f"error: {_message(err)}\n(data.on_error=skip drops such images and lists them in metrics.json)",
+              file=sys.stderr)
+        if extra:
+            print(extra, file=sys.stderr)
+        sys.exit(2)
     except TrainingInterrupted as err:
         if _verbose():
             raise

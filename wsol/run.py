@@ -39,7 +39,8 @@ def _run(cfg: DictConfig, out_dir: Path) -> float:
     row = evaluate_job(job)
     row.update({"recipe": job.settings.recipe, "train_steps": result.steps, "train_epochs": round(result.epochs, 3),
                 "train_final_loss": round(result.final_loss, 4), "train_acc": round(100 * result.train_acc, 2),
-                "train_seconds": round(result.seconds, 1), **provenance()})
+                "train_seconds": round(result.seconds, 1), "n_train_skipped": len(result.skipped),
+                "train_skipped": result.skipped, **provenance()})
     save_run_files(out_dir, cfg, row)
     if get_dist().is_main:
         print(format_summary(row))

@@ -62,7 +62,8 @@ def _train(cfg: DictConfig) -> None:
     save_run_files(out_dir, cfg, {"task": "train", "dataset": cfg.data.name, "arch": job.arch, "pool": job.model.pool,
                                   "recipe": job.settings.recipe, "seed": cfg.seed, "steps": result.steps,
                                   "epochs": round(result.epochs, 3), "final_loss": result.final_loss,
-                                  "train_acc": result.train_acc, "train_seconds": round(result.seconds, 1)})
+                                  "train_acc": result.train_acc, "train_seconds": round(result.seconds, 1),
+                                  "n_train_skipped": len(result.skipped), "train_skipped": result.skipped})
     if get_dist().is_main:
         print(f"trained {result.steps} steps in {result.seconds:.0f}s; final loss {result.final_loss:.4f}, "
               f"train acc {100 * result.train_acc:.1f}%; weights: {out_dir / 'model.pt'}")

@@ -76,8 +76,12 @@ class WSOLDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source.annotations)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        image = self.source.load(index)
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | SkippedImage:
+        """The item, or a ``SkippedImage`` when the image fails to load under ``on_error="skip"``
+        (``collate_skipping`` drops it from the batch)."""
+        image = load_or_skip(self.source, index)
+        if isinstance(image, SkippedImage):
+            return image
         return self.transform(image), self.source.annotations.records[index].label, index
 
 
@@ -117,6 +121,14 @@ def split_skipped(batch: Sequence[Any]) -> tuple[list[Any], list[SkippedImage]]:
     """Separate the ``SkippedImage`` items of a DataLoader batch (for a ``collate_fn``): ``(kept, skipped)``."""
     kept = [item for item in batch if not isinstance(item, SkippedImage)]
     return kept, [item for item in batch if isinstance(item, SkippedImage)]
+
+
+def collate_skipping(batch: Sequence[Any]) -> tuple[Any, list[SkippedImage]]:
+    """DataLoader ``collate_fn``: ``(default_collate(kept items) or None when none is left, skipped)``."""
+    from torch.utils.data import default_collate
+
+    kept, skipped = split_skipped(batch)
+    return (default_collate(kept) if kept else None), skipped
 
 
 def record_skipped(annotations: Annotations, skipped: Iterable[SkippedImage]) -> None:

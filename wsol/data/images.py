@@ -71,7 +71,14 @@ class ImageLoadError(Exception):
         reason: why, in words (``"file not found"``, ``"truncated: ..."``, ``"size 500x375 ..."``).
     """
 
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+    # PyTorch's DataLoader re-raises an error from a worker process as ``type(error)(message=text)`` when the class
+    # has a ``message`` attribute (else as a RuntimeError); ``text`` ends with the line "<module.Class>: path: reason".
+    message = "an image file could not be loaded"
+
+    def __init__(self, path: str | os.PathLike[str] = "", reason: str = "", *, message: str | None = None) -> None:
+        if message is not None:  # re-raised from a DataLoader worker: the same path and reason, same text
+            last = message.rstrip().splitlines()[-1] if message.strip() else ""
+            path, _, reason = last.partition(": ")[2].partition(": ")
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")

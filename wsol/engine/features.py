@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from wsol.data.datasets import SkippedImage, collate_skipping, load_or_skip
 from wsol.io import atomic_torch_save, load_torch_file
 from wsol.models.base import POOLS, CAMNet, global_pool
 
@@ -43,10 +44,24 @@ FORMAT_VERSION = 1
 
 
 class PooledFeatures:
-    """Pooled features of a split: ``pooled [V, N, 2, K]`` (views x images x (gap, gmp) x channels)."""
+    """Pooled features of a split: ``pooled [V, N, 2, K]`` (views x images x (gap, gmp) x channels).
 
-    def __init__(self, pooled: torch.Tensor, labels: torch.Tensor, image_ids: list[str], meta: dict[str, Any]) -> None:
+    ``skipped`` maps the id of each image that failed to load under ``data.on_error=skip`` to the reason; its rows
+    are NaN, and ``kept()`` drops them.
+    """
+
+    def __init__(self, pooled: torch.Tensor, labels: torch.Tensor, image_ids: list[str], meta: dict[str, Any],
+                 skipped: dict[str, str] | None = None) -> None:
         self.pooled, self.labels, self.image_ids, self.meta = pooled, labels, image_ids, meta
+        self.skipped = dict(skipped or {})
+
+    def kept(self) -> PooledFeatures:
+        """The features without the skipped images."""
+        if not self.skipped:
+            return self
+        keep = [i for i, image_id in enumerate(self.image_ids) if image_id not in self.skipped]
+        return PooledFeatures(self.pooled[:, keep], self.labels[keep], [self.image_ids[i] for i in keep], self.meta,
+                              self.skipped)
 
     def of(self, pool: str) -> torch.Tensor:
         """``[V, N, K]`` features of one pooling."""
@@ -72,14 +87,15 @@ class _Views(Dataset):
     def __len__(self) -> int:
         return len(self.source.annotations)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(self.source.load(i))
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | SkippedImage:
+        image = load_or_skip(self.source, i)
+        return image if isinstance(image, SkippedImage) else (self.transform(image), i)
 
 
 @torch.no_grad()
 def extract_pooled_features(model: CAMNet, source: Any, *, image_size: int, hflip: bool, batch_size: int,
-                            num_workers: int, device: torch.device,
-                            indices: Sequence[int] | None = None) -> torch.Tensor:
+                            num_workers: int, device: torch.device, indices: Sequence[int] | None = None,
+                            skipped: dict[str, str] | None = None) -> torch.Tensor:
     """One pass of ``model.forward_features`` over ``source``; GAP and GMP of each map (and of its mirror).
 
     Args:
@@ -88,6 +104,8 @@ def extract_pooled_features(model: CAMNet, source: Any, *, image_size: int, hfli
         image_size: the whole image resized to ``image_size`` squared (``wsol.data.transforms.build_eval_transform``).
         hflip: also the mirrored view.
         indices: the images to do (default: all), in this order.
+        skipped: filled with ``image id -> reason`` of each image that fails to load under the source's
+            ``on_error="skip"`` (``wsol.data.datasets.load_or_skip``); their rows are NaN.
 
     Returns:
         float32 ``[V, N, 2, K]`` with ``V = 2 if hflip else 1`` (pools in ``POOLS`` order).
@@ -100,20 +118,34 @@ def extract_pooled_features(model: CAMNet, source: Any, *, image_size: int, hfli
     dataset = _Views(source, build_eval_transform(image_size, model.mean, model.std))
     if indices is not None:
         dataset = Subset(dataset, list(indices))
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False,
+                        collate_fn=collate_skipping)
     views = 2 if hflip else 1
-    chunks: list[torch.Tensor] = []
+    position = {index: p for p, index in enumerate(indices if indices is not None else range(len(dataset)))}
+    out: torch.Tensor | None = None
     t0, every = time.time(), max(1, len(loader) // 10)
-    for b, images in enumerate(tqdm(loader, desc="features", unit="batch", disable=None), 1):
+    for b, (batch, dropped) in enumerate(tqdm(loader, desc="features", unit="batch", disable=None), 1):
         if b % every == 0:  # progress in the log too (tqdm is off without a terminal)
             log.info("features: %d of %d batches (%.0f s)", b, len(loader), time.time() - t0)
+        for item in dropped:
+            log.warning("image skipped (data.on_error=skip): %s", item.reason)
+            if skipped is not None:
+                skipped[item.image_id] = item.reason
+        if batch is None:
+            continue
+        images, index = batch
         images = images.to(device)
         per_view = []
         for v in range(views):
             feats = model.forward_features(images.flip(-1) if v else images).float()
             per_view.append(torch.stack([global_pool(feats, p) for p in POOLS], 1).cpu())  # [B, 2, K]
-        chunks.append(torch.stack(per_view))  # [V, B, 2, K]
-    return torch.cat(chunks, 1)
+        pooled = torch.stack(per_view)  # [V, B, 2, K]
+        if out is None:
+            out = torch.full((views, len(position), *pooled.shape[2:]), float("nan"))
+        out[:, [position[int(i)] for i in index]] = pooled
+    if out is None:
+        raise RuntimeError(f"no image of {len(position)} could be loaded: " + "; ".join((skipped or {}).values()))
+    return out
 
 
 def cached_pooled_features(model: CAMNet, source: Any, *, arch: str, cache_dir: str | Path | None, image_size: int,
@@ -131,11 +163,11 @@ def cached_pooled_features(model: CAMNet, source: Any, *, arch: str, cache_dir: 
     labels = torch.tensor([r.label for r in records])
     ids = [r.image_id for r in records]
     if cache_dir is None:
-        t0 = time.time()
+        t0, skipped = time.time(), {}
         pooled = extract_pooled_features(model, source, image_size=image_size, hflip=hflip, batch_size=batch_size,
-                                         num_workers=num_workers, device=device)
+                                         num_workers=num_workers, device=device, skipped=skipped)
         return PooledFeatures(pooled, labels, ids, {"cache": None, "cache_hit": False,
-                                                    "extract_seconds": round(time.time() - t0, 1)})
+                                                    "extract_seconds": round(time.time() - t0, 1)}, skipped)
     key = {"format_version": FORMAT_VERSION, "arch": arch, "trunk_sha256": weights_digest(model.backbone)
            + weights_digest(model.head), "image_size": image_size, "mean": list(model.mean), "std": list(model.std),
            "hflip": hflip, "data_root": data_root,
@@ -148,14 +180,18 @@ def cached_pooled_features(model: CAMNet, source: Any, *, arch: str, cache_dir: 
         n_chunks = (len(records) + chunk_size - 1) // chunk_size
         for c in range(info.rank, n_chunks, info.world_size):
             part = path.with_name(f"{path.stem}.part{c:05d}.pt")
-            if part.is_file() and load_torch_file(part, "feature cache part").get("key") == key:
-                continue  # finished before an interruption
-            t0 = time.time()
             todo = range(c * chunk_size, min((c + 1) * chunk_size, len(records)))
+            if part.is_file():
+                done = load_torch_file(part, "feature cache part")
+                if (done.get("key") == key and done.get("first", todo.start) == todo.start
+                        and done["pooled"].shape[1] == len(todo)):
+                    continue  # finished before an interruption (with the same chunk size)
+            t0, skipped = time.time(), {}
             pooled = extract_pooled_features(model, source, image_size=image_size, hflip=hflip,
                                              batch_size=batch_size, num_workers=num_workers, device=device,
-                                             indices=todo)
-            atomic_torch_save({"key": key, "chunk": c, "pooled": pooled, "seconds": time.time() - t0}, part)
+                                             indices=todo, skipped=skipped)
+            atomic_torch_save({"key": key, "chunk": c, "first": todo.start, "pooled": pooled,
+                               "seconds": time.time() - t0, "skipped": skipped}, part)
             log.info("features: chunk %d of %d done (%d images, %.0f s)", c + 1, n_chunks, len(todo),
                      time.time() - t0)
         barrier()
@@ -165,10 +201,11 @@ def cached_pooled_features(model: CAMNet, source: Any, *, arch: str, cache_dir: 
             if any(p.get("key") != key for p in parts):
                 raise ValueError(f"{path.parent}: a feature cache part was made for other inputs; delete the parts")
             seconds = round(sum(float(p["seconds"]) for p in parts), 1)
+            skipped = {k: v for p in parts for k, v in p.get("skipped", {}).items()}
             atomic_torch_save({"key": key, "pooled": torch.cat([p["pooled"] for p in parts], 1), "labels": labels,
-                               "image_ids": ids, "seconds": seconds}, path)
-            for c in range(n_chunks):
-                path.with_name(f"{path.stem}.part{c:05d}.pt").unlink()
+                               "image_ids": ids, "seconds": seconds, "skipped": skipped}, path)
+            for stale in path.parent.glob(f"{path.stem}.part*.pt"):  # also parts of an earlier chunk size
+                stale.unlink()
             log.info("pooled features of %d images cached in %s (%.0f s of extraction)", len(records), path, seconds)
         barrier()
         hit = False
@@ -182,7 +219,8 @@ def cached_pooled_features(model: CAMNet, source: Any, *, arch: str, cache_dir: 
     if hit:
         log.info("pooled features from the cache %s", path)
     return PooledFeatures(state["pooled"], state["labels"], list(state["image_ids"]),
-                          {"cache": str(path), "cache_hit": hit, "extract_seconds": state["seconds"]})
+                          {"cache": str(path), "cache_hit": hit, "extract_seconds": state["seconds"]},
+                          state.get("skipped", {}))
 
 
 class PooledFeatureItems(Dataset):

@@ -161,6 +161,8 @@ def train_model(model: CAMNet, train_source: Any, run_dir: str | Path, *, settin
                                        cache_dir=cache_dir if settings.feature_cache else None,
                                        image_size=image_size, hflip=True,
                                        batch_size=64, num_workers=settings.num_workers, device=device, data_root=data_root)
+        skipped = feats.skipped  # images that failed to load under data.on_error=skip: not trained on
+        feats = feats.kept()
         if settings.recipe == "linear_svm":
             weight, bias, info = fit_linear_svm(feats.of(model.pool)[0], feats.labels, C=settings.svm_C, seed=seed,
                                                 max_iter=settings.svm_max_iter)
@@ -173,12 +175,12 @@ def train_model(model: CAMNet, train_source: Any, run_dir: str | Path, *, settin
             atomic_torch_save({"model": model.state_dict(), "spec": spec}, run_dir / "model.pt")
             log.info("linear SVM on %d pooled features: train acc %.3f (%s)", len(feats.labels), acc, info)
             return TrainResult(0, 0.0, float("nan"), acc, time.time() - t0,
-                               [{"features_cached": feats.meta.get("cache_hit"), **info}])
+                               [{"features_cached": feats.meta.get("cache_hit"), **info}], skipped=skipped)
         net: nn.Module = PooledHead(model)
         dataset = PooledFeatureItems(feats.of(model.pool), feats.labels)
         extra_info = feats.meta
     else:
-        net, dataset, extra_info = model, make_train_dataset(model), {}
+        net, dataset, extra_info, skipped = model, make_train_dataset(model), {}, {}
         if settings.sync_bn and torch.distributed.is_initialized():
             if device.type != "cuda":  # PyTorch's SyncBatchNorm runs on GPUs only
                 log.warning("train.sync_bn ignored on %s: SyncBatchNorm needs CUDA; each rank keeps its own "
@@ -211,5 +213,6 @@ def train_model(model: CAMNet, train_source: Any, run_dir: str | Path, *, settin
     if extra_info:
         result.history = result.history + [{"features_cached": extra_info.get("cache_hit"),
                                             "feature_extract_seconds": extra_info.get("extract_seconds")}]
+    result.skipped = {**skipped, **result.skipped}
     return result
 

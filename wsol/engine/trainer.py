@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from wsol.data.datasets import collate_skipping
 from wsol.engine.checkpoint import (fingerprint_diff, get_rng_state, load_checkpoint, save_checkpoint,
                                     set_rng_state)
 from wsol.engine.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, get_dist
@@ -168,6 +169,7 @@ class TrainResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # training images dropped under data.on_error=skip
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -215,6 +217,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.last_checkpoint_step: int | None = None
         self.resumed_from: int | None = None
+        self.skipped: dict[str, str] = {}  # image id -> load error, images dropped under on_error="skip"
         self._ddp: nn.Module | None = None
 
     # ------------------------------------------------------------------ checkpoints
@@ -223,7 +226,19 @@ class Trainer:
         return {"model": self.state_module.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "step": self.step, "epoch": self.epoch, "pos": self.pos,
                 "rng": rngs, "fingerprint": self.fingerprint, "history": list(self.history), "finished": finished,
-                **self.state_extra}
+                "skipped": self._all_skipped(), **self.state_extra}
+
+    def _all_skipped(self) -> dict[str, str]:
+        """The images every rank has dropped so far (each rank loads its own share)."""
+        if not self.dist.enabled:
+            return dict(self.skipped)
+        return {k: v for part in all_gather_objects(self.skipped) for k, v in part.items()}
+
+    def _note_skipped(self, items: list[Any]) -> None:
+        for item in items:
+            if item.image_id not in self.skipped:
+                log.warning("training image skipped (data.on_error=skip): %s", item.reason)
+                self.skipped[item.image_id] = item.reason
 
     def checkpoint(self, finished: bool = False) -> None:
         state = self.state_dict(finished)  # every rank: gathers the RNG states
@@ -248,6 +263,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.pos = int(state["step"]), int(state["epoch"]), int(state["pos"])
         self.history = list(state["history"])
+        self.skipped = dict(state.get("skipped", {}))
         set_rng_state(rngs[self.dist.rank])
         self.last_checkpoint_step = self.resumed_from = self.step
         log.info("resumed from %s at step %d (epoch %d, image %d of it)", path, self.step, self.epoch, self.pos)
@@ -292,7 +308,7 @@ class Trainer:
                                rank=self.dist.rank, world_size=self.dist.world_size)
         loader = DataLoader(SeededAugmentation(self.dataset, s.seed), batch_size=self.micro, sampler=sampler,
                             num_workers=s.num_workers, drop_last=True, pin_memory=self.device.type == "cuda",
-                            persistent_workers=False)
+                            persistent_workers=False, collate_fn=collate_skipping)
         use_amp = s.amp and self.device.type == "cuda"
         it = iter(loader)
         sums = [0.0, 0.0, 0.0]  # loss * n, correct, n since the last log row (this rank)
@@ -301,7 +317,12 @@ class Trainer:
             micro_batches = [next(it, None) for _ in range(s.accumulate_grad_batches)]
             if micro_batches[-1] is None:
                 break  # end of the epoch (the sampler yields whole global batches only)
-            for j, (inputs, labels, _) in enumerate(micro_batches):
+            for j, (batch, skipped) in enumerate(micro_batches):
+                self._note_skipped(skipped)
+                if batch is None:  # nothing to learn from; under DDP the other ranks would wait for its gradients
+                    raise RuntimeError(f"every image of a training batch failed to load at step {self.step}: "
+                                       + "; ".join(item.reason for item in skipped))
+                inputs, labels, _ = batch
                 inputs = inputs.to(self.device, non_blocking=True)
                 labels = labels.to(self.device, non_blocking=True)
                 if s.channels_last and inputs.ndim == 4:
@@ -386,7 +407,7 @@ class Trainer:
             self.checkpoint(finished=finished)
         last = self.history[-1] if self.history else {"loss": float("nan"), "acc": float("nan")}
         return TrainResult(self.step, self.epoch + self.pos / self.n, last["loss"], last["acc"], time.time() - t0,
-                           list(self.history), self.resumed_from)
+                           list(self.history), self.resumed_from, self._all_skipped())
 
 
 def make_dataset_items(inputs: torch.Tensor, labels: torch.Tensor) -> Dataset:
