@@ -224,37 +224,13 @@ def test_frozen_modules_per_recipe() -> None:
     assert frozen == () and all(p.requires_grad for p in model.parameters())
 
 
-def test_feature_extraction_resumes_from_its_finished_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import wsol.engine.features as features
-
-    torch.manual_seed(0)
-    model = build_model("small_cnn", num_classes=4, width=4).eval()
-    source = _source(7)
-    kw = dict(arch="small_cnn", image_size=32, hflip=True, batch_size=2, num_workers=0, device=CPU, data_root=None,
-              chunk_size=3)
-    reference = cached_pooled_features(model, source, cache_dir=None, **{k: v for k, v in kw.items()
-                                                                         if k != "chunk_size"})
-    real, calls = features.extract_pooled_features, []
-
-    def dies_on_the_second_chunk(*args: Any, **kwargs: Any) -> torch.Tensor:
-        calls.append(list(kwargs["indices"]))
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(features, "extract_pooled_features", dies_on_the_second_chunk)
-    with pytest.raises(KeyboardInterrupt):
-        cached_pooled_features(model, source, cache_dir=tmp_path, **kw)
-    assert len(list(tmp_path.glob("*.part*.pt"))) == 1  # chunk 0 (images 0-2) is kept
-    calls.clear()
-    monkeypatch.setattr(features, "extract_pooled_features", lambda *a, **k: calls.append(list(k["indices"])) or real(*a, **k))
-    feats = cached_pooled_features(model, source, cache_dir=tmp_path, **kw)
-    assert calls == [[3, 4, 5], [6]]  # only the unfinished chunks
-    assert not list(tmp_path.glob("*.part*.pt")) and len(list(tmp_path.glob("features-*.pt"))) == 1
-    torch.testing.assert_close(feats.pooled, reference.pooled)
-
-
-def test_feature_parts_of_another_chunk_size_are_redone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("first_size, dies_at, second_size, redone", [
+    (3, 2, 3, [[3, 4, 5], [6]]),  # parts [0-2] kept: only the unfinished chunks are done
+    (2, 3, 4, [[0, 1, 2, 3], [4, 5, 6]]),  # parts [0, 1], [2, 3] are not chunks of 4 images: redone
+])
+def test_feature_extraction_resumes_from_its_finished_chunks(first_size: int, dies_at: int, second_size: int,
+                                                             redone: list, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     import wsol.engine.features as features
 
     torch.manual_seed(0)
@@ -264,20 +240,21 @@ def test_feature_parts_of_another_chunk_size_are_redone(tmp_path: Path, monkeypa
     reference = cached_pooled_features(model, source, cache_dir=None, **kw)
     real, calls = features.extract_pooled_features, []
 
-    def dies_on_the_third_chunk(*args: Any, **kwargs: Any) -> torch.Tensor:
+    def dies(*args: Any, **kwargs: Any) -> torch.Tensor:
         calls.append(list(kwargs["indices"]))
-        if len(calls) == 3:
+        if len(calls) == dies_at:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(features, "extract_pooled_features", dies_on_the_third_chunk)
+    monkeypatch.setattr(features, "extract_pooled_features", dies)
     with pytest.raises(KeyboardInterrupt):
-        cached_pooled_features(model, source, cache_dir=tmp_path, chunk_size=2, **kw)  # parts: [0, 1], [2, 3]
+        cached_pooled_features(model, source, cache_dir=tmp_path, chunk_size=first_size, **kw)
+    assert len(list(tmp_path.glob("*.part*.pt"))) == dies_at - 1  # the finished chunks are kept
     calls.clear()
     monkeypatch.setattr(features, "extract_pooled_features", lambda *a, **k: calls.append(list(k["indices"])) or real(*a, **k))
-    feats = cached_pooled_features(model, source, cache_dir=tmp_path, chunk_size=4, **kw)
-    assert calls == [[0, 1, 2, 3], [4, 5, 6]]  # a 2-image part is not chunk 0 of 4 images
-    assert not list(tmp_path.glob("*.part*.pt"))
+    feats = cached_pooled_features(model, source, cache_dir=tmp_path, chunk_size=second_size, **kw)
+    assert calls == redone
+    assert not list(tmp_path.glob("*.part*.pt")) and len(list(tmp_path.glob("features-*.pt"))) == 1
     torch.testing.assert_close(feats.pooled, reference.pooled)
 
 
