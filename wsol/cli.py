@@ -60,9 +60,8 @@ def cli_guard(fn: Callable[[], Any], *, after_failure: Callable[[], str | None] 
         after_failure: returns an extra line to print when the body fails (e.g. "model.pt is saved; re-score with
             ..."), or None.
     """
-    from wsol.engine.trainer import TrainingInterrupted
-
     from wsol.data.images import ImageLoadError
+    from wsol.engine.trainer import TrainingInterrupted
 
     mark_task_started()
     try:

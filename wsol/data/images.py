@@ -78,10 +78,11 @@ class ImageLoadError(Exception):
     def __init__(self, path: str | os.PathLike[str] = "", reason: str = "", *, message: str | None = None) -> None:
         if message is not None:  # re-raised from a DataLoader worker: the same path and reason, same text
             last = message.rstrip().splitlines()[-1] if message.strip() else ""
-            path, _, reason = last.partition(": ")[2].partition(": ")
+            kind, _, text = last.partition(": ")
+            path, _, reason = text.partition(": ") if kind.endswith("Error") else ("", "", message)
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        super().__init__(f"{self.path}: {reason}" if self.path else reason)
 
     def __reduce__(self) -> tuple[type, tuple[str, str]]:
         # Keep the two-argument constructor picklable so the error crosses DataLoader worker processes.
