@@ -4,9 +4,10 @@
 #   IMAGENETTE=/path/to/imagenette2 GT=/path/to/ILSVRC/val/ground/truth scripts/imagenette_study.sh [PHASE...]
 #
 # PHASE: head ($ARCHS: Lite0/1/2 x GAP/GMP x $SEEDS: 3 seeds, head recipe), svm (linear SVM, the paper's section 4), baseline (the
-# unmodified 1000-class models), last_stage (Lite0 GAP/GMP x 3 seeds), test448 (the seed-0 Lite0 head GAP and GMP
-# models, trained at 224 px, evaluated at 448 px: 14x14 maps without a new feature cache), hires (Lite0 GAP trained
-# and evaluated at 448 px), report (tables + figures into results/imagenette/). Default: all of them, in that order.
+# unmodified 1000-class models), last_stage (Lite0 GAP/GMP x 3 seeds), test2x ($ARCHS: the seed-0 head GAP and GMP
+# models evaluated at twice their training input, e.g. Lite0 at 448 px: 14x14 maps without a new feature cache),
+# hires (Lite0 GAP trained and evaluated at 448 px), report (tables + figures into results/imagenette/).
+# Default: all of them, in that order.
 # Every run is a named wsol run under $OUT (default outputs/imagenette); a finished run is not redone, an
 # interrupted one resumes (train.resume=auto), so the script can simply be started again.
 # Each run: wsol-run (paper protocol, CAMs stored), then wsol-evaluate on the stored CAMs under wsolevaluation
@@ -21,7 +22,7 @@ OUT=${OUT:-outputs/imagenette}
 SEEDS=${SEEDS:-0 1 2}
 ARCHS=${ARCHS:-lite0 lite1 lite2}              # head, svm and baseline phases
 LAST_STAGE_SEEDS=${LAST_STAGE_SEEDS:-$SEEDS}   # last_stage trains Lite0's last stage: ~45 min a run on 2 CPU cores
-PHASES=${*:-head svm baseline last_stage test448 hires report}
+PHASES=${*:-head svm baseline last_stage test2x hires report}
 DATA=(data.root="$IMAGENETTE" data.gt="$GT")
 mkdir -p "$OUT/logs"
 
@@ -45,8 +46,11 @@ evaluate_pretrained() {  # the unmodified ImageNet model, 1000-way, on the same 
     eval.cam_curve_interval=0.001 hydra.run.dir="$dir/wsoleval" >>"$OUT/logs/baseline_$arch.log" 2>&1
 }
 
-evaluate_at() {  # evaluate_at RUN SIZE: RUN's trained model on the test images resized to SIZE -> RUN_test<SIZE>
-  local src=$1 size=$2 name="${1%_s*}_test${2}_s${1##*_s}" dir
+evaluate_at_2x() {  # evaluate_at_2x RUN: RUN's model on the test images at twice its input size -> <RUN>_test<SIZE>
+  local src=$1 size name dir
+  size=$(( 2 * $("$BIN/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["image_size"])' \
+                  "$OUT/$src/metrics.json") ))
+  name="${src%_s*}_test${size}_s${src##*_s}"
   dir="$OUT/$name"
   echo "[$(date +%H:%M:%S)] $name"
   "$BIN/wsol-evaluate" checkpoint="$OUT/$src/model.pt" data=imagenette "${DATA[@]}" data.image_size="$size" \
@@ -74,8 +78,8 @@ for phase in $PHASES; do
       for pool in gap gmp; do for seed in $LAST_STAGE_SEEDS; do
         run "lite0_last_stage_${pool}_s$seed" imagenette/lite0_last_stage model.pool=$pool seed=$seed
       done; done ;;
-    test448)
-      for pool in gap gmp; do evaluate_at "lite0_head_${pool}_s0" 448; done ;;
+    test2x)
+      for arch in $ARCHS; do for pool in gap gmp; do evaluate_at_2x "${arch}_head_${pool}_s0"; done; done ;;
     hires)  # 448 px input: Lite0's map becomes 14x14, the resolution the paper's surgery aims for
       run lite0_head_gap_448_s0 imagenette/lite0_head model.pool=gap seed=0 data.image_size=448 ;;
     report)
