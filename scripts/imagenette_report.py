@@ -142,7 +142,7 @@ def failures(out: Path, df: pd.DataFrame, dest: Path) -> str:
     for (arch, recipe, pool, size), g in df.groupby(["arch", "recipe", "pool", "input"]):
         tables = [failure_breakdown(read_predictions(out / name / "predictions.csv")) for name in g.run]
         pct = np.stack([t["pct_images"].to_numpy() for t in tables])  # [seeds, categories]
-        label = f"{arch} {recipe} {pool.upper()}" + ("" if size == 224 else f" {size}px")
+        label = f"{arch} {recipe} {pool.upper()}" + ("" if "evaluated at" in recipe else f" ({size} px)")
         labels.append(label)
         means.append(pct.mean(0))
         stds.append(pct.std(0, ddof=1) if len(pct) > 1 else np.zeros(pct.shape[1]))

@@ -91,6 +91,10 @@ def test_failure_bars() -> None:
     assert heights == list(range(10))
     with pytest.raises(ValueError, match=r"\[2, 5\]"):
         draw_failure_breakdown(["gap", "gmp"], np.zeros((2, 4)))
+    # many groups (a whole study): no two groups share a look, so the legend identifies every bar
+    fig = draw_failure_breakdown([f"run {i}" for i in range(25)], np.ones((25, 5)))
+    looks = {(tuple(p.get_facecolor()), p.get_hatch()) for p in fig.axes[0].patches}
+    assert len(looks) == 25
 
 
 # ----------------------------------------------------------------------------- selection

@@ -140,11 +140,14 @@ def draw_failure_breakdown(labels: Sequence[str], means: np.ndarray, stds: np.nd
     ax = fig.add_subplot()
     x = np.arange(n_cats)
     width = 0.8 / max(n_groups, 1)
+    from matplotlib import colormaps
+
+    palette = [f"C{i}" for i in range(10)] if n_groups <= 10 else [colormaps["tab20"](i) for i in range(20)]
     for i, label in enumerate(labels):
         # No error bar where there is no std (a single run), rather than a misleading zero-length one.
         err = None if stds is None or np.isnan(stds[i]).all() else np.nan_to_num(stds[i], nan=0.0)
         ax.bar(x + (i - (n_groups - 1) / 2) * width, means[i], width, yerr=err, capsize=2, label=label,
-               color=f"C{i % 10}")
+               color=palette[i % len(palette)], hatch="//" if i >= len(palette) else None)  # no two groups alike
     ax.set_xticks(x, [c.replace("_", " ") for c in FAILURE_CATEGORIES])
     ax.set_ylabel("% of images (sums to top-1 loc. error)")
     ax.set_title("Top-1 localization errors by cause")
