@@ -145,16 +145,16 @@ def failures(out: Path, df: pd.DataFrame, dest: Path) -> str:
         label = f"{arch} {recipe} {pool.upper()}" + ("" if "evaluated at" in recipe else f" ({size} px)")
         labels.append(label)
         means.append(pct.mean(0))
-        stds.append(pct.std(0, ddof=1) if len(pct) > 1 else np.zeros(pct.shape[1]))
+        stds.append(pct.std(0, ddof=1) if len(pct) > 1 else np.full(pct.shape[1], np.nan))  # one run: no spread
         cats = list(tables[0].index)
         blocks.append(f"| {label} (n={len(tables)}) | " + " | ".join(
-            f"{m:.2f} ± {s:.2f}" for m, s in zip(means[-1], stds[-1])) + f" | {pct.sum(1).mean():.2f} |")
+            cell(m, s, len(tables)) for m, s in zip(means[-1], stds[-1])) + f" | {pct.sum(1).mean():.2f} |")
     if not labels:
         return ""
     save_figure(draw_failure_breakdown(labels, np.stack(means), np.stack(stds)), dest / "failures.png")
     head = "| run | " + " | ".join(cats) + " | total = top-1 loc err |\n|" + "---|" * (len(cats) + 2)
-    return ("Top-1 localization errors by cause, % of the 500 test images (mean ± std over seeds); the causes "
-            "sum to the top-1 localization error.\n\n" + head + "\n" + "\n".join(blocks) + "\n")
+    return ("Top-1 localization errors by cause, % of the 500 test images (mean ± std over seeds where n > 1); "
+            "the causes sum to the top-1 localization error.\n\n" + head + "\n" + "\n".join(blocks) + "\n")
 
 
 def main(out: Path, dest: Path) -> None:
