@@ -4,8 +4,8 @@
 
 Each run dir ``<OUT>/<name>`` holds the paper-protocol ``metrics.json`` (+ ``predictions.csv``, the CAM store) and
 ``wsoleval/metrics.json`` (the stored CAMs re-scored under wsolevaluation). Run names are
-``<arch>_<recipe>_<pool>[_448]_s<seed>``, ``<arch>_<recipe>_<pool>_test448_s<seed>`` (that run's trained model
-evaluated with ``data.image_size=448``) and ``baseline_<arch>``. Writes into the results dir:
+``<arch>_<recipe>_<pool>[_448]_s<seed>``, ``<arch>_<recipe>_<pool>_test<N>_s<seed>`` (that run's trained model
+evaluated with ``data.image_size=N``; the study's ``test2x`` phase) and ``baseline_<arch>``. Writes into the results dir:
 ``imagenette.md`` / ``imagenette.csv`` (mean ± std over seeds, per arch x recipe x pool), ``runs.csv`` (every run),
 ``gap_vs_gmp.md`` (the difference against the seed spread), ``boxacc_<arch>.png`` (GAP and GMP on one plot),
 ``failures.{md,png}`` (top-1 localization errors by cause) and ``overlays_{gap,gmp}.png``.

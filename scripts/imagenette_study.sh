@@ -20,7 +20,7 @@ IMAGENETTE=${IMAGENETTE:?set IMAGENETTE to the Imagenette2 folder (train/, val/)
 GT=${GT:?set GT to the ILSVRC2012 val ground truth (e.g. wsolevaluation metadata/ILSVRC/test)}
 OUT=${OUT:-outputs/imagenette}
 SEEDS=${SEEDS:-0 1 2}
-ARCHS=${ARCHS:-lite0 lite1 lite2}              # head, svm and baseline phases
+ARCHS=${ARCHS:-lite0 lite1 lite2}              # head, svm, baseline and test2x phases
 LAST_STAGE_SEEDS=${LAST_STAGE_SEEDS:-$SEEDS}   # last_stage trains Lite0's last stage: ~45 min a run on 2 CPU cores
 PHASES=${*:-head svm baseline last_stage test2x hires report}
 DATA=(data.root="$IMAGENETTE" data.gt="$GT")
