@@ -159,8 +159,6 @@ def run_step(v: Variant, y: torch.Tensor) -> None:
     v.optimizer.step()
 
 
-
-
 def conv_kind(weight_shape: list[int]) -> str:
     if len(weight_shape) == 4 and weight_shape[1] == 1 and weight_shape[2] > 1:
         return "depthwise"

@@ -66,15 +66,6 @@ def cli_guard(fn: Callable[[], Any], *, after_failure: Callable[[], str | None] 
     mark_task_started()
     try:
         return fn()
-    except ImageLoadError as err:  # names the file and the reason; it is the data, not the code
-        if _verbose():
-            raise
-        extra = after_failure() if after_failure else None
-        print(f"error: {_message(err)}\n(data.on_error=skip drops such images and lists them in metrics.json)",
-              file=sys.stderr)
-        if extra:
-            print(extra, file=sys.stderr)
-        sys.exit(2)
     except TrainingInterrupted as err:
         if _verbose():
             raise
@@ -84,11 +75,13 @@ def cli_guard(fn: Callable[[], Any], *, after_failure: Callable[[], str | None] 
         print(f"\ninterrupted at step {err.step}; {where}" + (f"; resume with: {hint}" if hint else ""),
               file=sys.stderr)
         sys.exit(130)
-    except USER_ERRORS as err:
+    except (*USER_ERRORS, ImageLoadError) as err:  # an ImageLoadError names the file and the reason: the data's fault
         if _verbose():
             raise
         extra = after_failure() if after_failure else None
         print(f"error: {_message(err)}", file=sys.stderr)
+        if isinstance(err, ImageLoadError):
+            print("(data.on_error=skip drops such images and lists them in metrics.json)", file=sys.stderr)
         if extra:
             print(extra, file=sys.stderr)
         print("(set HYDRA_FULL_ERROR=1 for the traceback)", file=sys.stderr)

@@ -181,15 +181,12 @@ def train_job(job: Job, *, stop_after: int | None = None) -> Any:
                                     world_size=get_dist().world_size)
     log.info("training %s (%s, recipe %s) on %s: %d images", job.arch, job.model.pool, job.settings.recipe,
              data.name, len(job.train_source.annotations))
-    result = train_model(job.model, job.train_source, job.out_dir, settings=job.settings, seed=cfg.seed,
-                         spec=job.spec, fingerprint=fingerprint, device=job.device,
-                         make_train_dataset=lambda m: WSOLDataset(job.train_source, train_transform_from_cfg(data, m)),
-                         image_size=data.image_size, cache_dir=cfg.paths.cache_dir, arch=job.arch,
-                         data_root=None if data.root is None else str(data.root), resume=job.resume,
-                         stop_after=stop_after)
-    # training images dropped under data.on_error=skip: by the file checks when the split was built, or at load time
-    result.skipped = dict(sorted({**job.train_source.annotations.skipped, **result.skipped}.items()))
-    return result
+    return train_model(job.model, job.train_source, job.out_dir, settings=job.settings, seed=cfg.seed, spec=job.spec,
+                       fingerprint=fingerprint, device=job.device,
+                       make_train_dataset=lambda m: WSOLDataset(job.train_source, train_transform_from_cfg(data, m)),
+                       image_size=data.image_size, cache_dir=cfg.paths.cache_dir, arch=job.arch,
+                       data_root=None if data.root is None else str(data.root), resume=job.resume,
+                       stop_after=stop_after)
 
 
 def _store_meta(job: Job) -> dict[str, Any]:

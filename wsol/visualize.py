@@ -136,12 +136,12 @@ def draw_failure_breakdown(labels: Sequence[str], means: np.ndarray, stds: np.nd
         stds = np.atleast_2d(np.asarray(stds, dtype=np.float64))
         if stds.shape != means.shape:
             raise ValueError(f"stds must be {means.shape}, got {stds.shape}")
+    from matplotlib import colormaps
+
     fig = _new_figure(max(6.4, 1.2 * n_cats + 0.3 * n_groups * n_cats), 4.0)
     ax = fig.add_subplot()
     x = np.arange(n_cats)
     width = 0.8 / max(n_groups, 1)
-    from matplotlib import colormaps
-
     palette = [f"C{i}" for i in range(10)] if n_groups <= 10 else [colormaps["tab20"](i) for i in range(20)]
     for i, label in enumerate(labels):
         # No error bar where there is no std (a single run), rather than a misleading zero-length one.

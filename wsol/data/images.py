@@ -85,7 +85,8 @@ class ImageLoadError(Exception):
         super().__init__(f"{self.path}: {reason}" if self.path else reason)
 
     def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        # Keep the two-argument constructor picklable so the error crosses DataLoader worker processes.
+        # Pickle with the two-argument constructor (multiprocessing pickles exceptions; DataLoader workers re-raise
+        # through ``message`` above instead).
         return (type(self), (self.path, self.reason))
 
 

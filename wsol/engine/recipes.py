@@ -156,12 +156,14 @@ def train_model(model: CAMNet, train_source: Any, run_dir: str | Path, *, settin
     run_dir = Path(run_dir)
     t0 = time.time()
     frozen, new = frozen_modules(model, settings.recipe)
+    # training images dropped under data.on_error=skip: by the file checks when the split was built, or at load time
+    skipped = dict(train_source.annotations.skipped)
     if settings.recipe in ("head", "linear_svm"):
         feats = cached_pooled_features(model, train_source, arch=arch,
                                        cache_dir=cache_dir if settings.feature_cache else None,
                                        image_size=image_size, hflip=True,
                                        batch_size=64, num_workers=settings.num_workers, device=device, data_root=data_root)
-        skipped = feats.skipped  # images that failed to load under data.on_error=skip: not trained on
+        skipped.update(feats.skipped)  # not trained on
         feats = feats.kept()
         if settings.recipe == "linear_svm":
             weight, bias, info = fit_linear_svm(feats.of(model.pool)[0], feats.labels, C=settings.svm_C, seed=seed,
@@ -175,12 +177,13 @@ def train_model(model: CAMNet, train_source: Any, run_dir: str | Path, *, settin
             atomic_torch_save({"model": model.state_dict(), "spec": spec}, run_dir / "model.pt")
             log.info("linear SVM on %d pooled features: train acc %.3f (%s)", len(feats.labels), acc, info)
             return TrainResult(0, 0.0, float("nan"), acc, time.time() - t0,
-                               [{"features_cached": feats.meta.get("cache_hit"), **info}], skipped=skipped)
+                               [{"features_cached": feats.meta.get("cache_hit"), **info}],
+                               skipped=dict(sorted(skipped.items())))
         net: nn.Module = PooledHead(model)
         dataset = PooledFeatureItems(feats.of(model.pool), feats.labels)
         extra_info = feats.meta
     else:
-        net, dataset, extra_info, skipped = model, make_train_dataset(model), {}, {}
+        net, dataset, extra_info = model, make_train_dataset(model), {}
         if settings.sync_bn and torch.distributed.is_initialized():
             if device.type != "cuda":  # PyTorch's SyncBatchNorm runs on GPUs only
                 log.warning("train.sync_bn ignored on %s: SyncBatchNorm needs CUDA; each rank keeps its own "
@@ -213,6 +216,6 @@ def train_model(model: CAMNet, train_source: Any, run_dir: str | Path, *, settin
     if extra_info:
         result.history = result.history + [{"features_cached": extra_info.get("cache_hit"),
                                             "feature_extract_seconds": extra_info.get("extract_seconds")}]
-    result.skipped = {**skipped, **result.skipped}
+    result.skipped = dict(sorted({**skipped, **result.skipped}.items()))
     return result
 
