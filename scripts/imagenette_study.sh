@@ -6,8 +6,9 @@
 # PHASE: head ($ARCHS: Lite0/1/2 x GAP/GMP x $SEEDS: 3 seeds, head recipe), svm (linear SVM, the paper's section 4), baseline (the
 # unmodified 1000-class models), last_stage (Lite0 GAP/GMP x 3 seeds), test2x ($ARCHS: the seed-0 head GAP and GMP
 # models evaluated at twice their training input, e.g. Lite0 at 448 px: 14x14 maps without a new feature cache),
-# hires (Lite0 GAP trained and evaluated at 448 px), report (tables + figures into results/imagenette/).
-# Default: all of them, in that order.
+# hires (Lite0 GAP trained and evaluated at 448 px), methods (the training-time WSOL methods $METHODS, Lite0
+# last_stage GAP, each seed of $METHOD_SEEDS for every method before the next seed), report (tables + figures into
+# results/imagenette/). Default: all of them but methods, in that order.
 # Every run is a named wsol run under $OUT (default outputs/imagenette); a finished run is not redone, an
 # interrupted one resumes (train.resume=auto), so the script can simply be started again.
 # Each run: wsol-run (paper protocol, CAMs stored), then wsol-evaluate on the stored CAMs under wsolevaluation
@@ -22,6 +23,8 @@ OUT=${OUT:-outputs/imagenette}
 SEEDS=${SEEDS:-0 1 2}
 ARCHS=${ARCHS:-lite0 lite1 lite2}              # head, svm, baseline and test2x phases
 LAST_STAGE_SEEDS=${LAST_STAGE_SEEDS:-$SEEDS}   # last_stage trains Lite0's last stage: ~45 min a run on 2 CPU cores
+METHODS=${METHODS:-has acol spg adl cutmix}      # methods phase (configs/method/*; cam is the last_stage phase)
+METHOD_SEEDS=${METHOD_SEEDS:-0 1}
 PHASES=${*:-head svm baseline last_stage test2x hires report}
 DATA=(data.root="$IMAGENETTE" data.gt="$GT")
 mkdir -p "$OUT/logs"
@@ -80,6 +83,10 @@ for phase in $PHASES; do
       done; done ;;
     test2x)
       for arch in $ARCHS; do for pool in gap gmp; do evaluate_at_2x "${arch}_head_${pool}_s0"; done; done ;;
+    methods)  # one seed of every method first, then the next seed
+      for seed in $METHOD_SEEDS; do for method in $METHODS; do
+        run "lite0_last_stage_${method}_s$seed" imagenette/lite0_last_stage model.pool=gap method="$method" seed=$seed
+      done; done ;;
     hires)  # 448 px input: Lite0's map becomes 14x14, the resolution the paper's surgery aims for
       run lite0_head_gap_448_s0 imagenette/lite0_head model.pool=gap seed=0 data.image_size=448 ;;
     report)

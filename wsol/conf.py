@@ -155,6 +155,7 @@ class _Common:
 @dataclass
 class RunSchema(_Common):
     train: TrainSchema = MISSING
+    method: Any = MISSING  # options checked against the method's signature (wsol.methods)
     cam: CamSchema = MISSING
     eval: EvalSchema = MISSING
 
@@ -162,6 +163,7 @@ class RunSchema(_Common):
 @dataclass
 class TrainRootSchema(_Common):
     train: TrainSchema = MISSING
+    method: Any = MISSING
 
 
 @dataclass

@@ -101,6 +101,27 @@ def model_from_cfg(model: DictConfig, num_classes: int | None) -> Any:
                        weights_path=model.weights_path, **extra, **to_dict(model.get("kwargs")))
 
 
+def method_from_cfg(method: DictConfig | None) -> Any:
+    """The ``wsol.methods.TrainingMethod`` of a ``configs/method/*.yaml`` node (None: plain CAM)."""
+    from wsol.methods import build_method
+
+    return build_method(to_dict(method))
+
+
+def method_option_problems(method: DictConfig | None) -> list[str]:
+    """An unknown method name, or keys that are not options of the method (one message each)."""
+    from wsol.methods import METHODS
+
+    if method is None:
+        return []
+    name = method.get("name")
+    if name not in METHODS:
+        return [f"method.name={name!r}: unknown method; known: {', '.join(METHODS.names())}"]
+    known = METHODS.options(name) or ()
+    return [f"method.{key}: method {name!r} has no option {key!r}; its options are: {', '.join(known) or 'none'}"
+            for key in method if key != "name" and key not in known]
+
+
 def train_transform_from_cfg(data: DictConfig, model: Any) -> Any:
     from wsol.data.transforms import build_train_transform
 
@@ -219,6 +240,8 @@ def check_values(cfg: DictConfig) -> list[str]:
             p.append(f"eval.protocol=cam16_heuristics needs cam.topk >= 5, got {cfg.cam.topk}")
     if "cam" in cfg:
         _range(p, "cam.topk", cfg.cam.topk, 1, inf, integer=True)
+    if "method" in cfg:
+        p += method_option_problems(cfg.method)
     data = cfg.data
     _range(p, "data.image_size", data.image_size, 1, inf, integer=True)
     _range(p, "data.crop_size", data.crop_size, 1, inf, integer=True)

@@ -21,8 +21,8 @@ import torch
 from omegaconf import DictConfig
 
 from wsol.cli import ConfigError
-from wsol.config import (check_values, config_fingerprint, model_from_cfg, protocol_settings, source_from_cfg,
-                         split_name, to_dict, train_settings, train_transform_from_cfg, value)
+from wsol.config import (check_values, config_fingerprint, method_from_cfg, model_from_cfg, protocol_settings,
+                         source_from_cfg, split_name, to_dict, train_settings, train_transform_from_cfg, value)
 
 log = logging.getLogger(__name__)
 
@@ -123,16 +123,22 @@ def prepare_job(cfg: DictConfig, out_dir: Path, *, train: bool, evaluate: bool, 
             from wsol.models import build_model
 
             spec = state["spec"]
-            job.model = _attempt(problems, "checkpoint model", lambda: _load(build_model(
+            job.model = _attempt(problems, "checkpoint model", lambda: _load(_with_method(build_model(
                 spec["name"], num_classes=spec["num_classes"], pool=spec["pool"], pretrained=False, **spec["kwargs"]),
-                state["model"], checkpoint))
+                spec.get("method")), state["model"], checkpoint))
             job.arch, job.spec = spec["name"], spec
     else:
         job.model = _attempt(problems, f"model={cfg.model.name}", lambda: model_from_cfg(cfg.model, data.num_classes))
+        method = None
+        if job.model is not None and "method" in cfg:
+            method = _attempt(problems, f"method={cfg.method.name}", lambda: method_from_cfg(cfg.method))
+            if method is not None and _attempt(problems, f"method={method.name}",
+                                               lambda: method.attach(job.model) or True) is None:
+                method = None
         if job.model is not None:
             job.arch = cfg.model.name
             job.spec = model_spec(cfg.model.name, job.model.num_classes, value(cfg.model.pool),
-                                  to_dict(cfg.model.get("kwargs")))
+                                  to_dict(cfg.model.get("kwargs")), method.spec() if method is not None else None)
     n = job.model.num_classes if job.model is not None else None
     if job.model is not None and data.num_classes is not None and n != data.num_classes:
         problems.append(f"the model has {n} classes but dataset {data.name!r} has {data.num_classes} "
@@ -143,6 +149,9 @@ def prepare_job(cfg: DictConfig, out_dir: Path, *, train: bool, evaluate: bool, 
                                     lambda: source_from_cfg(data, split_name(data, "train"), n))
         if job.settings is not None and job.model is not None and job.settings.recipe == "last_stage":
             _attempt(problems, "train.recipe=last_stage", job.model.last_stage_modules)
+        if job.settings is not None and job.model is not None and job.model.train_method is not None:
+            _attempt(problems, f"method={job.model.train_method.name}",
+                     lambda: job.model.train_method.check(job.model, job.settings.recipe))
         job.resume = _attempt(problems, "train.resume", lambda: resolve_resume(cfg.train.resume, out_dir,
                                                                                 named=named))
     if evaluate:
@@ -155,6 +164,14 @@ def prepare_job(cfg: DictConfig, out_dir: Path, *, train: bool, evaluate: bool, 
     if problems:
         raise ConfigError(problems)
     return job
+
+
+def _with_method(model: Any, method: dict[str, Any] | None) -> Any:
+    """``model`` with the training-time method of its spec attached (its layers, its map) before loading weights."""
+    from wsol.methods import attach_method
+
+    attach_method(model, method)
+    return model
 
 
 def _load(model: Any, state: dict[str, Any], path: str) -> Any:

@@ -36,9 +36,12 @@ CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "step", "epoch", "pos", "r
                    "history", "finished")
 
 
-def model_spec(name: str, num_classes: int, pool: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """What ``wsol-evaluate`` needs to rebuild the architecture of a saved model (registry name and options)."""
-    return {"name": name, "num_classes": int(num_classes), "pool": pool, "kwargs": dict(kwargs)}
+def model_spec(name: str, num_classes: int, pool: str, kwargs: dict[str, Any],
+               method: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ``wsol-evaluate`` needs to rebuild the architecture of a saved model (registry name and options, and
+    the training-time method whose layers and map it carries: ``{"name": ..., **options}``, ``wsol.methods``)."""
+    return {"name": name, "num_classes": int(num_classes), "pool": pool, "kwargs": dict(kwargs),
+            "method": dict(method or {"name": "cam"})}
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

@@ -26,6 +26,8 @@ from wsol.engine.features import PooledFeatureItems, PooledHead, cached_pooled_f
 from wsol.engine.optim import build_optimizer, build_param_groups, build_scheduler, lr_lambda
 from wsol.engine.trainer import LoopSettings, Trainer, TrainResult, steps_per_epoch
 from wsol.io import atomic_torch_save
+from wsol.methods import MethodNet
+from wsol.methods.cam import CAM
 from wsol.models import CAMNet
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,7 @@ def frozen_modules(model: CAMNet, recipe: str) -> tuple[tuple[nn.Module, ...], l
         for p in model.parameters():
             p.requires_grad_(True)
         return (), list(model.new_modules())
-    trainable: list[nn.Module] = [model.dropout, model.classifier]
+    trainable: list[nn.Module] = [model.dropout, model.classifier, model.method_modules]
     if recipe == "last_stage":
         trainable += list(model.last_stage_modules())
     for p in model.parameters():
@@ -118,7 +120,7 @@ def frozen_modules(model: CAMNet, recipe: str) -> tuple[tuple[nn.Module, ...], l
     trained = {id(m) for t in trainable for m in t.modules()}
     frozen = tuple(m for m in model.modules()
                    if id(m) not in trained and not any(id(c) in trained for c in m.modules()))
-    return frozen, [model.classifier]
+    return frozen, [model.classifier, model.method_modules]
 
 
 def _total_steps(settings: TrainSettings, n: int) -> tuple[int, list[int]]:
@@ -155,6 +157,8 @@ def train_model(model: CAMNet, train_source: Any, run_dir: str | Path, *, settin
     """
     run_dir = Path(run_dir)
     t0 = time.time()
+    method = model.train_method or CAM()
+    method.check(model, settings.recipe)
     frozen, new = frozen_modules(model, settings.recipe)
     # training images dropped under data.on_error=skip: by the file checks when the split was built, or at load time
     skipped = dict(train_source.annotations.skipped)
@@ -179,7 +183,7 @@ def train_model(model: CAMNet, train_source: Any, run_dir: str | Path, *, settin
             return TrainResult(0, 0.0, float("nan"), acc, time.time() - t0,
                                [{"features_cached": feats.meta.get("cache_hit"), **info}],
                                skipped=dict(sorted(skipped.items())))
-        net: nn.Module = PooledHead(model)
+        net: nn.Module = MethodNet(PooledHead(model), method)
         dataset = PooledFeatureItems(feats.of(model.pool), feats.labels)
         extra_info = feats.meta
     else:
@@ -190,6 +194,7 @@ def train_model(model: CAMNet, train_source: Any, run_dir: str | Path, *, settin
                             "batch statistics", device)
             else:
                 net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = MethodNet(net, method)
     net.to(device)
     if settings.channels_last and settings.recipe not in ("head",):
         net.to(memory_format=torch.channels_last)

@@ -23,7 +23,6 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -31,6 +30,7 @@ from wsol.data.datasets import collate_skipping
 from wsol.engine.checkpoint import (fingerprint_diff, get_rng_state, load_checkpoint, save_checkpoint,
                                     set_rng_state)
 from wsol.engine.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, get_dist
+from wsol.methods.base import method_random
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,8 @@ class Trainer:
     """Trains ``model`` on ``dataset`` (items ``(input, label, index)``) with a given optimizer and schedule.
 
     Args:
-        model: maps a batch of inputs to logits ``[B, C]``.
+        model: ``model(inputs, labels, rng) -> (logits [B, C], loss)`` (a ``wsol.methods.MethodNet``); ``rng`` is
+            the micro-batch's ``MethodRandom`` (seeded by seed, step, rank and micro-batch: exact on resume).
         dataset: training items; ``len(dataset)`` images.
         run_dir: where ``checkpoints/``, ``snapshots/`` and ``train_log.csv`` go.
         settings: ``LoopSettings``.
@@ -330,9 +331,9 @@ class Trainer:
                 # DDP all-reduces gradients on the last micro-batch only
                 sync = j == len(micro_batches) - 1 or not self.dist.enabled
                 ctx = net.no_sync() if not sync else nullcontext()  # type: ignore[operator]
+                rng = method_random(s.seed, self.step, self.dist.rank, j)  # the method's draws (wsol.methods)
                 with ctx, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    logits = net(inputs)
-                    loss = F.cross_entropy(logits.float(), labels)
+                    logits, loss = net(inputs, labels, rng)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.step}")
                 with ctx:

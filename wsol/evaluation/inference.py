@@ -42,13 +42,18 @@ def forward_cams(model: CAMNet, images: torch.Tensor, labels: torch.Tensor,
     """One batch through the model: ``(classes [B, k+1], probs [B, k+1], cams [B, k+1, h, w])`` on the CPU.
 
     ``classes`` are the top-k predictions (best first) then the GT class; ``probs`` their softmax probabilities;
-    ``cams`` float32 at feature-map resolution — one ``forward_features``, one einsum, no hooks.
+    ``cams`` float32 at feature-map resolution — one ``forward_features``, one einsum, no hooks. A model trained with
+    a method whose map is not the CAM (ACoL) gives that method's map (``model.train_method.class_maps``).
     """
     features = model.forward_features(images)
     logits = model.forward_head(features).float()
     classes = cam_classes(logits, labels.to(logits.device), topk)
     probs = logits.softmax(1).gather(1, classes)
-    cams = compute_cams(features.float(), model.classifier.weight.float(), classes)
+    method = getattr(model, "train_method", None)
+    if method is not None:
+        cams = method.class_maps(model, features, classes)
+    else:
+        cams = compute_cams(features.float(), model.classifier.weight.float(), classes)
     return classes.cpu(), probs.cpu(), cams.cpu()
 
 

@@ -78,6 +78,7 @@ def build_native(
     copy_imagenet_fc: bool,
     default_image_size: int | None = None,
     last_stage: tuple[str, ...] = (),
+    taps: dict[str, tuple[str, ...]] | None = None,
 ) -> CAMNet:
     """Wrap a cut backbone into a ``CAMNet`` and load its pretrained weights.
 
@@ -94,10 +95,11 @@ def build_native(
         copy_imagenet_fc: copy the original classifier when ``num_classes`` matches it.
         default_image_size: input side the weights were trained and evaluated at.
         last_stage: backbone submodule names of the last resolution stage (``CAMNet.last_stage_modules``).
+        taps: the training-time methods' layer positions (``CAMNet.taps``).
     """
     model = CAMNet(backbone, nn.Identity(), num_features=num_features, num_classes=num_classes, pool=pool,
                    mean=mean, std=std, dropout=dropout, classifier_bias=True, default_image_size=default_image_size,
-                   last_stage=last_stage)
+                   last_stage=last_stage, taps=taps)
     if weights_file is not None:
         load_pretrained(model, weights_file(), rename=rename, drop=drop, fc_prefix=fc_prefix,
                         copy_fc=copy_imagenet_fc)
@@ -148,9 +150,14 @@ def resnet50(num_classes: int = 1000, pool: str = "gap", pretrained: bool = Fals
 def _resnet(net: torchvision.models.ResNet, k: int, num_classes: int, pool: str,
             weights_file: WeightsFile, dropout: float, copy_imagenet_fc: bool) -> CAMNet:
     backbone = children_until(net, ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"])
+    last = len(net.layer4) - 1
+    # wsolevaluation's ResNet-50: ADL after layer3's first block and after layer4's first and last blocks
+    # (_ADL_POSITION); SPG's B1 after layer3's first block (SPG_A1), B2 after layer3 (SPG_A2), C on the features.
+    taps = {"adl": ("backbone.layer3.0", "backbone.layer4.0", f"backbone.layer4.{last}"),
+            "spg": ("backbone.layer3.0", "backbone.layer3")}
     return build_native(backbone, k, num_classes, pool, mean=IMAGENET_MEAN, std=IMAGENET_STD, dropout=dropout,
                         weights_file=weights_file, fc_prefix="fc.", copy_imagenet_fc=copy_imagenet_fc,
-                        default_image_size=224, last_stage=("layer4",))
+                        default_image_size=224, last_stage=("layer4",), taps=taps)
 
 
 INCEPTION_V3_LAYERS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
@@ -175,7 +182,11 @@ def inception_v3(num_classes: int = 1000, pool: str = "gap", pretrained: bool = 
     return build_native(backbone, 2048, num_classes, pool, mean=HALF, std=HALF, dropout=dropout,
                         weights_file=torchvision_weights_file(weights, pretrained, weights_path), drop=("AuxLogits.",),
                         fc_prefix="fc.", copy_imagenet_fc=copy_imagenet_fc, default_image_size=299,
-                        last_stage=("Mixed_7a", "Mixed_7b", "Mixed_7c"))  # Mixed_7a: 17x17 -> 8x8 at 299
+                        last_stage=("Mixed_7a", "Mixed_7b", "Mixed_7c"),  # Mixed_7a: 17x17 -> 8x8 at 299
+                        # wsolevaluation's InceptionV3: ADL after Mixed_5d, Mixed_6e and its last conv (here: the
+                        # features); SPG's B1 after Mixed_5d, B2 after Mixed_6d, C on the features
+                        taps={"adl": ("backbone.Mixed_5d", "backbone.Mixed_6e", "head"),
+                              "spg": ("backbone.Mixed_5d", "backbone.Mixed_6d")})
 
 
 @register_model("mobilenet_v3_large")

@@ -48,6 +48,14 @@ class CAMNet(nn.Module):
             (a fact of the published model, e.g. 240 for EfficientNet-Lite1); ``None`` when not applicable.
         last_stage: names (``backbone.get_submodule`` paths, e.g. ``("layer4",)``) of the backbone's last
             resolution stage, for ``last_stage_modules``; empty when the architecture does not define one.
+        taps: layer positions the training-time methods use (``wsol.methods``), as ``get_submodule`` paths of
+            the CAMNet itself (``"backbone.layer4.0"``; ``"head"`` is the output of ``forward_features``):
+            ``"adl"``: the layers after which ADL acts; ``"spg"``: the two layers feeding SPG's B1 and B2
+            branches. A method whose key a model does not declare cannot train it (a config error).
+
+    ``method_modules`` holds the layers a training-time method adds (ACoL's second classifier, SPG's branches;
+    empty for plain CAM, so the state dict of a CAM model is unchanged), and ``train_method`` the attached method,
+    whose ``class_maps`` is the model's test-time localization map (``wsol.methods``).
     """
 
     def __init__(
@@ -63,6 +71,7 @@ class CAMNet(nn.Module):
         classifier_bias: bool = True,
         default_image_size: int | None = None,
         last_stage: tuple[str, ...] = (),
+        taps: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
         super().__init__()
         if pool not in POOLS:
@@ -80,6 +89,12 @@ class CAMNet(nn.Module):
         for name in last_stage:  # fail at construction, not when a recipe first asks for the stage
             backbone.get_submodule(name)
         self.last_stage = tuple(last_stage)
+        self.method_modules = nn.ModuleDict()
+        self.train_method = None  # set by wsol.methods.attach_method; None = plain CAM
+        self.taps = {key: tuple(names) for key, names in (taps or {}).items()}
+        for names in self.taps.values():
+            for name in names:
+                self.get_submodule(name)
 
     @property
     def num_features(self) -> int:
@@ -102,7 +117,7 @@ class CAMNet(nn.Module):
 
     def new_modules(self) -> list[nn.Module]:
         """The layers the surgery added (trained with the new-layer learning-rate multiplier)."""
-        return [self.head, self.classifier]
+        return [self.head, self.classifier, self.method_modules]
 
     def last_stage_modules(self) -> list[nn.Module]:
         """The backbone's last resolution stage, resolved by name (``self.last_stage``).

@@ -235,6 +235,28 @@ class EfficientNetLiteFeatures(nn.Module):
         last_down = max(i for i, block in enumerate(self._blocks) if block.stride == 2)
         return (*(f"_blocks.{i}" for i in range(last_down, len(self._blocks))), "_conv_head", "_bn1")
 
+    def method_taps(self) -> dict[str, tuple[str, ...]]:
+        """Layer positions of the training-time methods (``CAMNet.taps``; wsolevaluation defines none for Lite).
+
+        Chosen as the analogues of wsolevaluation's ResNet-50 positions, by stage: ``s16`` = the first block at
+        stride 16 (Lite0: ``_blocks.5``, like ResNet's ``layer3.0``), ``s32`` = the first block at stride 32
+        (``_blocks.11``, like ``layer4.0``), ``end`` = the last block of the stage ``s32`` opens (``_blocks.14``,
+        the last 192-channel block of Lite0).
+
+        * ADL: after ``s16``, after ``s32``, and on the features (ResNet: layer3.0, layer4.0, layer4's last block).
+        * SPG: B1 after ``s32``, B2 after ``end``, C on the features. ResNet feeds B1/B2 from layer3 (stride 16);
+          here they come from the last stage so that under the ``last_stage`` recipe (the one the Imagenette study
+          trains) the B losses reach trained layers instead of a frozen trunk.
+        """
+        downs = [i for i, block in enumerate(self._blocks) if block.stride == 2]
+        s16, s32 = downs[-2], downs[-1]
+        width = self._blocks[s32]._project_conv.out_channels
+        end = s32
+        while end + 1 < len(self._blocks) and self._blocks[end + 1]._project_conv.out_channels == width:
+            end += 1
+        return {"adl": (f"backbone._blocks.{s16}", f"backbone._blocks.{s32}", "head"),
+                "spg": (f"backbone._blocks.{s32}", f"backbone._blocks.{end}")}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # On CPU, run in channels_last and hand back the caller's NCHW layout. In NCHW, oneDNN computes
         # the weight gradient of the 5x5 depthwise convs with its im2col + GEMM fallback (x64:gemm:jit)
@@ -259,7 +281,8 @@ def _efficientnet_lite(index: int, width_mult: float, depth_mult: float, image_s
         weights_file = lambda: efficientnet_lite_weights_path(index, weights_path)  # noqa: E731
     return build_native(backbone, NUM_FEATURES, num_classes, pool, mean=HALF, std=HALF, dropout=dropout,
                         weights_file=weights_file, fc_prefix="_fc.", copy_imagenet_fc=copy_imagenet_fc,
-                        default_image_size=image_size, last_stage=backbone.last_stage_names())
+                        default_image_size=image_size, last_stage=backbone.last_stage_names(),
+                        taps=backbone.method_taps())
 
 
 @register_model("efficientnet_lite0")

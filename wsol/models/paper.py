@@ -112,10 +112,10 @@ def _init_classifier(model: CAMNet, scheme: str) -> None:
 def _finish(backbone: nn.Module, head: nn.Module, num_features: int, num_classes: int, pool: str, *,
             mean: tuple[float, float, float], std: tuple[float, float, float], dropout: float,
             classifier_bias: bool, classifier_init: str, weights_file: WeightsFile,
-            drop: tuple[str, ...]) -> CAMNet:
+            drop: tuple[str, ...], taps: dict[str, tuple[str, ...]] | None = None) -> CAMNet:
     # 224: the input size of the torchvision trunk weights and of the paper's experiments.
     model = CAMNet(backbone, head, num_features=num_features, num_classes=num_classes, pool=pool, mean=mean, std=std,
-                   dropout=dropout, classifier_bias=classifier_bias, default_image_size=224)
+                   dropout=dropout, classifier_bias=classifier_bias, default_image_size=224, taps=taps)
     _init_classifier(model, classifier_init)
     if weights_file is not None:
         # The ImageNet classifier of the trunk sits after the removed layers: never copied.
@@ -182,10 +182,15 @@ def vgg16_gap(num_classes: int = 1000, pool: str = "gap", pretrained: bool = Fal
     -> CAM conv (1024) + ReLU -> pooling -> dropout 0.5 -> fc. Arguments as ``alexnet_gap``."""
     net = torchvision.models.vgg16(weights=None)
     backbone = nn.Sequential(OrderedDict(features=net.features[:-1]))  # features[-1] is pool5
+    # wsolevaluation's VGG16 (14x14): ADL after pool3 (features.16), conv4_3 + ReLU (.22) and conv5_3 + ReLU (.29);
+    # SPG's B1 after pool4 (.23), B2 after conv5_3 (.29), C on the features (here: after the CAM conv)
+    taps = {"adl": ("backbone.features.16", "backbone.features.22", "backbone.features.29"),
+            "spg": ("backbone.features.23", "backbone.features.29")}
     return _finish(backbone, cam_conv(512, groups=cam_conv_groups, bias_init=cam_conv_bias_init), CAM_CONV_CHANNELS,
                    num_classes, pool, mean=IMAGENET_MEAN, std=IMAGENET_STD, dropout=dropout,
                    classifier_bias=classifier_bias, classifier_init="gaussian",
-                   weights_file=torchvision_weights_file(weights, pretrained, weights_path), drop=("classifier.",))
+                   weights_file=torchvision_weights_file(weights, pretrained, weights_path), drop=("classifier.",),
+                   taps=taps)
 
 
 @register_model("googlenet_gap")

@@ -43,5 +43,7 @@ def small_cnn(
         _conv_bn_relu(width * 2, width * 4, stride=2),
     )
     head = _conv_bn_relu(width * 4, width * 4)
+    # methods: ADL after the two last backbone blocks and on the features; SPG's B1/B2 after those two blocks
+    taps = {"adl": ("backbone.2", "backbone.3", "head"), "spg": ("backbone.2", "backbone.3")}
     return CAMNet(backbone, head, num_features=width * 4, num_classes=num_classes, pool=pool,
-                  mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+                  mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), taps=taps)
