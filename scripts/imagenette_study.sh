@@ -23,6 +23,7 @@ OUT=${OUT:-outputs/imagenette}
 SEEDS=${SEEDS:-0 1 2}
 ARCHS=${ARCHS:-lite0 lite1 lite2}              # head, svm, baseline and test2x phases
 LAST_STAGE_SEEDS=${LAST_STAGE_SEEDS:-$SEEDS}   # last_stage trains Lite0's last stage: ~45 min a run on 2 CPU cores
+POOLS=${POOLS:-gap gmp}                        # head, svm, last_stage and test2x phases
 METHODS=${METHODS:-has acol spg adl cutmix}      # methods phase (configs/method/*; cam is the last_stage phase)
 METHOD_SEEDS=${METHOD_SEEDS:-0 1}
 PHASES=${*:-head svm baseline last_stage test2x hires report}
@@ -65,11 +66,11 @@ evaluate_at_2x() {  # evaluate_at_2x RUN: RUN's model on the test images at twic
 for phase in $PHASES; do
   case $phase in
     head)
-      for arch in $ARCHS; do for pool in gap gmp; do for seed in $SEEDS; do
+      for arch in $ARCHS; do for pool in $POOLS; do for seed in $SEEDS; do
         run "${arch}_head_${pool}_s$seed" "imagenette/${arch}_head" model.pool=$pool seed=$seed
       done; done; done ;;
     svm)
-      for arch in $ARCHS; do for pool in gap gmp; do
+      for arch in $ARCHS; do for pool in $POOLS; do
         run "${arch}_svm_${pool}_s0" "imagenette/${arch}_svm" model.pool=$pool seed=0
       done; done ;;
     baseline)
@@ -78,11 +79,11 @@ for phase in $PHASES; do
         evaluate_pretrained "$arch" "$size"
       done ;;
     last_stage)
-      for pool in gap gmp; do for seed in $LAST_STAGE_SEEDS; do
+      for pool in $POOLS; do for seed in $LAST_STAGE_SEEDS; do
         run "lite0_last_stage_${pool}_s$seed" imagenette/lite0_last_stage model.pool=$pool seed=$seed
       done; done ;;
     test2x)
-      for arch in $ARCHS; do for pool in gap gmp; do evaluate_at_2x "${arch}_head_${pool}_s0"; done; done ;;
+      for arch in $ARCHS; do for pool in $POOLS; do evaluate_at_2x "${arch}_head_${pool}_s0"; done; done ;;
     methods)  # one seed of every method first, then the next seed
       for seed in $METHOD_SEEDS; do for method in $METHODS; do
         run "lite0_last_stage_${method}_s$seed" imagenette/lite0_last_stage model.pool=gap method="$method" seed=$seed
