@@ -79,3 +79,20 @@ def test_two_processes_equal_one(tmp_path: Path, n_test: int) -> None:
     c1 = np.loadtxt(tmp_path / "e1" / "boxacc_curve.csv", delimiter=",", skiprows=1)
     c2 = np.loadtxt(tmp_path / "e2" / "boxacc_curve.csv", delimiter=",", skiprows=1)
     np.testing.assert_array_equal(c1, c2)
+
+
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun not found")
+@pytest.mark.parametrize("method", ["spg", pytest.param("has", marks=pytest.mark.slow),
+                                    pytest.param("acol", marks=pytest.mark.slow)])
+def test_training_methods_run_under_torchrun_and_resume(tmp_path: Path, method: str) -> None:
+    # DDP wraps the method's training net (wsol.methods.MethodNet): extra layers get averaged gradients, each rank
+    # draws its own masks (seeded by rank), and a re-launch continues the finished run without training again
+    args = [f"hydra.run.dir={tmp_path}", "data.num_images={train:64,val:16,test:16}", *TINY[:-3],
+            "train.recipe=full", f"method={method}", "train.resume=auto"]
+    first = _run(2, "run", *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert state["spec"]["method"]["name"] == method
+    assert json.loads((tmp_path / "metrics.json").read_text())["world_size"] == 2
+    again = _run(2, "run", *args)
+    assert again.returncode == 0 and "already complete" in again.stdout, again.stderr[-3000:]

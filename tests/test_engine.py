@@ -218,8 +218,9 @@ def test_frozen_modules_per_recipe() -> None:
     model = build_model("small_cnn", num_classes=4, width=4)
     frozen, new = frozen_modules(model, "head")
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {"classifier.weight", "classifier.bias"} and new == [model.classifier]
+    assert trainable == {"classifier.weight", "classifier.bias"} and new == [model.classifier, model.method_modules]
     assert model.backbone in frozen and model.classifier not in frozen and model.dropout not in frozen
+    assert model.method_modules not in frozen  # a method's layers (none for CAM) train with the classifier
     frozen, new = frozen_modules(model, "full")
     assert frozen == () and all(p.requires_grad for p in model.parameters())
 
@@ -328,3 +329,31 @@ def test_a_training_batch_with_no_loadable_image_is_an_error(tmp_path: Path) -> 
     settings = replace(SETTINGS, amp=False, epochs=1, batch_size=4, accumulate_grad_batches=1)
     with pytest.raises(RuntimeError, match="every image of a training batch failed to load"):
         _train_on(_BrokenFiles(36, set(range(36)), "skip"), tmp_path, settings)
+
+
+@pytest.mark.parametrize("recipe", ["head", "full"])
+def test_resumed_run_equals_uninterrupted_run_for_every_recipe(recipe: str, tmp_path: Path) -> None:
+    # dropout (Lite's 0.2 before the classifier) and the head recipe's choice of view (plain or mirror) draw from the
+    # RNGs: an interrupted and resumed run must still give the uninterrupted run's weights bit for bit
+    settings = replace(SETTINGS, recipe=recipe, batch_size=6, accumulate_grad_batches=1, epochs=3)
+    cache = tmp_path / "cache"
+
+    def train(run: str, **kw: Any) -> Any:
+        seed_everything(kw.pop("init_seed", 0))
+        model = build_model("small_cnn", num_classes=4, width=4)
+        model.dropout = torch.nn.Dropout(0.5)  # randomness at every step
+        source = _source()
+        train_model(model, source, tmp_path / run, settings=settings, seed=1,
+                    spec=model_spec("small_cnn", 4, "gap", {"width": 4}), fingerprint={"v": 1}, device=CPU,
+                    make_train_dataset=lambda m: WSOLDataset(source, build_train_transform(36, 32, True, m.mean,
+                                                                                         m.std)),
+                    image_size=32, cache_dir=str(cache), data_root=None, arch="small_cnn", **kw)
+        return model
+
+    whole = train("whole")
+    train("parts", stop_after=4)  # mid-epoch (6 steps per epoch)
+    train("parts", stop_after=9, init_seed=7, resume=tmp_path / "parts" / "checkpoints" / "last.pt")
+    parts = train("parts", init_seed=9, resume=tmp_path / "parts" / "checkpoints" / "last.pt")
+    for (name, a), b in zip(whole.state_dict().items(), parts.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert (tmp_path / "whole" / "train_log.csv").read_text() == (tmp_path / "parts" / "train_log.csv").read_text()

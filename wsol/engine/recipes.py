@@ -24,7 +24,7 @@ from torch import nn
 
 from wsol.engine.features import PooledFeatureItems, PooledHead, cached_pooled_features, fit_linear_svm
 from wsol.engine.optim import build_optimizer, build_param_groups, build_scheduler, lr_lambda
-from wsol.engine.trainer import LoopSettings, Trainer, TrainResult, steps_per_epoch
+from wsol.engine.trainer import LoopSettings, Trainer, TrainResult, load_resumable, steps_per_epoch
 from wsol.io import atomic_torch_save
 from wsol.methods import MethodNet
 from wsol.methods.cam import CAM
@@ -163,6 +163,10 @@ def train_model(model: CAMNet, train_source: Any, run_dir: str | Path, *, settin
     # training images dropped under data.on_error=skip: by the file checks when the split was built, or at load time
     skipped = dict(train_source.annotations.skipped)
     if settings.recipe in ("head", "linear_svm"):
+        if resume is not None:
+            # the features come from the trunk of the run being resumed, not from this process's fresh model (a
+            # trunk that is not pretrained differs per init): restore the checkpoint's weights before the pass
+            model.load_state_dict(load_resumable(resume, fingerprint)["model"])
         feats = cached_pooled_features(model, train_source, arch=arch,
                                        cache_dir=cache_dir if settings.feature_cache else None,
                                        image_size=image_size, hflip=True,

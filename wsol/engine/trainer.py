@@ -35,7 +35,7 @@ from wsol.methods.base import method_random
 log = logging.getLogger(__name__)
 
 __all__ = ["LoopSettings", "TrainResult", "Trainer", "TrainingInterrupted", "EpochSampler", "SeededAugmentation",
-           "seed_everything", "resolve_device", "steps_per_epoch", "make_dataset_items"]
+           "seed_everything", "resolve_device", "steps_per_epoch", "make_dataset_items", "load_resumable"]
 
 LOG_COLUMNS = ("step", "epoch", "lr", "loss", "acc")
 
@@ -172,6 +172,16 @@ class TrainResult:
     skipped: dict[str, str] = field(default_factory=dict)  # training images dropped under data.on_error=skip
 
 
+def load_resumable(path: str | Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint of this loop whose settings are ``fingerprint``'s; ValueError naming what changed otherwise."""
+    state = load_checkpoint(path)
+    diff = fingerprint_diff(state["fingerprint"], fingerprint)
+    if diff:
+        raise ValueError(f"{path}: cannot resume, the run's settings changed:\n  " + "\n  ".join(diff)
+                         + "\nStart a new run (train.resume=null) or restore these settings.")
+    return state
+
+
 # ----------------------------------------------------------------------------- the loop
 class Trainer:
     """Trains ``model`` on ``dataset`` (items ``(input, label, index)``) with a given optimizer and schedule.
@@ -250,11 +260,7 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         """Load a checkpoint written by this loop; refuse one made with other settings (``fingerprint``)."""
-        state = load_checkpoint(path)
-        diff = fingerprint_diff(state["fingerprint"], self.fingerprint)
-        if diff:
-            raise ValueError(f"{path}: cannot resume, the run's settings changed:\n  " + "\n  ".join(diff)
-                             + "\nStart a new run (train.resume=null) or restore these settings.")
+        state = load_resumable(path, self.fingerprint)
         rngs = state["rng"]
         if len(rngs) != self.dist.world_size:
             raise ValueError(f"{path}: written by {len(rngs)} process(es), resumed by {self.dist.world_size}; "

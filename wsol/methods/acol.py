@@ -71,13 +71,17 @@ class ACoL(TrainingMethod):
         maps = linear_class_maps(features.detach(), model.classifier, classes).detach()
         return normalize_cams(maps, "minmax", constant="zeros", nan="zeros")
 
-    def loss(self, model: Any, inputs: torch.Tensor, labels: torch.Tensor,
-             rng: MethodRandom) -> tuple[torch.Tensor, torch.Tensor]:
-        features = model.forward_features(inputs)
+    def branch_logits(self, model: Any, features: torch.Tensor,
+                      labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits of branch A, logits of branch B on the features erased by A's map of the label)``."""
         logits = model.forward_head(features)
         attention = self._attention(model, features, labels.view(-1, 1))
         erased = acol_erase(features, attention, self.threshold)
-        logits_b = model.method_modules["classifier_b"](model.dropout(global_pool(erased, model.pool)))
+        return logits, model.method_modules["classifier_b"](model.dropout(global_pool(erased, model.pool)))
+
+    def loss(self, model: Any, inputs: torch.Tensor, labels: torch.Tensor,
+             rng: MethodRandom) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, logits_b = self.branch_logits(model, model.forward_features(inputs), labels)
         return logits, F.cross_entropy(logits.float(), labels) + F.cross_entropy(logits_b.float(), labels)
 
     def class_maps(self, model: Any, features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:

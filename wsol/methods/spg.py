@@ -29,7 +29,7 @@ from wsol.cam import normalize_cams
 from wsol.methods.base import MethodRandom, TrainingMethod, linear_class_maps, probe_channels, tap_outputs
 from wsol.methods.registry import register_method
 
-__all__ = ["SPG", "spg_target", "spg_attention_loss", "IGNORE"]
+__all__ = ["SPG", "spg_target", "spg_attention_loss", "spg_guidance_loss", "IGNORE"]
 
 IGNORE = 255.0  # target value of the pixels that are neither foreground nor background (the reference's)
 MIN_FOREGROUND = 30  # fewer foreground pixels than this: use 0.7 x the map's max instead (the reference's rule)
@@ -119,22 +119,41 @@ class SPG(TrainingMethod):
             features = model.forward_features(inputs)
         logits = model.forward_head(features)
         m = model.method_modules
-        size = tuple(inputs.shape[-2:])
-
-        def up(t: torch.Tensor) -> torch.Tensor:
-            return F.interpolate(t.float(), size=size, mode="bilinear", align_corners=False)
-
-        logits_b1 = up(m["spg_b_shared"](m["spg_b1"](taps[b1])))
-        logits_b2 = up(m["spg_b_shared"](m["spg_b2"](taps[b2])))
-        logits_c = up(m["spg_c"](features))
-        with torch.no_grad():
-            class_map = up(linear_class_maps(features.float(), model.classifier, labels.view(-1, 1)))
-            attention = normalize_cams(class_map, "minmax", constant="zeros", nan="zeros")
-            b2i = torch.sigmoid(logits_b2)
-            fused = (torch.sigmoid(logits_b1) + b2i) / 2.0
-        (h1, l1), (h2, l2), (h3, l3) = self.thresholds
-        loss = (F.cross_entropy(logits.float(), labels)
-                + spg_attention_loss(logits_b2, spg_target(attention, h1, l1))
-                + spg_attention_loss(logits_b1, spg_target(b2i, h2, l2))
-                + spg_attention_loss(logits_c, spg_target(fused, h3, l3)))
+        size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+        logits_b1 = m["spg_b_shared"](m["spg_b1"](taps[b1]))
+        logits_b2 = m["spg_b_shared"](m["spg_b2"](taps[b2]))
+        logits_c = m["spg_c"](features)
+        class_map = linear_class_maps(features.float(), model.classifier, labels.view(-1, 1))
+        loss = F.cross_entropy(logits.float(), labels) + spg_guidance_loss(class_map, logits_b1, logits_b2, logits_c,
+                                                                           self.thresholds, size)
         return logits, loss
+
+
+def spg_guidance_loss(class_map: torch.Tensor, logits_b1: torch.Tensor, logits_b2: torch.Tensor,
+                      logits_c: torch.Tensor, thresholds: Sequence[Sequence[float]],
+                      size: tuple[int, int]) -> torch.Tensor:
+    """SPG's three pixel-wise losses (everything but the classification loss).
+
+    Args:
+        class_map: ``[B, 1, h, w]`` the label's class map (with the classifier bias; a 1x1 convolution's output).
+        logits_b1, logits_b2, logits_c: ``[B, 1, h', w']`` the B1, B2 and C branch outputs (logits).
+        thresholds: ``[[high, low]] x 3`` for the B2, B1 and C targets.
+        size: ``(H, W)`` every map is upsampled to (bilinear, ``align_corners=False``) before the loss.
+
+    Returns:
+        ``BCE(B2 | T(attention)) + BCE(B1 | T(sigmoid B2)) + BCE(C | T((sigmoid B1 + sigmoid B2) / 2))``, where
+        ``attention`` is the min-max normalised upsampled class map and ``T = spg_target``; targets carry no gradient.
+    """
+
+    def up(t: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(t.float(), size=size, mode="bilinear", align_corners=False)
+
+    b1, b2, c = up(logits_b1), up(logits_b2), up(logits_c)
+    with torch.no_grad():
+        attention = normalize_cams(up(class_map.detach()), "minmax", constant="zeros", nan="zeros")
+        b2i = torch.sigmoid(b2)
+        fused = (torch.sigmoid(b1) + b2i) / 2.0
+    (h1, l1), (h2, l2), (h3, l3) = thresholds
+    return (spg_attention_loss(b2, spg_target(attention, h1, l1))
+            + spg_attention_loss(b1, spg_target(b2i, h2, l2))
+            + spg_attention_loss(c, spg_target(fused, h3, l3)))
