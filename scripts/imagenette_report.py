@@ -8,7 +8,8 @@ Each run dir ``<OUT>/<name>`` holds the paper-protocol ``metrics.json`` (+ ``pre
 evaluated with ``data.image_size=N``; the study's ``test2x`` phase) and ``baseline_<arch>``. Writes into the results dir:
 ``imagenette.md`` / ``imagenette.csv`` (mean ± std over seeds, per arch x recipe x pool), ``runs.csv`` (every run),
 ``gap_vs_gmp.md`` (the difference against the seed spread), ``boxacc_<arch>.png`` (GAP and GMP on one plot),
-``failures.{md,png}`` (top-1 localization errors by cause) and ``overlays_{gap,gmp}.png``.
+``failures.{md,png}`` (top-1 localization errors by cause) and ``overlays_{gap,gmp}.png``. A run made from a tree with
+uncommitted changes is refused (``wsol.report.runs.require_clean_commit``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from wsol.report import failure_breakdown, read_predictions
-from wsol.report.runs import mean_std
+from wsol.report.runs import mean_std, require_clean_commit
 from wsol.visualize import BoxAccCurves, draw_boxacc_curves, draw_failure_breakdown, save_figure, write_overlay_grid
 
 NAME = re.compile(r"(?P<arch>lite\d)_(?P<recipe>head|svm|last_stage|full)_(?P<pool>gap|gmp)(?:_(?P<size>\d+))?(?:_test(?P<test>\d+))?_s(?P<seed>\d+)")
@@ -39,6 +40,9 @@ def collect(out: Path) -> pd.DataFrame:
     for run in sorted(p for p in out.iterdir() if (p / "metrics.json").is_file()):
         paper = json.loads((run / "metrics.json").read_text())
         wsol = json.loads((run / "wsoleval" / "metrics.json").read_text()) if (run / "wsoleval" / "metrics.json").is_file() else {}
+        require_clean_commit(paper, run / "metrics.json")  # a committed row must come from a commit
+        if wsol:
+            require_clean_commit(wsol, run / "wsoleval" / "metrics.json")
         m = NAME.fullmatch(run.name)
         if m:
             recipe = m["recipe"] + (f", evaluated at {m['test']} px" if m["test"] else "")

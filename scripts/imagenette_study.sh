@@ -7,8 +7,10 @@
 # unmodified 1000-class models), last_stage (Lite0 GAP/GMP x 3 seeds), test2x ($ARCHS: the seed-0 head GAP and GMP
 # models evaluated at twice their training input, e.g. Lite0 at 448 px: 14x14 maps without a new feature cache),
 # hires (Lite0 GAP trained and evaluated at 448 px), methods (the training-time WSOL methods $METHODS, Lite0
-# last_stage GAP, each seed of $METHOD_SEEDS for every method before the next seed), report (tables + figures into
-# results/imagenette/). Default: all of them but methods, in that order.
+# last_stage GAP, each seed of $METHOD_SEEDS for every method before the next seed), posthoc (the post-hoc maps
+# $CAM_METHODS of the trained models $POSTHOC_MODELS), report (tables + figures into results/imagenette/),
+# report_methods (results/methods/). Default: all of them but methods, posthoc and report_methods, in that order.
+# Runs record the commit they were made with, so the script refuses a checkout with uncommitted changes.
 # Every run is a named wsol run under $OUT (default outputs/imagenette); a finished run is not redone, an
 # interrupted one resumes (train.resume=auto), so the script can simply be started again.
 # Each run: wsol-run (paper protocol, CAMs stored), then wsol-evaluate on the stored CAMs under wsolevaluation
@@ -26,8 +28,15 @@ LAST_STAGE_SEEDS=${LAST_STAGE_SEEDS:-$SEEDS}   # last_stage trains Lite0's last 
 POOLS=${POOLS:-gap gmp}                        # head, svm, last_stage and test2x phases
 METHODS=${METHODS:-has acol spg adl cutmix}      # methods phase (configs/method/*; cam is the last_stage phase)
 METHOD_SEEDS=${METHOD_SEEDS:-0 1}
+CAM_METHODS=${CAM_METHODS:-gradcam gradcampp xgradcam layercam scorecam center}   # posthoc phase (cam.method)
+POSTHOC_MODELS=${POSTHOC_MODELS:-lite0_last_stage_gap_s0 lite0_head_gap_s0 lite1_head_gap_s0 lite2_head_gap_s0}
 PHASES=${*:-head svm baseline last_stage test2x hires report}
 DATA=(data.root="$IMAGENETTE" data.gt="$GT")
+if [[ -n "$(git status --porcelain --untracked-files=no)" ]]; then
+  echo "error: the checkout has uncommitted changes; every run records the commit it was made with, so commit" \
+       "first (or run the study from a clean worktree: git worktree add ../study HEAD)" >&2
+  exit 2
+fi
 mkdir -p "$OUT/logs"
 
 run() {  # run NAME EXPERIMENT [overrides...]: train + paper protocol, then wsolevaluation on the stored CAMs
@@ -48,6 +57,17 @@ evaluate_pretrained() {  # the unmodified ImageNet model, 1000-way, on the same 
     hydra.run.dir="$dir" >"$OUT/logs/baseline_$arch.log" 2>&1
   "$BIN/wsol-evaluate" cams="$dir/cams" eval.protocol=wsolevaluation eval.tau_policy=crossfold \
     eval.cam_curve_interval=0.001 hydra.run.dir="$dir/wsoleval" >>"$OUT/logs/baseline_$arch.log" 2>&1
+}
+
+evaluate_posthoc() {  # evaluate_posthoc RUN METHOD: RUN's model with cam.method=METHOD -> posthoc_<RUN>_<METHOD>
+  local src=$1 method=$2 dir="$OUT/posthoc_$1_$2" size
+  size=$("$BIN/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["image_size"])' "$OUT/$src/metrics.json")
+  echo "[$(date +%H:%M:%S)] posthoc_$1_$2"
+  "$BIN/wsol-evaluate" checkpoint="$OUT/$src/model.pt" data=imagenette "${DATA[@]}" data.image_size="$size" \
+    cam.method="$method" \
+    eval.save_cams=true hydra.run.dir="$dir" >"$OUT/logs/posthoc_$1_$2.log" 2>&1
+  "$BIN/wsol-evaluate" cams="$dir/cams" cam.method="$method" eval.protocol=wsolevaluation eval.tau_policy=crossfold \
+    eval.cam_curve_interval=0.001 hydra.run.dir="$dir/wsoleval" >>"$OUT/logs/posthoc_$1_$2.log" 2>&1
 }
 
 evaluate_at_2x() {  # evaluate_at_2x RUN: RUN's model on the test images at twice its input size -> <RUN>_test<SIZE>
@@ -88,6 +108,10 @@ for phase in $PHASES; do
       for seed in $METHOD_SEEDS; do for method in $METHODS; do
         run "lite0_last_stage_${method}_s$seed" imagenette/lite0_last_stage model.pool=gap method="$method" seed=$seed
       done; done ;;
+    posthoc)  # every post-hoc map of every model (the model's own CAM is its run)
+      for model in $POSTHOC_MODELS; do for method in $CAM_METHODS; do evaluate_posthoc "$model" "$method"; done; done ;;
+    report_methods)
+      "$BIN/python" scripts/methods_report.py "$OUT" results/methods ;;
     hires)  # 448 px input: Lite0's map becomes 14x14, the resolution the paper's surgery aims for
       run lite0_head_gap_448_s0 imagenette/lite0_head model.pool=gap seed=0 data.image_size=448 ;;
     report)

@@ -361,3 +361,12 @@ def test_report_writes_failures_and_curves(tmp_path: Path) -> None:
     assert failures["top1_loc_err"].tolist() == pytest.approx([500 / 7] * 2)
     md = (tmp_path / "rep_failures.md").read_text()
     assert "| 2 | 71.43 ± 0.00 | 14.29 ± 0.00 |" in md
+
+
+def test_a_result_from_a_dirty_tree_is_refused() -> None:
+    from wsol.report.runs import require_clean_commit
+
+    require_clean_commit({"git_commit": "a8d4f34" * 5}, "run")
+    for commit in ("a8d4f34-dirty", "unknown", None):
+        with pytest.raises(ValueError, match=r"run/metrics.json: made from a tree with uncommitted changes"):
+            require_clean_commit({"git_commit": commit}, "run/metrics.json")

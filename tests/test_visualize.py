@@ -84,17 +84,22 @@ def test_boxacc_curves_mark_chosen_tau_and_band() -> None:
         draw_boxacc_curves([BoxAccCurves("bad", tau, np.zeros((2, 5)))])
 
 
-def test_failure_bars() -> None:
+def test_failure_breakdown_is_a_readable_table() -> None:
     means = np.arange(10, dtype=float).reshape(2, 5)
-    fig = draw_failure_breakdown(["gap", "gmp"], means, np.full((2, 5), np.nan))
-    heights = sorted(p.get_height() for p in fig.axes[0].patches)
-    assert heights == list(range(10))
+    stds = np.full((2, 5), np.nan)
+    stds[1, 2] = 0.25
+    fig = draw_failure_breakdown(["gap", "gmp"], means, stds)
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    # every cell's value (± std only where there is one), and each row's total = the top-1 localization error
+    assert texts == ["0.0", "1.0", "2.0", "3.0", "4.0", "10.0", "5.0", "6.0", "7.0 ± 0.2", "8.0", "9.0", "35.0"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["gap", "gmp"]
+    assert ax.get_xticklabels()[-1].get_text() == "total = top-1 loc err"
     with pytest.raises(ValueError, match=r"\[2, 5\]"):
         draw_failure_breakdown(["gap", "gmp"], np.zeros((2, 4)))
-    # many groups (a whole study): no two groups share a look, so the legend identifies every bar
-    fig = draw_failure_breakdown([f"run {i}" for i in range(25)], np.ones((25, 5)))
-    looks = {(tuple(p.get_facecolor()), p.get_hatch()) for p in fig.axes[0].patches}
-    assert len(looks) == 25
+    # a whole study: the figure grows with the rows instead of squeezing them (about 0.28 in per row)
+    fig = draw_failure_breakdown([f"lite{i % 3} head GAP (224 px) run {i}" for i in range(25)], np.ones((25, 5)))
+    assert fig.get_size_inches()[1] >= 25 * 0.28 and len(fig.axes[0].get_yticklabels()) == 25
 
 
 # ----------------------------------------------------------------------------- selection

@@ -118,12 +118,16 @@ def draw_boxacc_curves(groups: Sequence[BoxAccCurves], *, ylabel: str = "BoxAcc,
 
 # ----------------------------------------------------------------------------- failure breakdown
 def draw_failure_breakdown(labels: Sequence[str], means: np.ndarray, stds: np.ndarray | None = None) -> Figure:
-    """Grouped bars: for each failure category (``FAILURE_CATEGORIES``), one bar per group.
+    """A heat-map table: one row per group, one column per failure category (``FAILURE_CATEGORIES``) + the total.
+
+    Each cell shows its value (``mean ± std`` where a std is given and finite) on a colour scale shared by the
+    categories; the last column is the row's sum, the top-1 localization error. Rows stay readable for a whole
+    study (a bar chart of 20+ groups x 5 categories does not).
 
     Args:
-        labels: ``G`` group names.
+        labels: ``G`` group names (row labels).
         means: ``[G, C]`` percent of the localization-scored images, ``C = len(FAILURE_CATEGORIES)``.
-        stds: ``[G, C]`` error bars (NaN: none), or None.
+        stds: ``[G, C]`` seed spreads (NaN: none, e.g. one run), or None.
 
     Raises:
         ValueError: shapes that do not match.
@@ -136,24 +140,28 @@ def draw_failure_breakdown(labels: Sequence[str], means: np.ndarray, stds: np.nd
         stds = np.atleast_2d(np.asarray(stds, dtype=np.float64))
         if stds.shape != means.shape:
             raise ValueError(f"stds must be {means.shape}, got {stds.shape}")
-    from matplotlib import colormaps
-
-    fig = _new_figure(max(6.4, 1.2 * n_cats + 0.3 * n_groups * n_cats), 4.0)
+    label_inches = 0.065 * max((len(str(label)) for label in labels), default=10)
+    fig = _new_figure(label_inches + 1.25 * (n_cats + 1) + 0.6, 0.8 + 0.28 * max(n_groups, 1))
     ax = fig.add_subplot()
-    x = np.arange(n_cats)
-    width = 0.8 / max(n_groups, 1)
-    palette = [f"C{i}" for i in range(10)] if n_groups <= 10 else [colormaps["tab20"](i) for i in range(20)]
-    for i, label in enumerate(labels):
-        # No error bar where there is no std (a single run), rather than a misleading zero-length one.
-        err = None if stds is None or np.isnan(stds[i]).all() else np.nan_to_num(stds[i], nan=0.0)
-        ax.bar(x + (i - (n_groups - 1) / 2) * width, means[i], width, yerr=err, capsize=2, label=label,
-               color=palette[i % len(palette)], hatch="//" if i >= len(palette) else None)  # no two groups alike
-    ax.set_xticks(x, [c.replace("_", " ") for c in FAILURE_CATEGORIES])
-    ax.set_ylabel("% of images (sums to top-1 loc. error)")
-    ax.set_title("Top-1 localization errors by cause")
-    ax.grid(axis="y", alpha=0.3)
-    if n_groups:
-        ax.legend(fontsize=7)
+    top = float(np.nanmax(means)) if means.size and np.isfinite(means).any() else 1.0
+    ax.imshow(np.hstack([means, np.full((n_groups, 1), np.nan)]), cmap="Reds", vmin=0.0, vmax=max(top, 1e-9),
+              aspect="auto")
+    totals = np.nansum(means, axis=1)
+    for i in range(n_groups):
+        for j in range(n_cats + 1):
+            if j == n_cats:
+                text, colour = f"{totals[i]:.1f}", "black"
+            else:
+                std = np.nan if stds is None else stds[i, j]
+                text = f"{means[i, j]:.1f}" + ("" if np.isnan(std) else f" ± {std:.1f}")
+                colour = "white" if means[i, j] > 0.6 * top else "black"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour,
+                    fontweight="bold" if j == n_cats else "normal")
+    ax.set_xticks(range(n_cats + 1), [c.replace("_", " ") for c in FAILURE_CATEGORIES] + ["total = top-1 loc err"],
+                  fontsize=7)
+    ax.xaxis.tick_top()
+    ax.set_yticks(range(n_groups), list(labels), fontsize=7)
+    ax.set_title("Top-1 localization errors by cause, % of images (mean ± seed std)", fontsize=8, pad=18)
     fig.tight_layout()
     return fig
 

@@ -95,7 +95,8 @@ class _Views(Dataset):
 @torch.no_grad()
 def extract_pooled_features(model: CAMNet, source: Any, *, image_size: int, hflip: bool, batch_size: int,
                             num_workers: int, device: torch.device, indices: Sequence[int] | None = None,
-                            skipped: dict[str, str] | None = None) -> torch.Tensor:
+                            skipped: dict[str, str] | None = None, bar: Any = None,
+                            what: str = "features") -> torch.Tensor:
     """One pass of ``model.forward_features`` over ``source``; GAP and GMP of each map (and of its mirror).
 
     Args:
@@ -106,6 +107,8 @@ def extract_pooled_features(model: CAMNet, source: Any, *, image_size: int, hfli
         indices: the images to do (default: all), in this order.
         skipped: filled with ``image id -> reason`` of each image that fails to load under the source's
             ``on_error="skip"`` (``wsol.data.datasets.load_or_skip``); their rows are NaN.
+        bar: a tqdm bar of a longer pass (the cache's chunks) to advance per batch; None: a bar of its own.
+        what: how the log lines name this pass (e.g. ``features, chunk 3 of 12``).
 
     Returns:
         float32 ``[V, N, 2, K]`` with ``V = 2 if hflip else 1`` (pools in ``POOLS`` order).
@@ -124,9 +127,13 @@ def extract_pooled_features(model: CAMNet, source: Any, *, image_size: int, hfli
     position = {index: p for p, index in enumerate(indices if indices is not None else range(len(dataset)))}
     out: torch.Tensor | None = None
     t0, every = time.time(), max(1, len(loader) // 10)
-    for b, (batch, dropped) in enumerate(tqdm(loader, desc="features", unit="batch", disable=None), 1):
+    own_bar = bar is None
+    if own_bar:
+        bar = tqdm(total=len(loader), desc="features", unit="batch", disable=None)
+    for b, (batch, dropped) in enumerate(loader, 1):
+        bar.update(1)
         if b % every == 0:  # progress in the log too (tqdm is off without a terminal)
-            log.info("features: %d of %d batches (%.0f s)", b, len(loader), time.time() - t0)
+            log.info("%s: %d of %d batches (%.0f s)", what, b, len(loader), time.time() - t0)
         for item in dropped:
             log.warning("image skipped (data.on_error=skip): %s", item.reason)
             if skipped is not None:
@@ -143,6 +150,8 @@ def extract_pooled_features(model: CAMNet, source: Any, *, image_size: int, hfli
         if out is None:
             out = torch.full((views, len(position), *pooled.shape[2:]), float("nan"))
         out[:, [position[int(i)] for i in index]] = pooled
+    if own_bar:
+        bar.close()
     if out is None:
         raise RuntimeError(f"no image of {len(position)} could be loaded: " + "; ".join((skipped or {}).values()))
     return out
@@ -176,8 +185,11 @@ def cached_pooled_features(model: CAMNet, source: Any, *, arch: str, cache_dir: 
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     path = Path(cache_dir) / f"features-{arch}-{image_size}px-{digest}.pt"
     if not path.is_file():
+        from tqdm import tqdm
+
         info = get_dist()
         n_chunks = (len(records) + chunk_size - 1) // chunk_size
+        todo_chunks = []
         for c in range(info.rank, n_chunks, info.world_size):
             part = path.with_name(f"{path.stem}.part{c:05d}.pt")
             todo = range(c * chunk_size, min((c + 1) * chunk_size, len(records)))
@@ -186,14 +198,22 @@ def cached_pooled_features(model: CAMNet, source: Any, *, arch: str, cache_dir: 
                 if (done.get("key") == key and done.get("first", todo.start) == todo.start
                         and done["pooled"].shape[1] == len(todo)):
                     continue  # finished before an interruption (with the same chunk size)
+            todo_chunks.append((c, part, todo))
+        # one bar over the whole pass: every batch of every chunk this rank still has to do
+        bar = tqdm(total=sum(-(-len(todo) // batch_size) for _, _, todo in todo_chunks), unit="batch", disable=None,
+                   desc=f"features ({len(todo_chunks)} of {n_chunks} chunks to do)")
+        for c, part, todo in todo_chunks:
             t0, skipped = time.time(), {}
+            bar.set_postfix_str(f"chunk {c + 1} of {n_chunks}")
             pooled = extract_pooled_features(model, source, image_size=image_size, hflip=hflip,
                                              batch_size=batch_size, num_workers=num_workers, device=device,
-                                             indices=todo, skipped=skipped)
+                                             indices=todo, skipped=skipped, bar=bar,
+                                             what=f"features, chunk {c + 1} of {n_chunks}")
             atomic_torch_save({"key": key, "chunk": c, "first": todo.start, "pooled": pooled,
                                "seconds": time.time() - t0, "skipped": skipped}, part)
             log.info("features: chunk %d of %d done (%d images, %.0f s)", c + 1, n_chunks, len(todo),
                      time.time() - t0)
+        bar.close()
         barrier()
         if info.is_main:
             parts = [load_torch_file(path.with_name(f"{path.stem}.part{c:05d}.pt"), "feature cache part")

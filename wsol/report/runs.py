@@ -218,3 +218,16 @@ def varying_config(config: str, shared: Sequence[str]) -> str:
     """``config`` without the overrides every group shares."""
     common = set(shared)
     return " ".join(o for o in config.split() if o not in common)
+
+
+def require_clean_commit(metrics: dict[str, Any], where: str | Path) -> None:
+    """Refuse a result made from a tree with uncommitted changes (or an unknown one): a committed number must be
+    reproducible from the commit it names.
+
+    Raises:
+        ValueError: ``metrics["git_commit"]`` ends in ``-dirty``, is ``unknown`` or is missing.
+    """
+    commit = str(metrics.get("git_commit") or "unknown")
+    if commit.endswith("-dirty") or commit == "unknown":
+        raise ValueError(f"{where}: made from a tree with uncommitted changes or an unknown commit ({commit}); "
+                         "re-run it from a commit")

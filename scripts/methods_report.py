@@ -1,0 +1,196 @@
+"""The method table of the Imagenette study (``scripts/imagenette_study.sh report_methods``) -> ``results/methods/``.
+
+    python scripts/methods_report.py outputs/imagenette results/methods
+
+Reads the study's run dirs (each: the paper-protocol ``metrics.json`` + ``predictions.csv`` + the CAM store, and
+``wsoleval/metrics.json``, the stored maps re-scored under wsolevaluation with the crossfold τ):
+
+* training-time methods: ``lite0_last_stage_gap_s<seed>`` (CAM) and ``lite0_last_stage_<method>_s<seed>``
+  (``method=<method>``), EfficientNet-Lite0, ``last_stage`` recipe, GAP;
+* post-hoc maps: ``posthoc_<model run>_<cam.method>``, the model of ``<model run>`` evaluated with ``cam.method=...``
+  (the model run's own row is its CAM);
+* the centre baseline: ``posthoc_<model run>_center``.
+
+Writes ``methods.md`` (the tables: every method as its value and its difference from CAM, ± the seed std, in the form
+of wsolevaluation's main table), ``methods.csv`` (one row per method x model: ``method``, ``kind``, ``model``, ``n``,
+mean and std of every metric, the difference from CAM), ``runs.csv`` (every run) and ``overlays.png`` (the same test
+images, one column per method: the map of the ground-truth class, its box at the paper's 20 % threshold and its IoU).
+Refuses runs made from a dirty tree (``git_commit`` ending in ``-dirty``): a committed number must come from a commit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from wsol.report.runs import mean_std, require_clean_commit
+
+TRAINING = ("cam", "has", "acol", "spg", "adl", "cutmix")
+POSTHOC = ("gradcam", "gradcampp", "xgradcam", "layercam", "scorecam", "center")
+LABELS = {"cam": "CAM", "has": "HaS", "acol": "ACoL", "spg": "SPG", "adl": "ADL", "cutmix": "CutMix",
+          "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "xgradcam": "XGrad-CAM", "layercam": "LayerCAM",
+          "scorecam": "Score-CAM", "center": "centre baseline"}
+# headline first: BoxAccV2 at the crossfold tau (wsolevaluation's MaxBoxAccV2 with tau chosen without the scored
+# images), then its oracle upper bound, then the paper's errors
+METRICS = ("boxacc_v2_at_tau", "maxboxacc_v2", "boxacc_at_tau", "maxboxacc", "top1_loc_err", "gt_known_loc_err",
+           "top1_cls_err")
+HEADERS = {"boxacc_v2_at_tau": "MaxBoxAccV2 @ crossfold τ", "maxboxacc_v2": "MaxBoxAccV2 (oracle τ)",
+           "boxacc_at_tau": "BoxAcc IoU 0.5 @ crossfold τ", "maxboxacc": "MaxBoxAcc (oracle)",
+           "top1_loc_err": "top-1 loc err", "gt_known_loc_err": "GT-known loc err", "top1_cls_err": "top-1 cls err"}
+HIGHER_IS_BETTER = {"boxacc_v2_at_tau", "maxboxacc_v2", "boxacc_at_tau", "maxboxacc"}
+TRAINED = re.compile(r"(?P<arch>lite\d)_last_stage_(?P<method>gap|" + "|".join(TRAINING[1:]) + r")_s(?P<seed>\d+)")
+POSTHOC_RUN = re.compile(r"posthoc_(?P<model>.+)_(?P<method>" + "|".join(POSTHOC) + ")")
+MODEL_RUN = re.compile(r"(?P<arch>lite\d)_(?P<recipe>head|last_stage)_gap_s(?P<seed>\d+)")
+
+
+def _row(run: Path) -> dict:
+    paper = json.loads((run / "metrics.json").read_text())
+    wsol_path = run / "wsoleval" / "metrics.json"
+    if not wsol_path.is_file():
+        raise SystemExit(f"{run}: no wsoleval/metrics.json (re-score the CAM store under wsolevaluation first)")
+    wsol = json.loads(wsol_path.read_text())
+    for name, m in (("metrics.json", paper), ("wsoleval/metrics.json", wsol)):
+        require_clean_commit(m, run / name)
+    row = {k: paper.get(k) for k in ("top1_cls_err", "top5_cls_err", "top1_loc_err", "top5_loc_err",
+                                     "gt_known_loc_err")}
+    row.update({k: wsol.get(k) for k in ("boxacc_at_tau", "maxboxacc", "boxacc_v2_at_tau", "maxboxacc_v2",
+                                          "oracle_tau")})
+    row.update(run=run.name, train_seconds=paper.get("train_seconds", 0.0), eval_seconds=paper.get("eval_seconds"),
+               wsoleval_seconds=wsol.get("eval_seconds"), git_commit=paper.get("git_commit"),
+               cam_method=paper.get("cam_method", "cam"), n_images=paper.get("n_images"))
+    return row
+
+
+def collect(out: Path) -> pd.DataFrame:
+    """Every training-time-method and post-hoc run under ``out``, with its method, kind and model."""
+    rows = []
+    for run in sorted(p for p in out.iterdir() if (p / "metrics.json").is_file()):
+        if m := TRAINED.fullmatch(run.name):
+            method = "cam" if m["method"] == "gap" else m["method"]
+            ident = {"method": method, "kind": "training", "model": f"{m['arch']} last_stage", "seed": int(m["seed"])}
+        elif m := POSTHOC_RUN.fullmatch(run.name):
+            model = MODEL_RUN.fullmatch(m["model"])
+            if model is None:
+                continue
+            ident = {"method": m["method"], "kind": "baseline" if m["method"] == "center" else "post-hoc",
+                     "model": f"{model['arch']} {model['recipe']}", "seed": int(model["seed"]),
+                     "model_run": m["model"]}
+        elif m := MODEL_RUN.fullmatch(run.name):  # a head model's own CAM (the post-hoc table's reference)
+            if m["recipe"] != "head":
+                continue
+            ident = {"method": "cam", "kind": "training", "model": f"{m['arch']} head", "seed": int(m["seed"])}
+        else:
+            continue
+        rows.append({**ident, **_row(run)})
+    if not rows:
+        raise SystemExit(f"no method runs under {out}")
+    return pd.DataFrame(rows)
+
+
+def aggregate(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sample std over seeds per method x model, and the difference of the means from CAM's."""
+    out = []
+    for (model, method), g in df.groupby(["model", "method"], sort=False):
+        row = {"method": method, "kind": g.kind.iloc[0], "model": model, "n": len(g),
+               "seeds": " ".join(str(s) for s in sorted(g.seed))}
+        for col in METRICS:
+            row[col], row[f"{col}_std"] = mean_std(g[col].astype(float).tolist())
+        out.append(row)
+    agg = pd.DataFrame(out)
+    for col in METRICS:
+        cam = agg[agg.method == "cam"].set_index("model")[col]
+        agg[f"{col}_vs_cam"] = [r[col] - cam.get(r.model, np.nan) for _, r in agg.iterrows()]
+    order = {m: i for i, m in enumerate(TRAINING + POSTHOC)}
+    return agg.sort_values(["model", "method"], key=lambda s: s.map(order) if s.name == "method" else s)
+
+
+def _cell(mean: float, std: float, n: int, delta: float, is_cam: bool) -> str:
+    if mean is None or np.isnan(mean):
+        return "—"
+    text = f"{mean:.2f}" + (f" ± {std:.2f}" if n > 1 and not np.isnan(std) else "")
+    return text if is_cam or np.isnan(delta) else f"{text} ({delta:+.2f})"
+
+
+def table(agg: pd.DataFrame, models: list[str]) -> str:
+    lines = ["| model | method | n | " + " | ".join(HEADERS[c] for c in METRICS) + " |",
+             "|" + "---|" * (3 + len(METRICS))]
+    for _, r in agg[agg.model.isin(models)].iterrows():
+        lines.append(f"| {r.model} | {LABELS[r.method]} | {r.n} | " + " | ".join(
+            _cell(r[c], r[f'{c}_std'], r.n, r[f'{c}_vs_cam'], r.method == 'cam') for c in METRICS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def verdicts(agg: pd.DataFrame, df: pd.DataFrame) -> str:
+    """Which training-time method beats CAM beyond the seed spread (|difference| > 2 x the larger seed std)."""
+    lines = ["| method | MaxBoxAccV2 @ τ − CAM | larger seed std | verdict |", "|---|---|---|---|"]
+    col = "boxacc_v2_at_tau"
+    cam = df[(df.method == "cam") & (df.kind == "training") & (df.model == "lite0 last_stage")][col].astype(float)
+    _, cam_std = mean_std(cam.tolist())
+    for _, r in agg[(agg.kind == "training") & (agg.model == "lite0 last_stage") & (agg.method != "cam")].iterrows():
+        spread = np.nanmax([cam_std, r[f"{col}_std"]]) if len(cam) > 1 and r.n > 1 else float("nan")
+        d = r[f"{col}_vs_cam"]
+        if np.isnan(spread):
+            verdict = "one seed: no spread to judge against"
+        elif abs(d) <= 2 * spread:
+            verdict = "within 2 × seed std: no difference shown"
+        else:
+            verdict = "better than CAM" if d > 0 else "worse than CAM"
+        lines.append(f"| {LABELS[r.method]} | {d:+.2f} | {spread:.2f} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def overlays(out: Path, df: pd.DataFrame, dest: Path, n_images: int = 6, seed: int = 0) -> Path | None:
+    """The same ``n_images`` random test images (seeded), one column per method, GT class's map and box."""
+    from wsol.report import read_predictions
+    from wsol.visualize import draw_overlay_grid, load_overlay_panels, save_figure
+
+    runs = []
+    for method in TRAINING:
+        name = "lite0_last_stage_gap_s0" if method == "cam" else f"lite0_last_stage_{method}_s0"
+        runs.append((LABELS[method], out / name))
+    for method in POSTHOC:
+        runs.append((LABELS[method] + " (CAM model)", out / f"posthoc_lite0_last_stage_gap_s0_{method}"))
+    runs = [(label, run) for label, run in runs if (run / "cams" / "index.json").is_file()]
+    if not runs:
+        return None
+    ids = read_predictions(runs[0][1] / "predictions.csv")["image_id"].sample(n_images, random_state=seed).tolist()
+    columns = []
+    for label, run in runs:
+        preds = read_predictions(run / "predictions.csv").set_index("image_id", drop=False).loc[ids]
+        panels, _ = load_overlay_panels(run, preds, which="gt_known")
+        for p in panels:
+            p.title = f"{label}: {p.title}"
+        columns.append(panels)
+    grid = [columns[c][i] for i in range(len(ids)) for c in range(len(columns))]
+    path = dest / "overlays.png"
+    save_figure(draw_overlay_grid(grid, ncols=len(columns), panel_inches=1.9), path, dpi=110)
+    return path
+
+
+def main(out: Path, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    df = collect(out)
+    df.to_csv(dest / "runs.csv", index=False)
+    agg = aggregate(df)
+    agg.to_csv(dest / "methods.csv", index=False)
+    trained = ["lite0 last_stage"]
+    heads = sorted(m for m in agg.model.unique() if m not in trained)
+    text = ["## Training-time methods (EfficientNet-Lite0, last_stage recipe, GAP; 500 test images)\n",
+            "Value ± sample std over seeds (n), and (difference from CAM's mean). BoxAcc in %, higher is better; "
+            "errors in %, lower is better.\n", table(agg, trained),
+            "\n### Against the seed spread\n", verdicts(agg, df),
+            "\n## Post-hoc maps on the same models (the CAM row is the model's own CAM)\n", table(agg, trained + heads)]
+    (dest / "methods.md").write_text("\n".join(text))
+    overlays(out, df, dest)
+    total = df[["train_seconds", "eval_seconds", "wsoleval_seconds"]].astype(float).sum()
+    print(f"{len(df)} runs; train {total.train_seconds / 60:.1f} min, evaluation {total.eval_seconds / 60:.1f} min, "
+          f"wsolevaluation re-scoring {total.wsoleval_seconds / 60:.1f} min (as recorded in metrics.json)")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
