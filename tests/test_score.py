@@ -50,11 +50,51 @@ def test_devkit_hand_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert out["top2_cls_err"] == pytest.approx(100 / 3) and out["top2_loc_err"] == pytest.approx(100 / 3)
     assert out["top3_cls_err"] == 0.0 and out["top5_loc_err"] == 0.0
     blacklist = tmp_path / "bl.txt"
-    blacklist.write_text("2\n")  # 1-based index, as the devkit's file: b.jpg
+    blacklist.write_text("b.jpg\n")  # an image id
     code, out, _ = _run(capsys, ["devkit", "--pred", str(pred), "--gt", str(gt), "--blacklist", str(blacklist)])
     assert out["top1_cls_err"] == pytest.approx(200 / 3)  # classification still counts b.jpg
     assert out["top1_loc_err"] == pytest.approx(50.0) and out["top2_loc_err"] == pytest.approx(50.0)
     assert out["n_loc_images"] == 2
+
+
+def test_devkit_blacklist_numbers_name_ilsvrc_val_images_not_lines(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # a subset of ILSVRC2012 val: the devkit's blacklist number N is ILSVRC2012_val_<N> (as wsol-evaluate reads it),
+    # not the N-th image of the subset; numbers of images the subset does not hold do not apply
+    ids = ["val/ILSVRC2012_val_00000005.JPEG", "val/ILSVRC2012_val_00000007.JPEG", "val/ILSVRC2012_val_00049999.JPEG"]
+    gt = _metadata(tmp_path / "gt", [(i, 0, (100, 100), [[0, 0, 9, 9]]) for i in ids])
+    pred = tmp_path / "pred.txt"
+    pred.write_text("0 0 0 9 9\n0 50 50 59 59\n0 0 0 9 9\n")  # the 2nd image's box is wrong
+    blacklist = tmp_path / "ILSVRC2014_clsloc_validation_blacklist.txt"
+    blacklist.write_text("2\n7\n49999\n")  # "2" was the 2nd line (image 7) before; 49999 was refused
+    code, out, err = _run(capsys, ["devkit", "--pred", str(pred), "--gt", str(gt), "--blacklist", str(blacklist)])
+    assert code == 0, err
+    assert out["n_loc_images"] == 1 and out["top1_loc_err"] == 0.0  # only image 5 is scored for localization
+    code, out, _ = _run(capsys, ["devkit", "--pred", str(pred), "--gt", str(gt)])
+    assert out["n_loc_images"] == 3 and out["top1_loc_err"] == pytest.approx(100 / 3)
+    # one reader for every tool: the ILSVRC data set and Imagenette read the same file the same way
+    from wsol.data.formats import match_blacklist, read_blacklist
+
+    assert match_blacklist(read_blacklist(blacklist), ids) == ids[1:]
+    assert match_blacklist(read_blacklist(blacklist), ["val/n01440764/ILSVRC2012_val_00000007.JPEG"]) == [
+        "val/n01440764/ILSVRC2012_val_00000007.JPEG"]
+    blacklist.write_text("0\n")
+    code, _, err = _run(capsys, ["devkit", "--pred", str(pred), "--gt", str(gt), "--blacklist", str(blacklist)])
+    assert code == 2 and "ILSVRC2014_clsloc_validation_blacklist.txt:1: expected a 1-based ILSVRC2012 val image" in err
+
+
+def test_devkit_gt_root_finds_the_split_folder_as_wsol_evaluate_does(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    meta = _metadata(tmp_path / "gt", [("a.jpg", 0, (10, 10), [[0, 0, 9, 9]])])
+    root = tmp_path / "dataset"
+    (root / "metadata").mkdir(parents=True)
+    (meta / "metadata").rename(root / "metadata" / "val")
+    pred = tmp_path / "pred.txt"
+    pred.write_text("0 0 0 9 9\n")
+    code, out, err = _run(capsys, ["devkit", "--pred", str(pred), "--gt", str(root), "--split", "val"])
+    assert code == 0 and out["top1_loc_err"] == 0.0, err
+    code, _, err = _run(capsys, ["devkit", "--pred", str(pred), "--gt", str(root)])  # no metadata/test
+    assert code == 2 and "metadata/test" in err
 
 
 def test_devkit_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

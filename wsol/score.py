@@ -3,7 +3,8 @@
     wsol-score devkit --pred FILE --gt DIR [--blacklist FILE] [--num-classes N]
     wsol-score scoremaps --scoremap-root DIR --gt DIR [--cam-curve-interval 0.01] [--iou-thresholds 30 50 70]
 
-``--gt DIR`` is a data set folder holding wsolevaluation metadata in ``DIR/metadata/`` (or the metadata folder
+``--gt DIR`` is a data set folder holding wsolevaluation metadata in ``DIR/metadata/<split>/`` (``--split``, default
+test) or ``DIR/metadata/``, as ``wsol-evaluate`` finds it (or the metadata folder
 itself): ``image_ids.txt``, ``class_labels.txt``, ``image_sizes.txt``, ``localization.txt`` (and the optional
 ``blacklist.txt``). It is read by ``wsol.data.metadata.read_metadata``, the reader of ``wsol-prepare check`` and
 of every dataset factory, with the same rules (duplicate ids, conflicting labels, labels outside
@@ -17,8 +18,10 @@ the two differ, it is for a stated reason:
 
 devkit: ``--pred`` has one line per image in ``image_ids.txt`` order, each with up to five whitespace-separated
 ``label x0 y0 x1 y1`` groups, best first (extra groups are ignored, as the devkit does); labels are 0-based in the
-ground truth's class order and must lie in its label range. ``--blacklist`` lists image ids, or 1-based image
-indices as in the devkit's blacklist file, one per line; it adds to the metadata's ``blacklist.txt``. Prints
+ground truth's class order and must lie in its label range. ``--blacklist`` lists image ids, or ILSVRC2012 val
+image numbers as in the devkit's blacklist file (``N`` is ``ILSVRC2012_val_<N>``, not the N-th image of the ground
+truth; ``wsol.data.formats.read_blacklist``, the reader of every tool), one per line; it adds to the metadata's
+``blacklist.txt``. Prints
 ``top1_cls_err`` ... ``top5_cls_err``, ``top1_loc_err`` ... ``top5_loc_err`` (percent) and counts.
 
 scoremaps: ``DIR/<image_id>.npy`` per image (the id may not leave ``DIR``), a 2-D float map of shape 224x224 in
@@ -36,8 +39,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +57,10 @@ from wsol.data.metadata import (
     parse_int,
     read_metadata,
     read_text,
+    match_blacklist,
+    resolve_metadata_dir,
 )
+from wsol.data.formats import read_blacklist
 from wsol.data.records import Annotations
 from wsol.io import UnsafePathError, safe_join
 from wsol.metrics.boxacc import BoxAccEvaluator
@@ -70,18 +77,32 @@ class InputError(Exception):
     """Bad user input: reported on stderr, exit status 2."""
 
 
-def _metadata_dir(gt: Path) -> Path:
-    """``gt/metadata`` when it holds ``image_ids.txt``, else ``gt`` itself when it does."""
-    for candidate in (gt / "metadata", gt):
-        if (candidate / IMAGE_IDS).exists():
-            return candidate
-    raise InputError(f"{gt}: no {IMAGE_IDS} in {gt / 'metadata'} or {gt} (--gt is a data set folder holding "
-                     "metadata/, or the metadata folder)")
+def _metadata_dir(gt: Path, split: str) -> Path:
+    """``gt`` itself when it holds ``image_ids.txt`` (the metadata folder), else the folder ``wsol-evaluate``
+    finds for ``split`` under a data set root (``wsol.data.metadata.resolve_metadata_dir``: ``gt/metadata/<split>``,
+    then ``gt/metadata``)."""
+    if (gt / IMAGE_IDS).exists():
+        return gt
+    try:
+        return resolve_metadata_dir(gt, split)
+    except FileNotFoundError as err:
+        raise InputError(f"{gt}: {err}, nor in {gt} (--gt is a data set folder holding metadata/<split>/ or "
+                         "metadata/, or the metadata folder itself)") from None
+
+
+def _user_file(read: Callable[[Path], Any], path: str) -> Any:
+    """``read(path)`` with a missing or malformed file reported as bad input."""
+    try:
+        return read(Path(path))
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except ValueError as err:
+        raise InputError(str(err)) from None
 
 
 def _read_ground_truth(args: argparse.Namespace) -> Annotations:
     """The ground truth through the suite's one metadata reader (module docstring)."""
-    meta = _metadata_dir(Path(args.gt))
+    meta = _metadata_dir(Path(args.gt), args.split)
     try:
         return read_metadata(meta, num_classes=args.num_classes, on_error="raise", box_tolerance=args.box_tolerance,
                              max_image_pixels=args.max_image_pixels)
@@ -124,27 +145,14 @@ def _read_predictions(path: Path, n_images: int, num_classes: int | None) -> tup
     return labels, boxes
 
 
-def _read_blacklist(path: Path, image_ids: list[str]) -> set[str]:
-    known = set(image_ids)
-    out = set()
-    for no, line in enumerate(_lines(path), start=1):
-        token = line.strip()
-        if not token:
-            continue
-        if token in known:
-            out.add(token)
-        elif token.isascii() and token.isdigit() and 1 <= int(token) <= len(image_ids):
-            out.add(image_ids[int(token) - 1])  # the devkit's blacklist holds 1-based image indices
-        else:
-            raise InputError(f"{path}:{no}: {token!r} is neither an image id nor a 1-based image index")
-    return out
-
-
 def _devkit(args: argparse.Namespace) -> dict[str, float | int]:
     gt = _read_ground_truth(args)
     ids = [record.image_id for record in gt.records]
     labels, boxes = _read_predictions(Path(args.pred), len(ids), args.num_classes)
-    blacklist = set(gt.blacklist) | (_read_blacklist(Path(args.blacklist), ids) if args.blacklist else set())
+    # the one blacklist reader: a number N is ILSVRC2012 val image N (as wsol-evaluate data=ilsvrc reads it), not
+    # the N-th line of the ground truth; entries naming images outside the scored set do not apply
+    extra = match_blacklist(_user_file(read_blacklist, args.blacklist), ids) if args.blacklist else []
+    blacklist = set(gt.blacklist) | set(extra)
     errors = DevkitErrors(range(1, _MAX_GUESSES + 1), blacklist=blacklist)
     for record, guess_labels, guess_boxes in zip(gt.records, labels, boxes):
         errors.add_cls(record, guess_labels)
@@ -210,7 +218,7 @@ def read_scoremap(path: Path, grid: tuple[int, int] = _GRID) -> np.ndarray:
 
 def _scoremaps(args: argparse.Namespace) -> dict[str, float | int]:
     gt = _read_ground_truth(args)
-    meta = _metadata_dir(Path(args.gt))
+    meta = _metadata_dir(Path(args.gt), args.split)
     if any(record.mask_paths for record in gt.records):
         raise InputError(f"{meta}: mask annotations (PxAP); wsol-score scores boxes (MaxBoxAcc) only")
     unsized = [record.image_id for record in gt.records if record.size is None]
@@ -241,7 +249,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def ground_truth(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--gt", required=True, help="data set folder holding metadata/ (or the metadata folder)")
+        command.add_argument("--gt", required=True, help="data set folder holding metadata/<split>/ or metadata/ "
+                                                         "(or the metadata folder itself)")
+        command.add_argument("--split", default="test", help="the split whose metadata/<split>/ folder --gt holds, "
+                                                             "as wsol-evaluate finds it (default test)")
         command.add_argument("--num-classes", type=positive_int, help="labels must lie in [0, N) (e.g. 1000 for ILSVRC); "
                                                              "default: any label in [0, 2**31 - 1]")
         command.add_argument("--box-tolerance", type=box_tolerance, default=DEFAULT_BOX_TOLERANCE,
@@ -254,7 +265,8 @@ def _parser() -> argparse.ArgumentParser:
     devkit = sub.add_parser("devkit", help="top-k errors under the ILSVRC devkit's rules")
     devkit.add_argument("--pred", required=True, help="prediction file, one line per image")
     ground_truth(devkit)
-    devkit.add_argument("--blacklist", help="image ids (or 1-based indices) excluded from localization")
+    devkit.add_argument("--blacklist", help="excluded from localization: ILSVRC2012 val image numbers (the devkit's "
+                                            "blacklist file: N is ILSVRC2012_val_<N>) or image ids, one per line")
     maps = sub.add_parser("scoremaps", help="MaxBoxAcc / MaxBoxAccV2 under wsolevaluation's rules")
     maps.add_argument("--scoremap-root", required=True, help="directory of <image_id>.npy score maps (224x224)")
     ground_truth(maps)

@@ -23,7 +23,7 @@ import csv
 import os
 import re
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ import scipy.io
 
 from wsol.data.geometry import xywh_to_xyxy
 from wsol.data.metadata import (
+    match_blacklist,
     DEFAULT_BOX_TOLERANCE,
     OnError,
     Problem,
@@ -196,17 +197,22 @@ def devkit_ids_to_labels(id_to_wnid: Mapping[int, str], wnids: list[str]) -> dic
 
 
 def read_blacklist(path: str | os.PathLike[str], id_template: str = ILSVRC_VAL_ID_TEMPLATE) -> frozenset[str]:
-    """The devkit's ``ILSVRC2014_clsloc_validation_blacklist.txt``: 1-based val indices -> image ids.
+    """A blacklist file, THE reader of every tool: the devkit's ``ILSVRC2014_clsloc_validation_blacklist.txt`` or ids.
+
+    Each non-empty line is either a 1-based ILSVRC2012 validation image NUMBER, as in the devkit's file (``N`` names
+    ``ILSVRC2012_val_{N:08d}``, whatever images a subset holds), or an image id. Match the result against a data
+    set's ids with ``match_blacklist``.
 
     Args:
-        path: one 1-based validation image index per line.
-        id_template: formats an index into an image id.
+        path: the file.
+        id_template: formats a number into an image id.
 
     Returns:
         The blacklisted image ids.
 
     Raises:
-        ValueError: a line that is not a positive integer, naming the file and line.
+        ValueError: a number < 1, or a line that is neither a number nor one file name with an image extension,
+            naming the file and line.
     """
     path = Path(path)
     ids = set()
@@ -214,9 +220,15 @@ def read_blacklist(path: str | os.PathLike[str], id_template: str = ILSVRC_VAL_I
         text = line.strip()
         if not text:
             continue
-        if not (text.isascii() and text.isdigit()) or int(text) < 1:
-            raise ValueError(f"{path}:{number}: expected a 1-based image index, got {text!r}")
-        ids.add(id_template.format(int(text)))
+        if text.isascii() and text.lstrip("+-").isdigit():
+            if int(text) < 1:
+                raise ValueError(f"{path}:{number}: expected a 1-based ILSVRC2012 val image number, got {text!r}")
+            ids.add(id_template.format(int(text)))
+        elif len(text.split()) == 1 and Path(text).suffix.lower() in IMAGE_EXTENSIONS:
+            ids.add(text)
+        else:
+            raise ValueError(f"{path}:{number}: expected a 1-based ILSVRC2012 val image number or an image id (a file "
+                             f"name with an image extension), got {text!r}")
     return frozenset(ids)
 
 

@@ -521,10 +521,10 @@ def imagenette(
         if problem is not None:
             problems.append(problem)
     blacklist_path = resolve_path(base, blacklist_file)
-    blacklisted = {_stem(i) for i in read_blacklist(blacklist_path)} if blacklist_path is not None else set()
+    blacklisted = read_blacklist(blacklist_path) if blacklist_path is not None else frozenset()
     annotations = finalize_annotations(
         records, problems, num_classes=expected, on_error=on_error, class_names=class_names,
-        blacklist=[f.image_id for f in val_files if Path(f.name).stem in blacklisted], source=str(base))
+        blacklist=blacklisted, source=str(base))  # matched to the val images by file stem (match_blacklist)
     # Headers and end markers were read for the box mapping; "decode" still decodes every image up front.
     level: CheckLevel = "decode" if check_files == "decode" else "none"
     description = (f"{chosen_variant} test ({len(annotations)} ILSVRC2012 val images under {base}, {used_format} "

@@ -34,7 +34,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -206,7 +206,7 @@ def finalize_annotations(
         records=kept,
         num_classes=num_classes,
         class_names=class_names,
-        blacklist=frozenset(image_id for image_id in blacklist if image_id in ids),
+        blacklist=frozenset(match_blacklist(blacklist, sorted(ids))),
         skipped=skipped,
     )
 
@@ -636,3 +636,48 @@ def write_metadata(annotations: Annotations, out_dir: str | os.PathLike[str]) ->
         path.write_text("".join(f"{line}\n" for line in content), encoding="utf-8")
         written.append(path)
     return written
+
+
+def resolve_path(root: Path, path: str | os.PathLike[str] | None) -> Path | None:
+    """``path`` relative to ``root`` unless absolute; ``None`` stays ``None``."""
+    if path is None:
+        return None
+    path = Path(os.path.expanduser(str(path)))
+    return path if path.is_absolute() else root / path
+
+
+def resolve_metadata_dir(root: str | os.PathLike[str], split: str,
+                         metadata_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Find the metadata folder of ``split`` under ``root``.
+
+    Order: ``metadata_dir`` (``{split}`` in it is replaced by the split; relative to ``root``), then
+    ``root/metadata/<split>/``, then ``root/metadata/`` itself (a root holding a single split, such as
+    ``ilsvrc_val_mini/acuity227``: it answers whatever split is asked, so point train and test at
+    different roots).
+
+    Raises:
+        FileNotFoundError: listing the folders tried.
+    """
+    base = Path(root)
+    if metadata_dir is not None:
+        try:
+            filled = str(metadata_dir).format(split=split)
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(f"metadata_dir {str(metadata_dir)!r}: only {{split}} is replaced in it, and braces "
+                             f"must be doubled ({type(error).__name__}: {error})") from None
+        candidates = [resolve_path(base, filled)]
+    else:
+        candidates = [base / "metadata" / split, base / "metadata"]
+    for candidate in candidates:
+        assert candidate is not None
+        if (candidate / IMAGE_IDS).exists():  # a directory or unreadable file there is the reader's error to name
+            return candidate
+    raise FileNotFoundError(f"no {IMAGE_IDS} for split {split!r} in: {', '.join(str(c) for c in candidates)}")
+
+
+def match_blacklist(entries: Iterable[str], image_ids: Sequence[str]) -> list[str]:
+    """The ids of ``image_ids`` that blacklist ``entries`` name: the same id, or the same file stem (an entry
+    ``val/ILSVRC2012_val_00000007.JPEG`` names ``val/n01440764/ILSVRC2012_val_00000007.JPEG`` of Imagenette)."""
+    entries = set(entries)
+    stems = {Path(e).stem for e in entries}
+    return [i for i in image_ids if i in entries or Path(i).stem in stems]

@@ -61,6 +61,8 @@ from wsol.data.metadata import (
     check_on_error,
     finalize_annotations,
     read_metadata,
+    resolve_metadata_dir,
+    resolve_path,
 )
 from wsol.data.records import Annotations, ImageRecord
 from wsol.io import UnsafePathError, safe_join
@@ -114,14 +116,6 @@ class FileImageSource:
             alpha=self.alpha,
             max_pixels=self.max_image_pixels,
         )
-
-
-def resolve_path(root: Path, path: PathLike | None) -> Path | None:
-    """``path`` relative to ``root`` unless absolute; ``None`` stays ``None``."""
-    if path is None:
-        return None
-    path = Path(os.path.expanduser(str(path)))
-    return path if path.is_absolute() else root / path
 
 
 def _check_one(
@@ -253,34 +247,6 @@ def build_file_source(
         apply_exif_orientation=apply_exif_orientation, alpha=alpha, max_image_pixels=max_image_pixels,
         on_error=on_error,
     )
-
-
-def resolve_metadata_dir(root: PathLike, split: str, metadata_dir: PathLike | None = None) -> Path:
-    """Find the metadata folder of ``split`` under ``root``.
-
-    Order: ``metadata_dir`` (``{split}`` in it is replaced by the split; relative to ``root``), then
-    ``root/metadata/<split>/``, then ``root/metadata/`` itself (a root holding a single split, such as
-    ``ilsvrc_val_mini/acuity227``: it answers whatever split is asked, so point train and test at
-    different roots).
-
-    Raises:
-        FileNotFoundError: listing the folders tried.
-    """
-    base = Path(root)
-    if metadata_dir is not None:
-        try:
-            filled = str(metadata_dir).format(split=split)
-        except (KeyError, IndexError, ValueError) as error:
-            raise ValueError(f"metadata_dir {str(metadata_dir)!r}: only {{split}} is replaced in it, and braces "
-                             f"must be doubled ({type(error).__name__}: {error})") from None
-        candidates = [resolve_path(base, filled)]
-    else:
-        candidates = [base / "metadata" / split, base / "metadata"]
-    for candidate in candidates:
-        assert candidate is not None
-        if (candidate / IMAGE_IDS).exists():  # a directory or unreadable file there is the reader's error to name
-            return candidate
-    raise FileNotFoundError(f"no {IMAGE_IDS} for split {split!r} in: {', '.join(str(c) for c in candidates)}")
 
 
 def _default_images_dir(base: Path, images_dir: PathLike | None) -> Path:
