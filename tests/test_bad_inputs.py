@@ -873,3 +873,35 @@ def test_cli_options_out_of_range(argv: list[str], fragment: str, tmp_path: Path
     with pytest.raises(SystemExit) as raised:
         (score if tool == "score" else prepare)([command, *extra, *options])
     assert raised.value.code == 2 and fragment in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- Imagenette: copies and leaks
+def test_imagenette_refuses_a_val_image_twice_and_a_training_copy_of_a_test_image(tmp_path: Path) -> None:
+    import shutil
+
+    from test_imagenette import TENCH, _metadata_gt, _tree
+
+    gt = _metadata_gt(tmp_path / "gt")
+    # a val image copied a second time into another (nested) folder: it would be scored twice
+    root = _tree(tmp_path / "a")
+    nested = root / "val" / TENCH / "more"
+    nested.mkdir()
+    shutil.copy(root / "train" / TENCH / "ILSVRC2012_val_00000001.JPEG", nested / "ILSVRC2012_val_00000001.JPEG")
+    for split in ("test", "train"):
+        with pytest.raises(ValueError, match=r"1 image name\(s\) occur more than once.*ILSVRC2012_val_00000001: "
+                                             r"train/n01440764/ILSVRC2012_val_00000001.JPEG, "
+                                             r"val/n01440764/more/ILSVRC2012_val_00000001.JPEG"):
+            build_source("imagenette", split=split, root=root, gt=gt)
+    # a byte-identical copy of a test image under a train-style name: caught by content, not by name
+    root = _tree(tmp_path / "b")
+    shutil.copy(root / "val" / TENCH / "ILSVRC2012_val_00000002.JPEG", root / "train" / TENCH / "n01440764_99.JPEG")
+    for split in ("train", "val"):
+        try:
+            build_source("imagenette", split=split, root=root, val_fraction=0.5)
+        except ValueError as err:
+            assert ("would train on copies of test images" in str(err)
+                    and "train/n01440764/n01440764_99.JPEG = val/n01440764/ILSVRC2012_val_00000002.JPEG" in str(err))
+            break
+    else:
+        pytest.fail("the copy was in neither training split")
+    assert len(build_source("imagenette", split="test", root=root, gt=gt).annotations) == 4  # scoring is unaffected

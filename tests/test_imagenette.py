@@ -175,9 +175,9 @@ def test_val_carve_depends_on_file_names_only(tmp_path: Path) -> None:
     assert chosen == expected
     # Another copy with other pixel sizes and every file moved to the other top folder: the same names chosen.
     other = tmp_path / "b"
-    for path in root.rglob("*.JPEG"):
+    for seed, path in enumerate(sorted(root.rglob("*.JPEG"))):  # other pixels per file: no two files are copies
         moved = other / ("val" if path.parts[-3] == "train" else "train") / path.parts[-2] / path.name
-        _jpeg(moved, (16, 16))
+        _jpeg(moved, (16, 16), seed=seed)
     (other / "train").mkdir(exist_ok=True)
     (other / "val").mkdir(exist_ok=True)
     assert {Path(r.image_id).name for r in _source(other, "val").annotations.records} == {Path(i).name for i in chosen}

@@ -15,7 +15,9 @@ Splits (image ids are paths relative to ``root``, e.g. ``train/n01440764/n014407
       ``round(val_fraction * n)`` files with the smallest SHA-256 of their file name. The choice depends on file
       names only, so it is the same at every resolution and in any directory order. Labels only: no boxes.
     * ``train``: the other ImageNet-train files. No ``ILSVRC2012_val_*`` file can enter ``train`` or ``val``
-      (``check_no_val_leak`` enforces it when either split is built).
+      (``check_no_val_leak`` enforces it by name and ``check_no_val_copies`` by content — no byte-identical copy of a
+      test image under another name — when either split is built). A file name may occur once in the tree
+      (``check_unique_names``): a copy would be scored, or trained on, twice.
 
 Labels: by default ``0..9`` in sorted-WNID order of the variant's classes (``class_names`` = class names); with
 ``imagenet_labels=True`` the ImageNet-1k index (sorted-WNID order of the 1000 ILSVRC classes, torchvision's
@@ -206,7 +208,56 @@ def scan_tree(root: PathLike) -> list[ImagenetteFile]:
                     raise ValueError(f"{path}: named like an ILSVRC2012 val image but not "
                                      f"ILSVRC2012_val_<8 digits>.JPEG; its ground truth cannot be found")
                 files.append(ImagenetteFile(path.relative_to(base).as_posix(), wnid, val))
+    check_unique_names(files, base)
     return files
+
+
+def check_unique_names(files: Iterable[ImagenetteFile], base: Path) -> None:
+    """Refuse two files of the tree with the same file stem (a copy in another folder, a nested folder): a val image
+    would be scored twice, a training image trained on twice.
+
+    Raises:
+        ValueError: naming the first duplicated stems and their files.
+    """
+    seen: dict[str, list[str]] = {}
+    for file in files:
+        seen.setdefault(PurePosixPath(file.name).stem, []).append(file.image_id)
+    duplicated = {stem: ids for stem, ids in seen.items() if len(ids) > 1}
+    if duplicated:
+        examples = "; ".join(f"{stem}: {', '.join(ids)}" for stem, ids in list(duplicated.items())[:3])
+        raise ValueError(f"{base}: {len(duplicated)} image name(s) occur more than once under train/ and val/ "
+                         f"(each image must be there once): {examples}")
+
+
+def check_no_val_copies(base: Path, training: Iterable[ImagenetteFile], test: Iterable[ImagenetteFile],
+                        split: str) -> None:
+    """Refuse a training file that is a byte-identical copy of a test image (the leak check by content, not name).
+
+    Only files whose byte size equals a test image's are hashed (SHA-256), so the check costs a ``stat`` per file.
+
+    Raises:
+        ValueError: naming each training file and the test image it copies.
+    """
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    by_size: dict[int, list[ImagenetteFile]] = {}
+    for file in test:
+        by_size.setdefault((base / file.image_id).stat().st_size, []).append(file)
+    hashes: dict[str, str] = {}
+    copies = []
+    for file in training:
+        size = (base / file.image_id).stat().st_size
+        if size not in by_size:
+            continue
+        for val in by_size[size]:
+            if val.image_id not in hashes:
+                hashes[val.image_id] = digest(base / val.image_id)
+        own = digest(base / file.image_id)
+        copies += [f"{file.image_id} = {val.image_id}" for val in by_size[size] if hashes[val.image_id] == own]
+    if copies:
+        raise ValueError(f"split {split!r} would train on copies of test images (byte-identical files under other "
+                         f"names): {'; '.join(copies[:5])}{' ...' if len(copies) > 5 else ''} ({len(copies)} in all)")
 
 
 def carve_val(files: Iterable[ImagenetteFile], fraction: float) -> frozenset[str]:
@@ -491,9 +542,10 @@ def imagenette(
 
     if split in ("train", "val"):
         carved = carve_val(files, val_fraction)
-        kept = [ImageRecord(f.image_id, label_of[f.wnid]) for f in files
-                if not f.is_val_image and ((f.image_id in carved) == (split == "val"))]
+        chosen = [f for f in files if not f.is_val_image and ((f.image_id in carved) == (split == "val"))]
+        kept = [ImageRecord(f.image_id, label_of[f.wnid]) for f in chosen]
         check_no_val_leak(kept, split)
+        check_no_val_copies(base, chosen, [f for f in files if f.is_val_image], split)
         description = (f"{chosen_variant} {split} ({len(kept)} ImageNet-train files under {base}, "
                        f"val_fraction={val_fraction})")
         return build_file_source(Annotations(records=kept, num_classes=expected, class_names=class_names), base,
