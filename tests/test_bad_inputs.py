@@ -905,3 +905,82 @@ def test_imagenette_refuses_a_val_image_twice_and_a_training_copy_of_a_test_imag
     else:
         pytest.fail("the copy was in neither training split")
     assert len(build_source("imagenette", split="test", root=root, gt=gt).annotations) == 4  # scoring is unaffected
+
+
+# ----------------------------------------------------------------------------- the head recipe's feature cache
+def _features(root: Path, cache: Path, on_error: str = "raise", check_files: str = "header"):  # noqa: ANN202
+    import torch
+
+    from wsol.engine.features import cached_pooled_features
+    from wsol.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("small_cnn", num_classes=NUM_CLASSES, width=4)
+    source = build_source("wsol_metadata", split="test", root=root, num_classes=NUM_CLASSES, on_error=on_error,
+                          check_files=check_files)
+    return cached_pooled_features(model, source, arch="small_cnn", cache_dir=cache, image_size=16, hflip=False,
+                                  batch_size=2, num_workers=0, device=torch.device("cpu"), data_root=str(root))
+
+
+def test_feature_cache_goes_by_content_not_by_file_names(tmp_path: Path) -> None:
+    import torch
+
+    root = _baseline(tmp_path / "ds")
+    first = _features(root, tmp_path / "cache")
+    assert first.meta["cache_hit"] is False and _features(root, tmp_path / "cache").meta["cache_hit"] is True
+    # the training images replaced under the same names (and sizes): new features, not the stale ones
+    (root / "images" / "val/a.jpg").write_bytes(_jpeg((20, 16), quality=20))
+    again = _features(root, tmp_path / "cache")
+    assert again.meta["cache_hit"] is False and not torch.equal(again.pooled[:, 0], first.pooled[:, 0])
+    assert torch.equal(again.pooled[:, 1:], first.pooled[:, 1:])
+    assert len(list((tmp_path / "cache").glob("features-*.pt"))) == 2
+
+
+def test_feature_cache_made_under_skip_is_refused_under_raise(tmp_path: Path) -> None:
+    root = _baseline(tmp_path / "ds")
+    path = root / "images" / "val/b.jpg"
+    path.write_bytes(path.read_bytes()[:-2])  # no JPEG end marker: fails to load
+    # without the split's file checks (which would drop it up front) the image fails in the feature pass
+    skipped = _features(root, tmp_path / "cache", "skip", check_files="none")
+    assert list(skipped.skipped) == ["val/b.jpg"]
+    with pytest.raises(ImageLoadError, match=r"made under data.on_error=skip, it lacks 1 training image\(s\) that "
+                                             r"failed to load, e.g. .*val/b.jpg"):
+        _features(root, tmp_path / "cache", "raise", check_files="none")
+
+
+def test_an_unwritable_cache_dir_is_an_error_before_the_feature_pass(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import wsol.engine.features as features
+
+    root = _baseline(tmp_path / "ds")
+    (tmp_path / "not_a_dir").write_text("")  # a file where the cache folder should be (fails as root too)
+    monkeypatch.setattr(features, "extract_pooled_features", lambda *a, **k: pytest.fail("the pass started"))
+    with pytest.raises(OSError, match=r"the feature cache \(paths.cache_dir, WSOL_CACHE\): cannot write in "
+                                      r".*not_a_dir/sub"):
+        _features(root, tmp_path / "not_a_dir" / "sub")
+
+
+def test_a_batch_larger_than_the_training_split_is_refused_before_the_feature_pass(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import functools
+
+    import torch
+
+    import wsol.engine.features as features
+    from wsol.engine.checkpoint import model_spec
+    from wsol.engine.recipes import TrainSettings, train_model
+    from wsol.models import build_model
+
+    monkeypatch.setattr(features, "extract_pooled_features", lambda *a, **k: pytest.fail("the pass started"))
+    settings = TrainSettings(
+        recipe="head", epochs=1, max_iters=None, batch_size=64, accumulate_grad_batches=1,
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1), lr=0.1, weight_decay=0.0, new_layer_lr_mult=1.0,
+        bias_lr_mult=1.0, schedule="constant", schedule_unit="iter", milestones=(), gamma=0.1, warmup_iters=0,
+        amp=False, channels_last=False, sync_bn=False, num_workers=0, checkpoint_every=10, snapshot_every=None,
+        log_every=1, feature_cache=True, svm_C=1.0, svm_max_iter=10)
+    source = build_source("wsol_metadata", split="test", root=_baseline(tmp_path / "ds"), num_classes=NUM_CLASSES)
+    with pytest.raises(ValueError, match="the training set has 3 images, fewer than one batch of 64"):
+        train_model(build_model("small_cnn", num_classes=NUM_CLASSES, width=4), source, tmp_path / "run",
+                    settings=settings, seed=0, spec=model_spec("small_cnn", NUM_CLASSES, "gap", {"width": 4}),
+                    fingerprint={}, device=torch.device("cpu"), make_train_dataset=None, image_size=16,
+                    cache_dir=str(tmp_path / "cache"), data_root=None, arch="small_cnn")

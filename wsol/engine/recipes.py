@@ -162,6 +162,8 @@ def train_model(model: CAMNet, train_source: Any, run_dir: str | Path, *, settin
     frozen, new = frozen_modules(model, settings.recipe)
     # training images dropped under data.on_error=skip: by the file checks when the split was built, or at load time
     skipped = dict(train_source.annotations.skipped)
+    if settings.recipe == "head":  # the schedule needs one batch: say so before the feature pass, not after it
+        _total_steps(settings, len(train_source.annotations))
     if settings.recipe in ("head", "linear_svm"):
         if resume is not None:
             # the features come from the trunk of the run being resumed, not from this process's fresh model (a
