@@ -133,3 +133,32 @@ def test_devkit_mat_conversion_with_reference(tmp_path: Path) -> None:
 def test_check_shared_mini_set(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--root", str(shared_data / "ilsvrc_val_mini" / "original"), "--num-classes", "1000"]) == 0
     assert "20 images, 29 boxes" in capsys.readouterr().out
+
+
+def test_rerun_into_the_same_out_needs_force_and_leaves_no_stale_blacklist(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    root = _ilsvrc(tmp_path)
+    (root / "blacklist.txt").write_text("2\n")
+    out = root / "metadata" / "test"
+    base = ["devkit-xml", "--xml-dir", str(root / "xml"), "--synsets", str(root / "synsets.txt"), "--out", str(out)]
+    assert main(base + ["--blacklist", str(root / "blacklist.txt")]) == 0
+    assert (out / "blacklist.txt").is_file()
+    capsys.readouterr()
+    # again without the blacklist: refused without --force (nothing changed) ...
+    assert main(base) == 1
+    assert f"error: {out} already holds metadata (image_ids.txt, class_labels.txt, image_sizes.txt, " \
+           "localization.txt, blacklist.txt); pass --force to replace it" in capsys.readouterr().err
+    assert read_metadata(out, num_classes=2).blacklist == {"val/ILSVRC2012_val_00000002.JPEG"}
+    # ... and with --force the folder is the new conversion: the old blacklist would have dropped image 2
+    assert main(base + ["--force"]) == 0
+    assert not (out / "blacklist.txt").exists() and read_metadata(out, num_classes=2).blacklist == frozenset()
+
+
+def test_unwritable_out_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _ilsvrc(tmp_path)
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "metadata"  # under a regular file: cannot be created (as root too)
+    assert main(["devkit-xml", "--xml-dir", str(root / "xml"), "--synsets", str(root / "synsets.txt"),
+                 "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {out}:") and "Traceback" not in err

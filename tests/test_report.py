@@ -370,3 +370,17 @@ def test_a_result_from_a_dirty_tree_is_refused() -> None:
     for commit in ("a8d4f34-dirty", "unknown", None):
         with pytest.raises(ValueError, match=r"run/metrics.json: made from a tree with uncommitted changes"):
             require_clean_commit({"git_commit": commit}, "run/metrics.json")
+
+
+def test_a_metric_some_runs_lack_says_over_how_many_runs_it_is_averaged(tmp_path: Path) -> None:
+    jobs = [({**BASE, "pool": "gap", "seed": 0, "top1_loc_err": 50.0, "top1_cls_err": 10.0},
+             ["model.pool=gap", "seed=0"]),
+            ({**BASE, "pool": "gap", "seed": 1, "top1_loc_err": 54.0}, ["model.pool=gap", "seed=1"]),  # no cls err
+            ({**BASE, "pool": "gap", "seed": 2, "top1_loc_err": 52.0}, ["model.pool=gap", "seed=2"])]
+    _sweep(tmp_path / "multirun" / "run" / "s", jobs, mtime=1_700_000_000)
+    agg = aggregate_runs(collect_runs([tmp_path / "multirun" / "run"]))
+    assert agg["n"].tolist() == [3] and agg["top1_loc_err_n"].tolist() == [3]
+    assert agg["top1_cls_err_n"].tolist() == [1] and agg["top1_cls_err_mean"].tolist() == [10.0]
+    main([str(tmp_path / "multirun" / "run"), "--out", str(tmp_path / "rep")])
+    md = (tmp_path / "rep.md").read_text()
+    assert "| 10.00 (n=1) |" in md and "| 52.00 ± 2.00 |" in md  # the group's n is 3

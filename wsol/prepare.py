@@ -43,6 +43,11 @@ from wsol.data.formats import (
 )
 from wsol.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from wsol.data.metadata import (
+    BLACKLIST,
+    CLASS_LABELS,
+    IMAGE_IDS,
+    IMAGE_SIZES,
+    LOCALIZATION,
     AnnotationError,
     Problem,
     check_box_tolerance,
@@ -100,7 +105,18 @@ def _convert(args: argparse.Namespace, read: Callable[[], Annotations]) -> int:
         return 1
     if not any(record.size for record in annotations.records) and any(len(r.boxes) for r in annotations.records):
         print("warning: no image sizes (pass --images-dir); image_sizes.txt left empty", file=sys.stderr)
-    write_metadata(annotations, args.out)
+    existing = [name for name in (IMAGE_IDS, CLASS_LABELS, IMAGE_SIZES, LOCALIZATION, BLACKLIST)
+                if (Path(args.out) / name).exists()]
+    if existing and not args.force:
+        print(f"error: {args.out} already holds metadata ({', '.join(existing)}); pass --force to replace it; "
+              "nothing written", file=sys.stderr)
+        return 1
+    try:
+        write_metadata(annotations, args.out)
+    except OSError as error:
+        print(f"error: cannot write {args.out}: {error.strerror or error}; nothing complete was written",
+              file=sys.stderr)
+        return 1
     print(f"wrote {args.out}: {_summary(annotations)}")
     return 0
 
@@ -197,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--out", required=True, help="metadata folder to write")
         command.add_argument("--images-dir", help="image root: read sizes from headers and check boxes against them")
         command.add_argument("--skip-bad", action="store_true", help="drop images with problems (listed) instead of failing")
+        command.add_argument("--force", action="store_true", help="replace the metadata files already in --out")
         return command
 
     xml = conversion("devkit-xml", "ILSVRC devkit XML folder (Annotations/CLS-LOC/val)")

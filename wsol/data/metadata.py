@@ -44,7 +44,7 @@ import numpy as np
 from wsol.data.geometry import boxes_inverted, boxes_outside
 from wsol.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels
 from wsol.data.records import Annotations, ImageRecord
-from wsol.io import unsafe_path_message
+from wsol.io import atomic_write_text, unsafe_path_message
 
 logger = logging.getLogger(__name__)
 
@@ -586,7 +586,8 @@ def write_metadata(annotations: Annotations, out_dir: str | os.PathLike[str]) ->
     Args:
         annotations: records to write; all must have a size or none (``image_sizes.txt`` is then empty),
             and boxes and masks cannot be mixed in one split.
-        out_dir: folder to create or overwrite.
+        out_dir: folder to create or overwrite (its metadata files are replaced as a set: a ``blacklist.txt`` of an
+            earlier write is removed when ``annotations`` has none). Each file is written atomically.
 
     Returns:
         The files written.
@@ -630,10 +631,12 @@ def write_metadata(annotations: Annotations, out_dir: str | os.PathLike[str]) ->
     if annotations.blacklist:
         order = [record.image_id for record in records if record.image_id in annotations.blacklist]
         lines[BLACKLIST] = order
+    elif (out / BLACKLIST).exists():  # the folder is one split: a blacklist of an earlier write must not survive
+        (out / BLACKLIST).unlink()
     written = []
     for name, content in lines.items():
         path = out / name
-        path.write_text("".join(f"{line}\n" for line in content), encoding="utf-8")
+        atomic_write_text(path, "".join(f"{line}\n" for line in content))
         written.append(path)
     return written
 

@@ -183,9 +183,10 @@ def aggregate_runs(df: pd.DataFrame, columns: Sequence[str] | None = None) -> pd
             in a group are not all real numbers (e.g. crossfold's list of taus) is left out for that group.
 
     Returns:
-        Columns ``sweep, config, <GROUP_COLUMNS present>, n, seeds, run_dirs``, then ``<col>_mean`` and
-        ``<col>_std`` per aggregated column. The mean and std are over the runs where the column is present;
-        ``std`` uses ``ddof=1`` and is NaN when ``n == 1``.
+        Columns ``sweep, config, <GROUP_COLUMNS present>, n, seeds, run_dirs``, then ``<col>_mean``,
+        ``<col>_std`` and ``<col>_n`` per aggregated column. The mean and std are over the ``<col>_n`` runs where
+        the column is present (fewer than ``n`` when some runs lack it); ``std`` uses ``ddof=1`` and is NaN for one
+        value.
     """
     columns = [c for c in (AGGREGATED if columns is None else columns) if c in df]
     ident = ["sweep", "config"] + [c for c in GROUP_COLUMNS if c in df]
@@ -201,9 +202,10 @@ def aggregate_runs(df: pd.DataFrame, columns: Sequence[str] | None = None) -> pd
         for col in columns:
             values = _numeric(part[col])
             if values is None or len(values) == 0:
-                out[f"{col}_mean"], out[f"{col}_std"] = float("nan"), float("nan")
+                out[f"{col}_mean"], out[f"{col}_std"], out[f"{col}_n"] = float("nan"), float("nan"), 0
                 continue
             out[f"{col}_mean"], out[f"{col}_std"] = mean_std(values)
+            out[f"{col}_n"] = len(values)  # the runs that have it: a group's n may be larger
         rows.append(out)
     return pd.DataFrame(rows)
 

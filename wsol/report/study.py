@@ -80,6 +80,9 @@ def _aggregate_markdown(agg: pd.DataFrame, shared: Sequence[str]) -> str:
         cells["config"] = varying_config(r["config"], shared)
         cells.update(n=str(r["n"]), seeds=r["seeds"])
         cells.update({c: format_mean_std(c, r[f"{c}_mean"], r[f"{c}_std"]) for c in metrics})
+        for c in metrics:  # a metric some runs of the group lack: say over how many runs it is averaged
+            if 0 < r.get(f"{c}_n", r["n"]) < r["n"]:
+                cells[c] += f" (n={r[f'{c}_n']})"
         cells.update({c: format_value(c, r[c]) for c in paper})
         rows.append(cells)
     return markdown_table(rows, ident + ["n", "seeds"] + metrics + paper)
