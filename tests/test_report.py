@@ -330,7 +330,7 @@ def test_read_predictions_checks_columns_and_flags(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"a\.csv: missing columns \['box_iou'\]"):
         read_predictions(tmp_path / "a.csv")
     pred.assign(top1_cls_correct=[1, 1, 1, 2, 1, 1, 1, 1]).to_csv(tmp_path / "b.csv", index=False)
-    with pytest.raises(ValueError, match=r"b\.csv: column top1_cls_correct must hold 0 or 1.*'wrong'"):
+    with pytest.raises(ValueError, match=r"b\.csv: column top1_cls_correct must hold a share in \[0, 1\].*'wrong'"):
         read_predictions(tmp_path / "b.csv")
     with pytest.raises(FileNotFoundError, match="no predictions.csv"):
         read_predictions(tmp_path / "none.csv")
@@ -384,3 +384,37 @@ def test_a_metric_some_runs_lack_says_over_how_many_runs_it_is_averaged(tmp_path
     main([str(tmp_path / "multirun" / "run"), "--out", str(tmp_path / "rep")])
     md = (tmp_path / "rep.md").read_text()
     assert "| 10.00 (n=1) |" in md and "| 52.00 ± 2.00 |" in md  # the group's n is 3
+
+
+def test_predictions_flags_follow_the_devkit_rule_of_the_metrics(tmp_path: Path) -> None:
+    # A two-class image (ILSVRC images may carry boxes of several classes): label 3, boxes of classes 3 and 5. The
+    # top-1 guess is class 5 with a box on the class-5 object: the devkit scores it 0 for class 3 and 1 for class 5,
+    # i.e. an error of 0.5. The per-image flags must be those shares (they were "any GT class" = 1), and the failure
+    # breakdown must add up to the metric.
+    import numpy as np
+    import torch
+
+    from wsol.data.records import ImageRecord
+    from wsol.evaluation.base import CAMBatch
+    from wsol.evaluation.localization import PaperLocalizationEvaluator
+    from wsol.report import failure_breakdown, read_predictions
+
+    cam = torch.zeros(6, 8)
+    cam[3:6, 5:8] = 1.0  # the class-5 object's box: x 5-7, y 3-5
+    record = ImageRecord("two", 3, np.array([[0, 0, 2, 2], [5, 3, 7, 5]], dtype=float), size=(8, 6),
+                         box_labels=np.array([3, 5]))
+    single = ImageRecord("one", 3, np.array([[0, 0, 2, 2]], dtype=float), size=(8, 6))
+    ev = PaperLocalizationEvaluator((1,), cam_threshold=0.2)
+    ev.process(CAMBatch(records=[record, single], indices=np.arange(2), sizes=[(8, 6)] * 2,
+                        classes=np.array([[5, 3], [5, 3]]), scores=np.full((2, 2), 0.5, np.float32),
+                        cams=torch.stack([cam, cam])[:, None].repeat(1, 2, 1, 1)))
+    metrics = ev.evaluate()
+    assert metrics["top1_loc_err"] == 75.0  # (0.5 + 1) / 2
+    rows = ev.rows()
+    assert rows[0]["top1_cls_correct"] == 0.5 and rows[0]["top1_loc_correct"] == 0.5
+    assert rows[1]["top1_cls_correct"] == 0 and rows[1]["top1_loc_correct"] == 0
+    path = tmp_path / "predictions.csv"
+    pd.DataFrame(rows).drop(columns=["index"]).to_csv(path, index=False)
+    table = failure_breakdown(read_predictions(path))
+    assert table["pct_images"].sum() == pytest.approx(metrics["top1_loc_err"])
+    assert table.loc["wrong_class", "count"] == 1.0 and table["count"].sum() == 1.5

@@ -22,7 +22,7 @@ from wsol.cam import upsample_cams
 from wsol.data.records import ImageRecord
 from wsol.engine.distributed import all_gather_objects, all_reduce_sum
 from wsol.evaluation.base import CAMBatch, DatasetEvaluator
-from wsol.metrics.topk import DevkitErrors, best_iou
+from wsol.metrics.topk import DevkitErrors, best_iou, cls_errors
 
 __all__ = ["PaperLocalizationEvaluator", "evaluate_loc"]
 
@@ -78,6 +78,11 @@ class PaperLocalizationEvaluator(DatasetEvaluator):
         return sorted(rows, key=lambda r: r["index"])
 
 
+def _share(value: float) -> int | float:
+    """An image's correct share: an int when whole (0 or 1, the single-class case), else the float fraction."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
 def _prediction_row(record: ImageRecord, batch: CAMBatch, b: int, boxes: np.ndarray, errors: np.ndarray | None,
                     iou_threshold: float) -> dict[str, Any]:
     """One ``predictions.csv`` row (columns documented in the README); ``errors[0]`` is the top-1 error."""
@@ -94,7 +99,9 @@ def _prediction_row(record: ImageRecord, batch: CAMBatch, b: int, boxes: np.ndar
     row["gt_known_iou"] = round(known_iou, 6)
     own = np.asarray(record.boxes).reshape(-1, 4)[record.labels_of_boxes() == record.label]
     row["gt_boxes"] = ";".join(" ".join(f"{v:g}" for v in box) for box in own)
-    row["top1_cls_correct"] = int(int(batch.predicted[b, 0]) in record.image_labels())
-    row["top1_loc_correct"] = "" if errors is None else int(errors[0] == 0)
+    # the image's share of top-1 accuracy under the devkit's rule (wsol.metrics.topk: the mean over its GT classes),
+    # the very numbers the metrics average: 1 or 0 for a single-class image, a fraction on a multi-class one
+    row["top1_cls_correct"] = _share(1.0 - cls_errors(batch.predicted[b, :1], record, [1])[0])
+    row["top1_loc_correct"] = "" if errors is None else _share(1.0 - errors[0])
     row["gt_known_correct"] = "" if errors is None else int(known_iou >= iou_threshold)
     return row

@@ -50,8 +50,10 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     """A run's ``predictions.csv`` (paper protocol, one row per scored image), checked.
 
     ``image_id`` and ``gt_boxes`` are read as text (an empty ``gt_boxes`` is ``""``), every other blank cell as
-    NaN. ``top1_cls_correct`` must be 0 or 1; ``top1_loc_correct`` and ``gt_known_correct`` 0, 1 or blank (an
-    image not scored for localization: blacklisted, or without a GT box).
+    NaN. ``top1_cls_correct`` and ``top1_loc_correct`` are the image's share of top-1 accuracy under the devkit's
+    rule, in [0, 1] (0 or 1 for a single-class image; the mean over its classes on a multi-class one);
+    ``gt_known_correct`` is 0 or 1; the localization flags may be blank (an image not scored for localization:
+    blacklisted, or without a GT box).
 
     Raises:
         FileNotFoundError: no such file.
@@ -68,9 +70,11 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
         raise ValueError(f"{path}: missing columns {missing} (has {list(df.columns)[:12]} ...)")
     for col in ("top1_cls_correct", "top1_loc_correct", "gt_known_correct"):
         values = pd.to_numeric(df[col], errors="coerce")
-        ok = values.isin([0, 1]) | (df[col].isna() if col != "top1_cls_correct" else False)
+        valid = values.isin([0, 1]) if col == "gt_known_correct" else values.between(0, 1)
+        ok = valid | (df[col].isna() if col != "top1_cls_correct" else False)
         if not ok.all():
-            raise ValueError(f"{path}: column {col} must hold 0 or 1, got {df.loc[~ok, col].tolist()[:3]} "
+            what = "0 or 1" if col == "gt_known_correct" else "a share in [0, 1]"
+            raise ValueError(f"{path}: column {col} must hold {what}, got {df.loc[~ok, col].tolist()[:3]} "
                              f"for image ids {df.loc[~ok, 'image_id'].tolist()[:3]}")
         df[col] = values
     return df
@@ -143,7 +147,8 @@ def failure_categories(predictions: pd.DataFrame) -> pd.Series:
     """Each image's outcome: ``correct``, ``excluded``, or a ``FAILURE_CATEGORIES`` entry.
 
     ``excluded``: blank ``top1_loc_correct`` (not scored for localization). ``correct``:
-    ``top1_loc_correct == 1``. Otherwise ``wrong_class`` when ``top1_cls_correct == 0`` (the top-1 class is
+    ``top1_loc_correct == 1``. Otherwise (an error, of weight ``1 - top1_loc_correct``: 1 unless the image has
+    several classes) ``wrong_class`` when ``top1_cls_correct == 0`` (the top-1 class is
     not a class of the image, ILSVRC devkit rules), else ``classify_failure(box, gt_boxes)`` with the box
     ``box_x0..box_y1`` and the GT boxes of class ``label``. (On a multi-class ILSVRC image whose top-1 class
     is another of its classes, the geometry is still judged against the boxes of ``label``.)
@@ -173,16 +178,22 @@ def failure_breakdown(predictions: pd.DataFrame) -> pd.DataFrame:
     """The top-1 localization errors split by cause (``failure_categories``), as a table.
 
     Returns:
-        Index ``FAILURE_CATEGORIES``; columns ``count``, ``pct_images`` (percent of the images scored for
+        Index ``FAILURE_CATEGORIES``; columns ``count`` (images, each weighted by its error: whole numbers unless
+        multi-class images fail in part), ``pct_images`` (percent of the images scored for
         localization: the column sums to the top-1 localization error) and ``pct_errors`` (percent of the
         errors). ``df.attrs`` holds ``n_loc_images``, ``n_errors`` and ``n_excluded``.
     """
     outcome = failure_categories(predictions)
     scored = int((outcome != "excluded").sum())
-    errors = int(outcome.isin(FAILURE_CATEGORIES).sum())
-    counts = outcome.value_counts()
-    table = pd.DataFrame({"count": [int(counts.get(c, 0)) for c in FAILURE_CATEGORIES]},
+    # each error weighs what it costs the metric: 1 - the image's top-1 localization share (1 on single-class
+    # images), so that the causes sum to the top-1 localization error exactly
+    weight = 1.0 - pd.to_numeric(predictions["top1_loc_correct"], errors="coerce").fillna(1.0)
+    counts = {c: float(weight[outcome == c].sum()) for c in FAILURE_CATEGORIES}
+    errors = sum(counts.values())
+    table = pd.DataFrame({"count": [counts[c] for c in FAILURE_CATEGORIES]},
                          index=pd.Index(FAILURE_CATEGORIES, name="category"))
+    if all(float(v).is_integer() for v in counts.values()):
+        table["count"] = table["count"].astype(int)
     table["pct_images"] = 100.0 * table["count"] / scored if scored else float("nan")
     table["pct_errors"] = 100.0 * table["count"] / errors if errors else float("nan")
     table.attrs.update(n_loc_images=scored, n_errors=errors, n_excluded=int((outcome == "excluded").sum()))
@@ -196,5 +207,6 @@ def failure_row(predictions: pd.DataFrame) -> dict[str, float | int]:
                                    "top1_loc_err": float(table["pct_images"].sum())}
     for cat in FAILURE_CATEGORIES:
         row[cat] = float(table.loc[cat, "pct_images"])
-        row[f"{cat}_n"] = int(table.loc[cat, "count"])
+        count = float(table.loc[cat, "count"])
+        row[f"{cat}_n"] = int(count) if count.is_integer() else count
     return row
