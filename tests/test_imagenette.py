@@ -494,7 +494,8 @@ def test_pretrained_lite0_scores_the_imagenette_val_images(shared_data: Path) ->
 
 
 PAPER_SETTINGS = dict(protocol="paper", topk=5, cam_threshold=0.2, cam_curve_interval=0.01, iou_thresholds=(30, 50, 70),
-                      box_method="auto", tau_policy="oracle", tau=None, tau_folds=2)
+                      box_method="auto", tau_policy="oracle", tau=None, tau_folds=2, cam_method="cam",
+                      scorecam_batch_size=64)
 
 
 @pytest.mark.slow

@@ -40,7 +40,8 @@ def test_efficientnet_lite0_paper_protocol_on_real_images(shared_data: Path, sub
                           num_classes=1000)
     model = build_model("efficientnet_lite0", pretrained=True)
     settings = ProtocolSettings(protocol="paper", topk=5, cam_threshold=0.2, cam_curve_interval=0.01,
-                                iou_thresholds=(30, 50, 70), box_method="auto", tau_policy="oracle", tau=None, tau_folds=2)
+                                iou_thresholds=(30, 50, 70), box_method="auto", tau_policy="oracle", tau=None, tau_folds=2,
+                                cam_method="cam", scorecam_batch_size=64)
     out = evaluate_model(model, _Head(source, 12), settings, image_size=224, batch_size=12, num_workers=0,
                          device=torch.device("cpu")).metrics
     assert out["n_images"] == 12 and out["n_loc_images"] == 12

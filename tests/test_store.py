@@ -276,7 +276,8 @@ def test_check_matches_refuses_other_data() -> None:
 # ----------------------------------------------------------------------------- re-scoring
 def _settings(protocol: str, topk: int = 3, **kw: Any) -> ProtocolSettings:
     base = dict(protocol=protocol, topk=topk, cam_threshold=0.2, cam_curve_interval=0.01, iou_thresholds=(30, 50, 70),
-                box_method="exact", tau_policy="oracle", tau=None, tau_folds=2)
+                box_method="exact", tau_policy="oracle", tau=None, tau_folds=2, cam_method="cam",
+                scorecam_batch_size=64)
     return ProtocolSettings(**{**base, **kw})
 
 

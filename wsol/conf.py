@@ -22,14 +22,24 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-__all__ = ["RunSchema", "TrainRootSchema", "EvaluateSchema", "Protocol", "TauPolicy", "BoxMethod", "Pool", "Recipe", "Schedule", "ScheduleUnit", "register_configs",
-           "run_dir_for"]
+__all__ = ["RunSchema", "TrainRootSchema", "EvaluateSchema", "Protocol", "CamMethod", "TauPolicy", "BoxMethod", "Pool",
+           "Recipe", "Schedule", "ScheduleUnit", "register_configs", "run_dir_for"]
 
 
 class Protocol(Enum):
     paper = "paper"
     wsolevaluation = "wsolevaluation"
     cam16_heuristics = "cam16_heuristics"
+
+
+class CamMethod(Enum):  # wsol.posthoc.CAM_METHODS
+    cam = "cam"
+    gradcam = "gradcam"
+    gradcampp = "gradcampp"
+    xgradcam = "xgradcam"
+    layercam = "layercam"
+    scorecam = "scorecam"
+    center = "center"
 
 
 class TauPolicy(Enum):
@@ -85,7 +95,9 @@ class ModelSchema:
 
 @dataclass
 class CamSchema:
+    method: CamMethod = MISSING
     topk: int = MISSING
+    scorecam_batch_size: int = MISSING
 
 
 @dataclass

@@ -163,7 +163,8 @@ def protocol_settings(cfg: DictConfig) -> Any:
     return ProtocolSettings(protocol=value(ev.protocol), topk=cfg.cam.topk, cam_threshold=ev.cam_threshold,
                             cam_curve_interval=ev.cam_curve_interval, iou_thresholds=tuple(ev.iou_thresholds),
                             box_method=value(ev.box_method), tau_policy=value(ev.tau_policy), tau=ev.tau,
-                            tau_folds=ev.tau_folds)
+                            tau_folds=ev.tau_folds, cam_method=value(cfg.cam.method),
+                            scorecam_batch_size=cfg.cam.scorecam_batch_size)
 
 
 # ----------------------------------------------------------------------------- up-front validation
@@ -238,8 +239,13 @@ def check_values(cfg: DictConfig) -> list[str]:
             p.append(f"eval.split={e.split}: dataset {cfg.data.name!r} has no such split (data.{e.split}_split=null)")
         if value(e.protocol) == "cam16_heuristics" and cfg.cam.topk < 5:
             p.append(f"eval.protocol=cam16_heuristics needs cam.topk >= 5, got {cfg.cam.topk}")
+        if value(e.protocol) == "cam16_heuristics" and value(cfg.cam.method) != "cam":
+            from wsol.evaluation.protocols import CAM16_METHOD_ERROR
+
+            p.append(CAM16_METHOD_ERROR.format(method=value(cfg.cam.method)))
     if "cam" in cfg:
         _range(p, "cam.topk", cfg.cam.topk, 1, inf, integer=True)
+        _range(p, "cam.scorecam_batch_size", cfg.cam.scorecam_batch_size, 1, inf, integer=True)
     if "method" in cfg:
         p += method_option_problems(cfg.method)
     data = cfg.data
@@ -280,11 +286,20 @@ def provenance() -> dict[str, Any]:
 
 
 def config_fingerprint(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved job config without what does not change results (worker counts, resume flags)."""
+    """The resolved job config without what does not change results (worker counts, resume flags).
+
+    ``cam.method=cam`` and ``cam.scorecam_batch_size`` outside Score-CAM are left out too: they change nothing, and
+    a run finished before ``cam.method`` existed (its maps were CAMs) keeps its fingerprint.
+    """
     d = to_dict(cfg)
     for section, key in (("train", "resume"), ("train", "num_workers"), ("eval", "num_workers"),
                          ("eval", "resume"), (None, "name")):
         (d.get(section, {}) if section else d).pop(key, None)
+    cam = d.get("cam", {})
+    if cam.get("method") != "scorecam":
+        cam.pop("scorecam_batch_size", None)
+    if cam.get("method") == "cam":
+        cam.pop("method")
     return d
 
 

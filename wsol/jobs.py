@@ -215,7 +215,8 @@ def _store_meta(job: Job) -> dict[str, Any]:
     return {"dataset": cfg.data.name, "data": to_dict(cfg.data), "split": split_name(cfg.data, cfg.eval.split),
             **records_digest(job.eval_source.annotations.records), "arch": job.arch, "pool": job.model.pool,
             "topk": min(s.topk, job.model.num_classes), "image_size": cfg.data.image_size,
-            "producer": producer_kind(s.protocol), "model_sha256": weights_digest(job.model)}
+            "producer": producer_kind(s.protocol), "cam_method": s.cam_method,
+            "model_sha256": weights_digest(job.model)}
 
 
 def _row_head(cfg: DictConfig, *, arch: str, pool: str, split: str, data_root: Any) -> dict[str, Any]:
@@ -242,7 +243,7 @@ def _write_outputs(out_dir: Path, out: Any, write_rows: bool) -> None:
 def evaluate_job(job: Job) -> dict[str, Any]:
     """Score ``job.model`` under the configured protocol; returns the flat result row (curves etc. written)."""
     from wsol.evaluation import evaluate_model, rescore_store
-    from wsol.evaluation.protocols import settings_summary
+    from wsol.evaluation.protocols import settings_summary, stored_cam_method
     from wsol.evaluation.store import CAMStore, CAMStoreWriter, is_complete_store
 
     cfg, ev = job.cfg, job.cfg.eval
@@ -251,7 +252,9 @@ def evaluate_job(job: Job) -> dict[str, Any]:
     store_dir = job.out_dir / "cams"
     if ev.save_cams or ev.export_scoremaps:
         meta = _store_meta(job)
-        if is_complete_store(store_dir) and ev.resume and CAMStore(store_dir).meta == meta:
+        # a store written before cam_method was recorded holds CAMs: the same meta as a cam store now
+        stored = CAMStore(store_dir).meta if is_complete_store(store_dir) else None
+        if stored is not None and ev.resume and {**stored, "cam_method": stored_cam_method(stored)} == meta:
             log.info("%s: complete CAM store of this model and split found; scoring it", store_dir)
             out = rescore_store(CAMStore(store_dir), source, job.protocol, batch_size=256,
                                 mask_loader=_mask_loader)

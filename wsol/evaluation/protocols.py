@@ -7,6 +7,11 @@
 Every protocol goes through the same ``inference_on_dataset`` loop and the same CAM store, so a store written
 under one protocol's producer can be re-scored by any protocol with the same producer (``paper`` <->
 ``wsolevaluation``; ten-crop canvases only by ``cam16_heuristics``).
+
+``cam.method`` (``ProtocolSettings.cam_method``) chooses the map of ``paper`` and ``wsolevaluation``: ``cam`` is
+``forward_cams``; the post-hoc maps (``gradcam``, ``gradcampp``, ``xgradcam``, ``layercam``, ``scorecam``,
+``center``) are ``wsol.posthoc.posthoc_cams``, with the same contract. A store holds one method's maps and is
+re-scored only under that method. ``cam16_heuristics`` is defined for the CAM only.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from wsol.evaluation.localization import PaperLocalizationEvaluator
 from wsol.evaluation.store import CAMStore, CAMStoreWriter
 from wsol.evaluation.wsoleval import WsolEvalEvaluator
 from wsol.models import CAMNet, check_cam_model
+from wsol.posthoc import CAM_METHODS, posthoc_cams
 
-__all__ = ["PROTOCOLS", "EvalOutput", "ProtocolSettings", "build_evaluator", "producer_kind", "evaluate_model",
-           "rescore_store", "settings_summary"]
+__all__ = ["PROTOCOLS", "EvalOutput", "ProtocolSettings", "build_evaluator", "producer_kind", "stored_cam_method",
+           "evaluate_model", "rescore_store", "settings_summary"]
 
 PROTOCOLS = ("paper", "wsolevaluation", "cam16_heuristics")
 
@@ -57,12 +63,30 @@ class ProtocolSettings:
     tau_policy: str
     tau: float | None
     tau_folds: int
+    cam_method: str
+    scorecam_batch_size: int
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown eval.protocol {self.protocol!r}; expected one of {PROTOCOLS}")
         if self.topk < 1:
             raise ValueError(f"cam.topk must be >= 1, got {self.topk}")
+        if self.cam_method not in CAM_METHODS:
+            raise ValueError(f"unknown cam.method {self.cam_method!r}; expected one of {CAM_METHODS}")
+        if self.protocol == "cam16_heuristics" and self.cam_method != "cam":
+            raise ValueError(CAM16_METHOD_ERROR.format(method=self.cam_method))
+        if self.scorecam_batch_size < 1:
+            raise ValueError(f"cam.scorecam_batch_size must be >= 1, got {self.scorecam_batch_size}")
+
+
+#: The one message for a post-hoc map under cam16_heuristics (``ProtocolSettings`` and ``wsol.config.check_values``).
+CAM16_METHOD_ERROR = ("eval.protocol=cam16_heuristics scores the CAM authors' ten-crop CAMs; cam.method={method} is "
+                      "not defined there (use cam.method=cam, or eval.protocol=paper|wsolevaluation)")
+
+
+def stored_cam_method(meta: dict[str, Any]) -> str:
+    """The ``cam.method`` whose maps a CAM store holds (a store made before post-hoc maps existed holds CAMs)."""
+    return meta.get("cam_method", "cam")
 
 
 def producer_kind(protocol: str) -> str:
@@ -94,7 +118,9 @@ def _producer(model: CAMNet, s: ProtocolSettings, image_size: int) -> tuple[Call
         # The authors' geometry is 224 crops of 256 for a 224-input network; other sizes keep the ratio.
         size = round(image_size * 256 / 224)
         return TenCropCAMs(model, s.topk, size, image_size), size
-    return (lambda x, y: forward_cams(model, x, y, s.topk)), image_size
+    if s.cam_method == "cam":
+        return (lambda x, y: forward_cams(model, x, y, s.topk)), image_size
+    return (lambda x, y: posthoc_cams(model, x, y, s.topk, s.cam_method, s.scorecam_batch_size)), image_size
 
 
 @torch.no_grad()
@@ -156,13 +182,18 @@ def rescore_store(store: CAMStore, source: Any, s: ProtocolSettings, *, batch_si
     """Score the CAMs of ``store`` under ``s.protocol`` (no network).
 
     Raises:
-        ValueError: the store holds another producer's maps (ten-crop canvases vs feature-map CAMs), fewer
-            predicted classes than ``s.topk``, or (checked by the caller) other images.
+        ValueError: the store holds another producer's maps (ten-crop canvases vs feature-map CAMs) or another
+            ``cam.method``'s, fewer predicted classes than ``s.topk``, or (checked by the caller) other images.
     """
     kind = store.meta.get("producer", "cam")
     if kind != producer_kind(s.protocol):
         raise ValueError(f"{store.dir}: the store holds {kind!r} maps; protocol {s.protocol!r} needs "
                          f"{producer_kind(s.protocol)!r} maps — evaluate the model under that protocol instead")
+    method = stored_cam_method(store.meta)
+    if method != s.cam_method:
+        raise ValueError(f"{store.dir}: the store holds cam.method={method} maps, cam.method={s.cam_method} was "
+                         f"asked — re-score it with cam.method={method}, or evaluate the model with "
+                         f"cam.method={s.cam_method}")
     if s.tau_policy == "heldout" and s.protocol == "wsolevaluation" and heldout_curve is None:
         raise ValueError("eval.tau_policy=heldout needs the network to score data.val_split; use oracle, fixed or "
                          "crossfold when re-scoring stored CAMs")
@@ -177,7 +208,7 @@ def rescore_store(store: CAMStore, source: Any, s: ProtocolSettings, *, batch_si
 
 def settings_summary(s: ProtocolSettings) -> dict[str, Any]:
     """The protocol settings that belong in a result row."""
-    row: dict[str, Any] = {"protocol": s.protocol, "topk": s.topk}
+    row: dict[str, Any] = {"protocol": s.protocol, "cam_method": s.cam_method, "topk": s.topk}
     if s.protocol == "paper":
         row["cam_threshold"] = s.cam_threshold
     if s.protocol == "wsolevaluation":

@@ -23,8 +23,9 @@ Layout of a store directory (format 2):
                               ``num_images``, ``dtype``, ``cam_shape`` ``[k+1, h, w]``, ``shards`` and ``meta``.
                               A directory without it is an incomplete store, refused by the reader.
 ``meta`` records what the CAMs were computed from: the data config, the split's image ids and labels (as SHA-256
-digests and the id list), the architecture, pooling, top-k, input size and a digest of the model weights. A store
-is re-scored only against the same images (``check_matches``), and a resume only with the same meta.
+digests and the id list), the architecture, pooling, top-k, input size, the map (``cam_method``: ``cam`` or a
+post-hoc map; absent from stores made before post-hoc maps, which hold CAMs) and a digest of the model weights. A
+store is re-scored only against the same images (``check_matches``) and map, and a resume only with the same meta.
 """
 
 from __future__ import annotations

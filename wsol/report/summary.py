@@ -123,8 +123,10 @@ def format_summary(row: Mapping[str, Any]) -> str:
     is then labelled "upper bound (oracle tau=...)". Under ``tau_policy=oracle`` the first line is MaxBoxAcc
     itself, labelled as the upper bound it is. Other protocols: the metrics in ``METRICS`` order.
     """
+    method = row.get("cam_method", "cam")  # a post-hoc map is named; the CAM (and rows made before) is not
+    maps = "" if method == "cam" else f" | cam.method={method}"
     head = (f"{row.get('dataset')} [{row.get('split')}, {row.get('n_images')} images] | "
-            f"{row.get('arch')} ({row.get('pool')}) | protocol={row.get('protocol')} | seed={row.get('seed')}")
+            f"{row.get('arch')} ({row.get('pool')}) | protocol={row.get('protocol')}{maps} | seed={row.get('seed')}")
     lines = [head, "-" * len(head)]
     headline = _policy_headline(row)
     if headline is not None:
