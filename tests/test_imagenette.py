@@ -558,3 +558,13 @@ def test_a_training_image_that_fails_to_load_stops_the_run_or_is_skipped_and_lis
     metrics = json.loads((tmp_path / "skip" / "metrics.json").read_text())
     assert metrics["train_steps"] == 2 and metrics["n_train_skipped"] == 1
     assert list(metrics["train_skipped"]) == [image_id] and f"{bad}: cannot be read" in metrics["train_skipped"][image_id]
+
+
+def test_test_per_class_keeps_the_first_images_of_each_class(tree: tuple[Path, Path]) -> None:
+    root, gt = tree
+    full = [r.image_id for r in _source(root, "test", gt=gt).annotations.records]
+    sub = [r.image_id for r in _source(root, "test", gt=gt, test_per_class=1).annotations.records]
+    # tench has val images 1 (train/) and 2 (val/): the first by file name is kept; the other classes have one each
+    assert sorted(sub) == sorted(i for i in full if not i.endswith("ILSVRC2012_val_00000002.JPEG"))
+    with pytest.raises(ValueError, match="test_per_class must be an integer >= 1 or null, got 0"):
+        _source(root, "test", gt=gt, test_per_class=0)

@@ -468,6 +468,7 @@ def imagenette(
     id_map_reference: PathLike | None = None,
     original_sizes: PathLike | None = None,
     blacklist_file: PathLike | None = None,
+    test_per_class: int | None = None,
     on_error: OnError = "raise",
     num_classes: int | None = None,
     check_files: CheckLevel = "header",
@@ -497,6 +498,9 @@ def imagenette(
             original ILSVRC2012 val images or a metadata folder (its ``image_sizes.txt``), or ``"stored"`` when the
             files under ``root`` are at original resolution (full-size Imagenette2).
         blacklist_file: ``ILSVRC2014_clsloc_validation_blacklist.txt`` (devkit protocol) or None.
+        test_per_class: the test split keeps the first ``N`` val images of each class (sorted by file name; the
+            class of the folder): a fixed, documented subset for maps too costly for all images (Score-CAM).
+            None: every val image.
         on_error: ``"raise"``: any bad val image is an error naming its file; ``"skip"``: dropped and listed.
         num_classes: ``None`` or the class count the labels give (10, or 1000 with ``imagenet_labels``).
         check_files: the test split's images: ``"header"`` (read anyway, for the box mapping) or ``"decode"``.
@@ -556,6 +560,14 @@ def imagenette(
     val_files = [f for f in files if f.is_val_image]
     if not val_files:
         raise ValueError(f"{base}: no ILSVRC2012_val_* file under train/ or val/: nothing to localize")
+    if test_per_class is not None:
+        if isinstance(test_per_class, bool) or int(test_per_class) != test_per_class or test_per_class < 1:
+            raise ValueError(f"test_per_class must be an integer >= 1 or null, got {test_per_class!r}")
+        by_class: dict[str, list[ImagenetteFile]] = {}
+        for file in sorted(val_files, key=lambda f: f.name):
+            by_class.setdefault(file.wnid, []).append(file)
+        keep = {f.image_id for members in by_class.values() for f in members[:test_per_class]}
+        val_files = [f for f in val_files if f.image_id in keep]
     stems = frozenset(Path(f.name).stem for f in val_files)
     gt_path = resolve_path(base, gt)
     assert gt_path is not None
