@@ -106,3 +106,24 @@ def test_saved_cams_rescored_without_the_network(tiny_run: Path, tmp_path: Path)
     proc = _wsol("evaluate", f"hydra.run.dir={tmp_path / 'c'}", f"cams={tmp_path / 'a' / 'cams'}", *TINY[:5],
                  "data.seed=1", "device=cpu")
     assert proc.returncode == 2 and "other data than this split" in proc.stderr
+
+
+def test_one_run_gives_the_paper_errors_and_boxacc_at_the_policy_tau(tmp_path: Path) -> None:
+    proc = _wsol("run", f"hydra.run.dir={tmp_path}", *TINY, "eval.save_cams=true", "eval.also=[wsolevaluation]",
+                 "eval.tau_policy=crossfold")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "protocol=paper+wsolevaluation" in proc.stdout and "boxacc_at_tau" in proc.stdout
+    row = json.loads((tmp_path / "metrics.json").read_text())
+    assert row["protocol"] == "paper" and row["also"] == ["wsolevaluation"]
+    assert {"top1_loc_err", "gt_known_loc_err", "boxacc_at_tau", "maxboxacc", "maxboxacc_v2"} <= set(row)
+    assert (tmp_path / "wsolevaluation" / "boxacc_curve.csv").is_file() and (tmp_path / "predictions.csv").is_file()
+    # the same numbers as re-scoring the store under wsolevaluation in a second command
+    again = _wsol("evaluate", f"hydra.run.dir={tmp_path / 'again'}", f"cams={tmp_path / 'cams'}",
+                  "eval.protocol=wsolevaluation", "eval.tau_policy=crossfold")
+    assert again.returncode == 0, again.stderr[-3000:]
+    second = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    for key in ("boxacc_at_tau", "maxboxacc", "maxboxacc_v2", "top1_cls_err"):
+        assert row[key] == second[key], key
+    bad = _wsol("run", f"hydra.run.dir={tmp_path / 'bad'}", *TINY, "eval.also=[wsolevaluation]")
+    assert bad.returncode == 2 and "eval.also=['wsolevaluation'] re-scores the stored maps: set eval.save_cams=true" \
+        in bad.stderr

@@ -136,6 +136,7 @@ class TrainSchema:
 @dataclass
 class EvalSchema:
     protocol: Protocol = MISSING
+    also: List[Protocol] = MISSING
     split: str = MISSING
     cam_threshold: float = MISSING
     cam_curve_interval: float = MISSING

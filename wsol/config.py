@@ -239,6 +239,18 @@ def check_values(cfg: DictConfig) -> list[str]:
             p.append(f"eval.split={e.split}: dataset {cfg.data.name!r} has no such split (data.{e.split}_split=null)")
         if value(e.protocol) == "cam16_heuristics" and cfg.cam.topk < 5:
             p.append(f"eval.protocol=cam16_heuristics needs cam.topk >= 5, got {cfg.cam.topk}")
+        also = [value(x) for x in e.get("also") or []]
+        for extra in also:
+            if extra == value(e.protocol) or also.count(extra) > 1:
+                p.append(f"eval.also={also}: lists {extra} twice (eval.protocol={value(e.protocol)} is scored anyway)")
+            elif "cam16_heuristics" in (extra, value(e.protocol)):
+                p.append(f"eval.also={also}: cam16_heuristics scores ten-crop canvases, not the maps of "
+                         f"eval.protocol={value(e.protocol)}; run it on its own")
+        if also and not e.save_cams:
+            p.append(f"eval.also={also} re-scores the stored maps: set eval.save_cams=true")
+        if "wsolevaluation" in also and value(e.tau_policy) == "heldout":
+            p.append("eval.also=[wsolevaluation] re-scores stored maps of the scored split; tau_policy=heldout needs "
+                     "the network on data.val_split: use crossfold, fixed or oracle, or eval.protocol=wsolevaluation")
         if value(e.protocol) == "cam16_heuristics" and value(cfg.cam.method) != "cam":
             from wsol.evaluation.protocols import CAM16_METHOD_ERROR
 

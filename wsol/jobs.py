@@ -271,6 +271,18 @@ def evaluate_job(job: Job) -> dict[str, Any]:
                     data_root=cfg.data.root)
     row.update(settings_summary(job.protocol))
     row.update(out.metrics)
+    also = [value(p) for p in ev.get("also") or []]
+    if also:  # the same stored maps under the other protocols: their metrics join the row, curves in <run>/<p>/
+        from dataclasses import replace
+
+        row["also"] = also
+        for extra in also:
+            s = replace(job.protocol, protocol=extra)
+            more = rescore_store(CAMStore(store_dir), source, s, batch_size=256, mask_loader=_mask_loader)
+            _write_outputs(job.out_dir / extra, more, False)
+            row.update({k: v for k, v in settings_summary(s).items() if k not in row})
+            row.update({k: v for k, v in more.metrics.items() if k not in row})
+            row[f"{extra}_eval_seconds"] = more.metrics.get("eval_seconds")
     skipped = source.annotations.skipped
     row.update({"n_skipped": len(skipped), "skipped": dict(sorted(skipped.items()))})
     return row

@@ -3,8 +3,9 @@
 ``inference_on_dataset`` (detectron2's name) runs a CAM producer over a split, batch by batch, with memory bounded
 by the batch whatever the dataset size. Under ``torch.distributed`` each rank takes a contiguous block of the
 images (``shard_indices``: no image dropped or counted twice when the world size does not divide the dataset) and
-the evaluators sum their counters at ``evaluate()``. With a CAM store, the maps are rounded to float16 BEFORE
-scoring (what is stored is what is scored) and an interrupted run resumes from the finished shards.
+the evaluators sum their counters at ``evaluate()``. The maps are rounded to float16 before scoring in every run
+(the CAM store's precision: what is stored is what is scored, and a run without the store scores the same numbers),
+and with a store an interrupted run resumes from the finished shards.
 
 ``score_cam_store`` feeds stored CAMs to the same evaluators, without the network.
 """
@@ -142,8 +143,10 @@ def inference_on_dataset(producer: CAMProducer, source: Any, evaluator: DatasetE
         if images is None:
             continue
         classes, scores, cams = producer(images.to(device, non_blocking=True), labels)
+        # ONE precision for every path: the maps are rounded to float16 (the store's dtype) before they are scored,
+        # stored or not, so a run with eval.save_cams=true and one without give the same boxes and metrics
+        cams = cams.to(torch.float16).float()
         if store is not None:
-            cams = cams.to(torch.float16).float()  # score exactly what is stored
             store.add(torch.as_tensor(indices), torch.as_tensor(sizes), classes, scores, cams)
         _process(evaluator, records, indices, sizes, classes, scores, cams)
     for part in all_gather_objects(skipped):  # every rank's, so rank 0's metrics.json lists them all

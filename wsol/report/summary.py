@@ -126,7 +126,8 @@ def format_summary(row: Mapping[str, Any]) -> str:
     method = row.get("cam_method", "cam")  # a post-hoc map is named; the CAM (and rows made before) is not
     maps = "" if method == "cam" else f" | cam.method={method}"
     head = (f"{row.get('dataset')} [{row.get('split')}, {row.get('n_images')} images] | "
-            f"{row.get('arch')} ({row.get('pool')}) | protocol={row.get('protocol')}{maps} | seed={row.get('seed')}")
+            f"{row.get('arch')} ({row.get('pool')}) | protocol={row.get('protocol')}"
+            f"{''.join('+' + str(p) for p in row.get('also') or [])}{maps} | seed={row.get('seed')}")
     lines = [head, "-" * len(head)]
     headline = _policy_headline(row)
     if headline is not None:
