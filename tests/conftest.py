@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,13 @@ def pytest_configure(config: pytest.Config) -> None:
     from wsol.conf import register_configs
 
     register_configs()
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+# WSOL_SHARED_DATA points elsewhere (a machine without ../shared: scripts/gpu_check.sh carries a copy).
+SHARED_DATA = Path(os.environ.get("WSOL_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")
+# WSOL_GPU_TESTS_ON_CPU=1 runs the gpu-marked tests on the CPU at small sizes: a dry run of their code (typos cost
+# minutes of a lent GPU), not a test of CUDA; tests of CUDA-only behaviour skip themselves then.
+GPU_TESTS_ON_CPU = os.environ.get("WSOL_GPU_TESTS_ON_CPU") == "1"
 
 
 @pytest.fixture
@@ -31,7 +38,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Slow tests are opt-in (--runslow); GPU tests skip cleanly without CUDA.
+    # Slow tests are opt-in (--runslow); GPU tests skip cleanly without CUDA (unless GPU_TESTS_ON_CPU).
     import torch
 
     skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
@@ -39,7 +46,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords and not config.getoption("--runslow"):
             item.add_marker(skip_slow)
-        if "gpu" in item.keywords and not torch.cuda.is_available():
+        if "gpu" in item.keywords and not torch.cuda.is_available() and not GPU_TESTS_ON_CPU:
             item.add_marker(skip_gpu)
 
 

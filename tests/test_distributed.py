@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from wsol.engine.distributed import shard_indices
+from wsol.engine.distributed import DistInfo, shard_indices
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
 TINY = ["data.render_size=32", "data.image_size=32", "data.resize_size=32", "data.crop_size=32",
@@ -96,3 +99,50 @@ def test_training_methods_run_under_torchrun_and_resume(tmp_path: Path, method: 
     assert json.loads((tmp_path / "metrics.json").read_text())["world_size"] == 2
     again = _run(2, "run", *args)
     assert again.returncode == 0 and "already complete" in again.stdout, again.stderr[-3000:]
+
+
+@dataclass(frozen=True)
+class OneRankDDP(DistInfo):
+    """A one-process job that still trains through DDP (wsol takes world size 1 for no DDP at all): the DDP path of
+    the trainer in-process, on the CPU (gloo) here and over NCCL on the GPU (tests/test_gpu.py)."""
+
+    @property
+    def enabled(self) -> bool:
+        return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_with_gradient_accumulation_equals_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two micro-batches per step: DDP skips the all-reduce of the first (no_sync, entered for its forward and again
+    # for its backward); a one-use context manager entered twice crashed the first step.
+    import torch.distributed as dist
+    import torch.nn.parallel
+
+    import wsol.engine.trainer as trainer
+    from test_engine import SETTINGS, _train
+
+    made: list[Any] = []
+
+    class SpyDDP(torch.nn.parallel.DistributedDataParallel):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    settings = replace(SETTINGS, accumulate_grad_batches=2)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        monkeypatch.setattr(trainer, "get_dist", lambda: OneRankDDP())
+        monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", SpyDDP)
+        ddp, _ = _train(tmp_path / "ddp", settings=settings)
+    finally:
+        dist.destroy_process_group()
+    monkeypatch.undo()
+    plain, _ = _train(tmp_path / "plain", settings=settings)
+    assert len(made) == 1
+    for (name, a), b in zip(plain.state_dict().items(), ddp.state_dict().values()):
+        assert torch.equal(a, b), name

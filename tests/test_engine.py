@@ -36,9 +36,12 @@ def _source(n: int = 36, split: str = "train") -> Any:
 
 
 def _train(tmp: Path, *, seed: int = 0, settings: TrainSettings = SETTINGS, resume: Any = None,
-           stop_after: int | None = None, fingerprint: dict | None = None, cache: Path | None = None) -> tuple:
+           stop_after: int | None = None, fingerprint: dict | None = None, cache: Path | None = None,
+           dropout: float = 0.0) -> tuple:
     seed_everything(seed)
     model = build_model("small_cnn", num_classes=4, width=4)
+    if dropout:
+        model.dropout = torch.nn.Dropout(dropout)
     spec = model_spec("small_cnn", 4, "gap", {"width": 4})
     source = _source()
     result = train_model(
@@ -63,6 +66,18 @@ def test_resume_is_exact_and_the_log_has_no_duplicates(tmp_path: Path) -> None:
     log_a = (tmp_path / "a" / "train_log.csv").read_text()
     assert log_a == (tmp_path / "b" / "train_log.csv").read_text()  # rewritten to the resumed step: no duplicates
     assert log_a.count("\n") == 1 + result.steps
+
+
+def test_resume_is_exact_with_dropout_and_loader_workers(tmp_path: Path) -> None:
+    # Dropout on the CPU draws from the global generator, so nothing else may move it: a DataLoader drawing its
+    # workers' base seed from it at each epoch start (the resumed run starts one mid-epoch) broke this.
+    settings = replace(SETTINGS, num_workers=2)
+    model_a, _ = _train(tmp_path / "a", settings=settings, dropout=0.5)
+    _train(tmp_path / "b", settings=settings, dropout=0.5, stop_after=3)
+    model_b, _ = _train(tmp_path / "b", settings=settings, dropout=0.5, seed=123,
+                        resume=tmp_path / "b" / "checkpoints" / "last.pt")
+    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_resuming_a_finished_run_trains_nothing_and_keeps_its_numbers(tmp_path: Path) -> None:

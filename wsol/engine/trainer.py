@@ -317,7 +317,14 @@ class Trainer:
                             num_workers=s.num_workers, drop_last=True, pin_memory=self.device.type == "cuda",
                             persistent_workers=False, collate_fn=collate_skipping)
         use_amp = s.amp and self.device.type == "cuda"
+        # Starting an iteration draws the workers' base seed from the global CPU generator (unused here:
+        # SeededAugmentation seeds every item). An uninterrupted run draws it at each epoch's start, before the
+        # checkpoints of that epoch; a run resumed mid-epoch must not draw it again, or this process's RNG stream
+        # (dropout, with DataLoader workers) shifts. Restoring the state keeps uninterrupted runs as they were.
+        before = torch.get_rng_state() if self.pos > 0 else None
         it = iter(loader)
+        if before is not None:
+            torch.set_rng_state(before)
         sums = [0.0, 0.0, 0.0]  # loss * n, correct, n since the last log row (this rank)
         while self.step < limit:
             self.optimizer.zero_grad(set_to_none=True)
@@ -334,15 +341,16 @@ class Trainer:
                 labels = labels.to(self.device, non_blocking=True)
                 if s.channels_last and inputs.ndim == 4:
                     inputs = inputs.contiguous(memory_format=torch.channels_last)
-                # DDP all-reduces gradients on the last micro-batch only
+                # DDP all-reduces gradients on the last micro-batch only. no_sync() makes a context manager that can
+                # be entered once: a fresh one for the forward pass and one for the backward pass.
                 sync = j == len(micro_batches) - 1 or not self.dist.enabled
-                ctx = net.no_sync() if not sync else nullcontext()  # type: ignore[operator]
+                no_sync = nullcontext if sync else net.no_sync  # type: ignore[operator]
                 rng = method_random(s.seed, self.step, self.dist.rank, j)  # the method's draws (wsol.methods)
-                with ctx, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                with no_sync(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
                     logits, loss = net(inputs, labels, rng)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.step}")
-                with ctx:
+                with no_sync():
                     (loss / s.accumulate_grad_batches).backward()
                 sums[0] += loss.item() * len(labels)
                 sums[1] += int((logits.argmax(1) == labels).sum())
