@@ -300,5 +300,20 @@ def test_a_method_group_typo_names_the_choices() -> None:
 def test_the_method_is_in_the_model_spec_and_the_checkpoint_rebuilds_it(tmp_path: Path) -> None:
     job = _prepare(["method=spg", "method.branch_channels=8", "method.c_channels=4"], tmp_path)
     assert job.spec["method"] == {"name": "spg", "thresholds": [[0.7, 0.01], [0.5, 0.05], [0.7, 0.1]],
-                                  "branch_channels": 8, "c_channels": 4}
+                                  "branch_channels": 8, "c_channels": 4, "branch_lr": "trunk"}
     assert job.model.train_method.name == "spg" and job.model.method_modules["spg_c"][0].out_channels == 4
+
+
+def test_spg_branches_train_at_the_trunk_lr_unless_asked() -> None:
+    from wsol.engine.recipes import frozen_modules
+
+    for branch_lr, expect_new in (("trunk", False), ("new_layers", True)):
+        model = build_model("small_cnn", num_classes=3, width=4)
+        attach_method(model, {**_yaml_spec("spg"), "branch_lr": branch_lr})
+        _, new = frozen_modules(model, "full")
+        assert (model.method_modules in new) == expect_new and model.classifier in new
+    acol = build_model("small_cnn", num_classes=3, width=4)
+    attach_method(acol, _yaml_spec("acol"))  # ACoL's second classifier is a classifier: the classifier's lr
+    assert acol.method_modules in frozen_modules(acol, "full")[1]
+    with pytest.raises(ValueError, match="method.branch_lr='fast': must be 'trunk' or 'new_layers'"):
+        build_method({**_yaml_spec("spg"), "branch_lr": "fast"})

@@ -26,7 +26,7 @@ from wsol.engine.features import PooledFeatureItems, PooledHead, cached_pooled_f
 from wsol.engine.optim import build_optimizer, build_param_groups, build_scheduler, lr_lambda
 from wsol.engine.trainer import LoopSettings, Trainer, TrainResult, load_resumable, steps_per_epoch
 from wsol.io import atomic_torch_save
-from wsol.methods import MethodNet
+from wsol.methods import MethodNet, new_layer_modules
 from wsol.methods.cam import CAM
 from wsol.models import CAMNet
 
@@ -108,7 +108,7 @@ def frozen_modules(model: CAMNet, recipe: str) -> tuple[tuple[nn.Module, ...], l
     if recipe == "full":
         for p in model.parameters():
             p.requires_grad_(True)
-        return (), list(model.new_modules())
+        return (), [m for m in model.new_modules() if m is not model.method_modules] + new_layer_modules(model)
     trainable: list[nn.Module] = [model.dropout, model.classifier, model.method_modules]
     if recipe == "last_stage":
         trainable += list(model.last_stage_modules())
@@ -120,7 +120,7 @@ def frozen_modules(model: CAMNet, recipe: str) -> tuple[tuple[nn.Module, ...], l
     trained = {id(m) for t in trainable for m in t.modules()}
     frozen = tuple(m for m in model.modules()
                    if id(m) not in trained and not any(id(c) in trained for c in m.modules()))
-    return frozen, [model.classifier, model.method_modules]
+    return frozen, [model.classifier, *new_layer_modules(model)]
 
 
 def _total_steps(settings: TrainSettings, n: int) -> tuple[int, list[int]]:

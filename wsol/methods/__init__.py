@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from wsol.methods.base import SPATIAL_RECIPES, MethodNet, MethodRandom, TrainingMethod, method_random
+from wsol.methods.base import (SPATIAL_RECIPES, MethodNet, MethodRandom, TrainingMethod, method_random,
+                               new_layer_modules)
 from wsol.methods.registry import METHODS, register_method
 
 __all__ = ["METHODS", "MethodNet", "MethodRandom", "SPATIAL_RECIPES", "TrainingMethod", "attach_method",
-           "build_method", "list_methods", "method_options", "method_random", "register_method"]
+           "build_method", "list_methods", "method_options", "method_random", "new_layer_modules",
+           "register_method"]
 
 
 def list_methods() -> list[str]:

@@ -24,7 +24,8 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 __all__ = ["TrainingMethod", "MethodRandom", "method_random", "tap_outputs", "edit_outputs", "probe_channels",
-           "MethodNet", "SPATIAL_RECIPES", "linear_class_maps"]
+           "MethodNet", "SPATIAL_RECIPES", "linear_class_maps",
+           "new_layer_modules"]
 
 #: Recipes that train on images (the others train on cached pooled features: no image or feature map to work on).
 SPATIAL_RECIPES = ("full", "last_stage")
@@ -158,6 +159,11 @@ class TrainingMethod:
         """Add the method's layers to ``model.method_modules`` and make it the model's map (before loading weights)."""
         model.train_method = self
 
+    def new_layer_modules(self, model: Any) -> list[nn.Module]:
+        """The method's layers that train at ``train.new_layer_lr_mult`` (the classifier's rate); the others in
+        ``model.method_modules`` train at the trunk's rate. Default: all of them."""
+        return [model.method_modules]
+
     def loss(self, model: Any, inputs: torch.Tensor, labels: torch.Tensor,
              rng: MethodRandom) -> tuple[torch.Tensor, torch.Tensor]:
         """One training forward: ``(logits [B, C], loss)``. Plain CAM: cross-entropy of the logits."""
@@ -169,6 +175,13 @@ class TrainingMethod:
         from wsol.cam import compute_cams
 
         return compute_cams(features.float(), model.classifier.weight.float(), classes)
+
+
+def new_layer_modules(model: Any) -> list[nn.Module]:
+    """The attached method's layers trained at the new-layer learning rate (``TrainingMethod.new_layer_modules``;
+    all of ``model.method_modules`` for a model without a method)."""
+    method = getattr(model, "train_method", None)
+    return [model.method_modules] if method is None else method.new_layer_modules(model)
 
 
 class MethodNet(nn.Module):

@@ -72,12 +72,18 @@ class SPG(TrainingMethod):
         thresholds: ``[[high, low]] x 3`` for the B2, B1 and C targets (wsolevaluation's ``spg_thresholds``).
         branch_channels: width of the B branches' 3x3 convs (wsolevaluation: 512 for VGG16 and Inception-v3).
         c_channels: width of the C branch's 3x3 conv (wsolevaluation: 512).
+        branch_lr: ``"trunk"``: the branches train at the optimizer's lr; ``"new_layers"``: at the classifier's
+            (``train.new_layer_lr_mult`` times it), as wsolevaluation does with its ImageNet learning rates (~1e-4).
     """
 
     name = "spg"
     tap_key = "spg"
 
-    def __init__(self, thresholds: Sequence[Sequence[float]], branch_channels: int, c_channels: int) -> None:
+    def __init__(self, thresholds: Sequence[Sequence[float]], branch_channels: int, c_channels: int,
+                 branch_lr: str) -> None:
+        if branch_lr not in ("trunk", "new_layers"):
+            raise ValueError(f"method.branch_lr={branch_lr!r}: must be 'trunk' or 'new_layers'")
+        self.branch_lr = branch_lr
         pairs = [tuple(float(v) for v in pair) for pair in thresholds]
         if len(pairs) != 3 or any(len(p) != 2 or not (0 <= p[1] <= p[0] <= 1) for p in pairs):
             raise ValueError(f"method.thresholds={thresholds!r}: must be three [high, low] pairs with "
@@ -90,7 +96,10 @@ class SPG(TrainingMethod):
 
     def options(self) -> dict[str, Any]:
         return {"thresholds": [list(p) for p in self.thresholds], "branch_channels": self.branch_channels,
-                "c_channels": self.c_channels}
+                "c_channels": self.c_channels, "branch_lr": self.branch_lr}
+
+    def new_layer_modules(self, model: Any) -> list[nn.Module]:
+        return [model.method_modules] if self.branch_lr == "new_layers" else []
 
     def attach(self, model: Any) -> None:
         super().attach(model)
