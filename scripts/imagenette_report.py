@@ -24,7 +24,8 @@ import pandas as pd
 
 from wsol.report import failure_breakdown, read_predictions
 from wsol.report.runs import mean_std, require_clean_commit
-from wsol.visualize import BoxAccCurves, draw_boxacc_curves, draw_failure_breakdown, save_figure, write_overlay_grid
+from wsol.report.overlays import write_overlay_grid
+from wsol.visualize import BoxAccCurves, draw_boxacc_curves, draw_failure_breakdown, save_figure
 
 NAME = re.compile(r"(?P<arch>lite\d)_(?P<recipe>head|svm|last_stage|full)_(?P<pool>gap|gmp)(?:_(?P<size>\d+))?(?:_test(?P<test>\d+))?_s(?P<seed>\d+)")
 PAPER = ["top1_cls_err", "top5_cls_err", "top1_loc_err", "top5_loc_err", "gt_known_loc_err"]

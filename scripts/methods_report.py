@@ -147,7 +147,8 @@ def verdicts(agg: pd.DataFrame, df: pd.DataFrame) -> str:
 def overlays(out: Path, df: pd.DataFrame, dest: Path, n_images: int = 6, seed: int = 0) -> Path | None:
     """The same ``n_images`` random test images (seeded), one column per method, GT class's map and box."""
     from wsol.report import read_predictions
-    from wsol.visualize import draw_overlay_grid, load_overlay_panels, save_figure
+    from wsol.report.overlays import load_overlay_panels
+    from wsol.visualize import draw_overlay_grid, save_figure
 
     runs = []
     for method in TRAINING:

@@ -7,6 +7,11 @@ shows it), or ``ok`` (the input is legal and reads as intended). Nothing may giv
 Ground-truth cases run through every consumer of the one metadata reader: the dataset factory behind
 ``wsol-evaluate``, ``wsol-prepare check``, ``wsol-score devkit`` and ``wsol-score scoremaps``; each must refuse
 (or accept) the same input with the same message.
+
+The last tables are about the commands themselves: how the tools end (``GUARD``: an ``OSError`` or a Ctrl-C is one
+line saying what is kept), and hostile values given to ``wsol-run``/``wsol-train``/``wsol-evaluate``
+(``COMMANDS``: a run name that is not one folder name, stored CAMs scored as another split or frame, a run dir whose
+results another config would replace), each refused with exit code 2, nothing of a finished run changed.
 """
 
 from __future__ import annotations
@@ -908,7 +913,8 @@ def test_imagenette_refuses_a_val_image_twice_and_a_training_copy_of_a_test_imag
 
 
 # ----------------------------------------------------------------------------- the head recipe's feature cache
-def _features(root: Path, cache: Path, on_error: str = "raise", check_files: str = "header"):  # noqa: ANN202
+def _features(root: Path, cache: Path, on_error: str = "raise", check_files: str = "header",  # noqa: ANN202
+              chunk_size: int = 2048):
     import torch
 
     from wsol.engine.features import cached_pooled_features
@@ -919,7 +925,8 @@ def _features(root: Path, cache: Path, on_error: str = "raise", check_files: str
     source = build_source("wsol_metadata", split="test", root=root, num_classes=NUM_CLASSES, on_error=on_error,
                           check_files=check_files)
     return cached_pooled_features(model, source, arch="small_cnn", cache_dir=cache, image_size=16, hflip=False,
-                                  batch_size=2, num_workers=0, device=torch.device("cpu"), data_root=str(root))
+                                  batch_size=2, num_workers=0, device=torch.device("cpu"), data_root=str(root),
+                                  chunk_size=chunk_size)
 
 
 def test_feature_cache_goes_by_content_not_by_file_names(tmp_path: Path) -> None:
@@ -984,3 +991,186 @@ def test_a_batch_larger_than_the_training_split_is_refused_before_the_feature_pa
                     settings=settings, seed=0, spec=model_spec("small_cnn", NUM_CLASSES, "gap", {"width": 4}),
                     fingerprint={}, device=torch.device("cpu"), make_train_dataset=None, image_size=16,
                     cache_dir=str(tmp_path / "cache"), data_root=None, arch="small_cnn")
+
+
+def _full_disk_at(module: object, monkeypatch: pytest.MonkeyPatch, fails: Callable[[Path], bool]) -> None:
+    """``module.atomic_torch_save`` raises ENOSPC (as a full disk) for the files ``fails`` picks."""
+    import errno
+
+    real = module.atomic_torch_save  # type: ignore[attr-defined]
+
+    def save(obj: object, path: Path) -> None:
+        if fails(Path(path)):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(obj, path)
+
+    monkeypatch.setattr(module, "atomic_torch_save", save)
+
+
+def test_a_full_disk_during_the_feature_pass_keeps_the_finished_chunks(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import wsol.engine.features as features
+
+    root, cache = _baseline(tmp_path / "ds"), tmp_path / "cache"
+    reference = _features(root, tmp_path / "ref", chunk_size=1)
+    # the 2nd chunk's part cannot be written: the 1st is kept, and the message says so
+    _full_disk_at(features, monkeypatch, lambda p: p.name.endswith(".part00001.pt"))
+    with pytest.raises(OSError) as raised:
+        _features(root, cache, chunk_size=1)
+    assert raised.value.filename.endswith(".part00001.pt") and raised.value.strerror == "No space left on device"
+    assert raised.value.__notes__ == [f"1 of 3 feature chunks are kept in {cache}; the next run with the same inputs "
+                                      "continues from them"]
+    assert len(list(cache.glob("*.part*.pt"))) == 1
+    # every part written, the joined file cannot be: the parts are kept
+    monkeypatch.undo()
+    _full_disk_at(features, monkeypatch, lambda p: ".part" not in p.name)
+    with pytest.raises(OSError) as raised:
+        _features(root, cache, chunk_size=1)
+    assert raised.value.__notes__ == [f"all 3 feature chunks are kept in {cache}; the next run with the same inputs "
+                                      "joins them without computing them again"]
+    assert len(list(cache.glob("*.part*.pt"))) == 3 and not list(cache.glob("features-*px-????????????????????.pt"))
+    # space again: the parts are joined, nothing is computed again
+    monkeypatch.undo()
+    monkeypatch.setattr(features, "extract_pooled_features", lambda *a, **k: pytest.fail("computed again"))
+    import torch
+
+    assert torch.equal(_features(root, cache, chunk_size=1).pooled, reference.pooled)
+
+
+# ----------------------------------------------------------------------------- how the tools end: one line
+def _training_interrupted() -> BaseException:
+    from wsol.engine.trainer import TrainingInterrupted
+    from wsol.io import add_note
+
+    return add_note(TrainingInterrupted(7, 6, Path("/r/checkpoints/last.pt")), "resume with: wsol-run train.resume=/r")
+
+
+def _with_notes(err: BaseException, *notes: str) -> BaseException:
+    from wsol.io import add_note
+
+    for note in notes:
+        add_note(err, note)
+    return err
+
+
+GUARD: dict[str, tuple[Callable[[], BaseException], int, str]] = {
+    "os-error-names-the-file": (lambda: PermissionError(13, "Permission denied", "/r/metrics.json"), 2,
+                                "error: /r/metrics.json: Permission denied"),
+    "disk-full-says-what-is-kept": (
+        lambda: _with_notes(OSError(28, "No space left on device", "/r/checkpoints/last.pt"),
+                            "the previous checkpoint (step 4) is kept", "resume with: wsol-run train.resume=/r"), 2,
+        "error: /r/checkpoints/last.pt: No space left on device; the previous checkpoint (step 4) is kept; resume "
+        "with: wsol-run train.resume=/r"),
+    "os-error-without-a-file": (lambda: OSError(28, "No space left on device"), 2, "error: No space left on device"),
+    "ctrl-c-says-what-is-kept": (
+        lambda: _with_notes(KeyboardInterrupt(), "1 of 3 feature chunks are kept in /c; the next run with the same "
+                                                 "inputs continues from them"), 130,
+        "interrupted; 1 of 3 feature chunks are kept in /c; the next run with the same inputs continues from them"),
+    "ctrl-c-elsewhere": (KeyboardInterrupt, 130, "interrupted"),
+    "ctrl-c-in-training": (_training_interrupted, 130, "interrupted at step 7; last checkpoint: step 6 "
+                                                       "(/r/checkpoints/last.pt); resume with: wsol-run "
+                                                       "train.resume=/r"),
+}
+
+
+@pytest.mark.parametrize("name", list(GUARD))
+def test_the_tools_end_with_one_line(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``wsol.cli.cli_guard``: an OSError or a Ctrl-C is one line (the file, the reason, what is kept, how to go
+    on), never a traceback."""
+    from wsol.cli import cli_guard
+
+    make, code, line = GUARD[name]
+
+    def body() -> None:
+        raise make()
+
+    try:
+        cli_guard(body)
+    except SystemExit as end:
+        exit_code = end.code
+    except KeyboardInterrupt:  # would end the test session
+        pytest.fail("a raw KeyboardInterrupt left the guard")
+    err = capsys.readouterr().err
+    assert exit_code == code and "Traceback" not in err
+    assert err.strip().splitlines()[0] == line, err
+
+
+# ----------------------------------------------------------------------------- run commands: hostile values
+RUN_DATA = ["data.num_images={train:64,val:16,test:32}", "data.image_size=32", "data.resize_size=32",
+            "data.crop_size=32", "data.render_size=32"]
+RUN = [*RUN_DATA, "train.epochs=1", "train.batch_size=32", "+model.kwargs.width=4", "device=cpu",
+       "eval.save_cams=true"]
+#: The files of a finished run a refused command may not change.
+KEPT = ("metrics.json", "model.pt", "predictions.csv", ".hydra/overrides.yaml", "cams/index.json")
+
+
+def _wsol(module: str, *args: str, cwd: Path | None = None):  # noqa: ANN202
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", f"wsol.{module}", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("finished")
+    proc = _wsol("run", f"hydra.run.dir={out}", *RUN)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def _unfinished_copy(run: Path, tmp: Path) -> Path:
+    """The finished run as it was before its evaluation: a checkpoint, no metrics.json."""
+    import shutil
+
+    copy = tmp / "unfinished"
+    shutil.copytree(run, copy)
+    (copy / "metrics.json").unlink()
+    return copy
+
+
+COMMANDS: dict[str, tuple[str, Callable[[Path, Path], list[str]], tuple[str, ...]]] = {
+    # a run name is one folder name: refused before Hydra creates anything (the cwd stays empty)
+    "name-dotdot": ("run", lambda run, tmp: [*RUN, "name=../../escaped"],
+                    ("name='../../escaped': a run name is one folder name", "climbs out of its root")),
+    "name-absolute": ("run", lambda run, tmp: [*RUN, "name=/abs"], ("name='/abs'", "is an absolute path")),
+    "name-two-components": ("train", lambda run, tmp: [*RUN[:-1], "name=a/b"],
+                            ("name='a/b'", "several path components")),
+    "name-in-a-sweep": ("run", lambda run, tmp: ["-m", *RUN, "name=ok,../x"], ("name='../x'", "climbs out")),
+    # stored CAMs are scored as what they are, or not at all
+    "rescore-another-split": ("evaluate", lambda run, tmp: [f"cams={run / 'cams'}", "eval.split=val"],
+                              ("the store holds the test split ('test'); eval.split=val was asked: re-score it with "
+                               "eval.split=test",)),
+    "rescore-another-render-size": (
+        "evaluate", lambda run, tmp: [f"cams={run / 'cams'}", *RUN_DATA[:-1], "data.render_size=64"],
+        ("image 'test/000000.png' was 32x32 when its CAMs were stored but is 64x64 here",)),
+    # a run dir's results are never replaced by another config's
+    "rerun-finished-with-other-settings": (
+        "run", lambda run, tmp: [f"hydra.run.dir={run}", *RUN, "seed=1", "eval.cam_threshold=0.3"],
+        ("holds a finished run made with other settings (changed: eval.cam_threshold: 0.2 -> 0.3; seed: 0 -> 1); "
+         "it is kept: choose another run name",)),
+    "retrain-over-a-checkpoint": (
+        "run", lambda run, tmp: [f"hydra.run.dir={_unfinished_copy(run, tmp)}", *RUN],
+        ("holds the checkpoint of an earlier training", "continue it with train.resume=auto")),
+}
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_run_commands_refuse_hostile_values(name: str, finished_run: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    module, make_args, fragments = COMMANDS[name]
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    args = make_args(finished_run, tmp_path)
+    if not any(a.startswith(("hydra.run.dir=", "name=")) for a in args):
+        args.append(f"hydra.run.dir={tmp_path / 'out'}")
+    digest = {f: hashlib.sha256((finished_run / f).read_bytes()).hexdigest() for f in KEPT}
+    proc = _wsol(module, *args, cwd=cwd)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("error: "))
+    assert all(f in line for f in fragments), line
+    assert not list(cwd.iterdir())  # nothing written where the command was started
+    assert digest == {f: hashlib.sha256((finished_run / f).read_bytes()).hexdigest() for f in KEPT}
+    assert not (tmp_path / "out" / "metrics.json").exists()

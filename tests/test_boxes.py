@@ -107,24 +107,24 @@ def test_cam_to_box_single_blob_4x5() -> None:
         dtype=np.float64,
     )
     # 5/9 >= 0.2 is kept, 1/9 is not.
-    np.testing.assert_array_equal(cam_to_box(cam), [1, 1, 2, 2])
+    np.testing.assert_array_equal(cam_to_box(cam, 0.2), [1, 1, 2, 2])
     # At 0.1 the two 1-valued pixels join in, as a separate 2-pixel component: the 4-pixel blob still wins.
     np.testing.assert_array_equal(cam_to_box(cam, threshold=0.1), [1, 1, 2, 2])
-    assert cam_to_box(cam).dtype == np.int64
+    assert cam_to_box(cam, 0.2).dtype == np.int64
 
 
 def test_cam_to_box_larger_blob_wins_over_higher_peak_6x8() -> None:
     cam = np.zeros((6, 8))
     cam[0:2, 0] = 10.0  # 2 px, holds the peak
     cam[3:5, 5:7] = 3.0  # 4 px, lower but above 20% of the max
-    np.testing.assert_array_equal(cam_to_box(cam), [5, 3, 6, 4])
+    np.testing.assert_array_equal(cam_to_box(cam, 0.2), [5, 3, 6, 4])
 
 
 def test_cam_to_box_diagonal_pixels_are_connected() -> None:
     cam = np.zeros((6, 8))
     cam[0, 0] = cam[1, 1] = cam[2, 2] = 4.0  # 3 px joined only through corners (8-connectivity)
     cam[5, 6] = cam[5, 7] = 9.0  # 2 px, 4-connected
-    np.testing.assert_array_equal(cam_to_box(cam), [0, 0, 2, 2])
+    np.testing.assert_array_equal(cam_to_box(cam, 0.2), [0, 0, 2, 2])
 
 
 def test_cam_to_box_threshold_is_inclusive() -> None:
@@ -151,7 +151,7 @@ def test_cam_to_box_tie_goes_to_first_in_raster_order() -> None:
         dtype=np.float64,
     )
     # Two 2-pixel components; the right one's first pixel (row 0) comes first in raster order.
-    np.testing.assert_array_equal(cam_to_box(cam), [3, 0, 3, 1])
+    np.testing.assert_array_equal(cam_to_box(cam, 0.2), [3, 0, 3, 1])
 
 
 def test_cam_to_box_min_max_normalises_negative_maps() -> None:
@@ -161,8 +161,8 @@ def test_cam_to_box_min_max_normalises_negative_maps() -> None:
 
 
 def test_cam_to_box_constant_map_is_whole_image() -> None:
-    np.testing.assert_array_equal(cam_to_box(np.full((4, 5), 0.3)), [0, 0, 4, 3])
-    np.testing.assert_array_equal(cam_to_box(np.zeros((2, 7))), [0, 0, 6, 1])
+    np.testing.assert_array_equal(cam_to_box(np.full((4, 5), 0.3), 0.2), [0, 0, 4, 3])
+    np.testing.assert_array_equal(cam_to_box(np.zeros((2, 7)), 0.2), [0, 0, 6, 1])
 
 
 def test_cams_to_boxes_batch_and_errors() -> None:
@@ -170,16 +170,16 @@ def test_cams_to_boxes_batch_and_errors() -> None:
     cams[0, 1, 1] = 1.0
     cams[1, 2:4, 3:5] = 1.0
     cams[2] = 1.0
-    np.testing.assert_array_equal(cams_to_boxes(cams), [[1, 1, 1, 1], [3, 2, 4, 3], [0, 0, 4, 3]])
+    np.testing.assert_array_equal(cams_to_boxes(cams, 0.2), [[1, 1, 1, 1], [3, 2, 4, 3], [0, 0, 4, 3]])
     bad = cams.copy()
     bad[1, 0, 0] = np.nan
     with pytest.raises(ValueError, match="score map 1.*NaN"):
-        cams_to_boxes(bad)
+        cams_to_boxes(bad, 0.2)
     bad[1, 0, 0] = np.inf
     with pytest.raises(ValueError, match="score map 1.*infinite"):
-        cams_to_boxes(bad)
+        cams_to_boxes(bad, 0.2)
     for threshold in (0.0, 1.0, 1.5, -0.2):
         with pytest.raises(ValueError, match=repr(threshold)):
             cams_to_boxes(cams, threshold)
     with pytest.raises(ValueError, match="shape"):
-        cams_to_boxes(cams[0])
+        cams_to_boxes(cams[0], 0.2)

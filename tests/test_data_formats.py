@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import scipy.io
+from omegaconf import OmegaConf
 from PIL import Image
 
+from wsol import CONFIG_DIR
+from wsol.config import COMMON_DATA_KEYS
 from wsol.data.datasets import DATASETS, build_source
 from wsol.data.formats import (
     devkit_ids_to_labels,
@@ -24,6 +28,12 @@ from wsol.data.formats import (
 )
 from wsol.data.images import ImageLoadError
 from wsol.data.metadata import AnnotationError, read_metadata
+
+def _options(name: str, **overrides: Any) -> dict[str, Any]:
+    """The factory options of ``configs/data/<name>.yaml`` (their one home), ``on_error="raise"``, and ``overrides``."""
+    node = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "data" / f"{name}.yaml"))
+    return {**{k: v for k, v in node.items() if k not in COMMON_DATA_KEYS}, "on_error": "raise", **overrides}
+
 
 # Four classes in a deliberately unsorted devkit order: devkit id 1 is the LAST class in sorted order.
 WNIDS = ["n01440764", "n01443537", "n02119789", "n09999999"]
@@ -344,9 +354,11 @@ def test_ilsvrc_factory_formats_agree(tmp_path: Path) -> None:
     (root / "blacklist.txt").write_text("2\n")
     common = dict(split="test", root=root, num_classes=4, blacklist_file="blacklist.txt")
     sources = {
-        "devkit_xml": build_source("ilsvrc", gt_format="devkit_xml", xml_dir=xml_dir, **common),
-        "kaggle": build_source("ilsvrc", gt_format="kaggle", kaggle_csv="LOC_val_solution.csv", synsets="LOC_synset_mapping.txt", **common),
-        "devkit_mat": build_source("ilsvrc", gt_format="devkit_mat", devkit_mat="gt.mat", devkit_meta="map_clsloc.txt", **common),
+        "devkit_xml": build_source("ilsvrc", **_options("ilsvrc", gt_format="devkit_xml", xml_dir=xml_dir, **common)),
+        "kaggle": build_source("ilsvrc", **_options("ilsvrc", gt_format="kaggle", kaggle_csv="LOC_val_solution.csv",
+                                                    synsets="LOC_synset_mapping.txt", **common)),
+        "devkit_mat": build_source("ilsvrc", **_options("ilsvrc", gt_format="devkit_mat", devkit_mat="gt.mat",
+                                                        devkit_meta="map_clsloc.txt", **common)),
     }
     for name, source in sources.items():
         records = source.annotations.records
@@ -354,10 +366,10 @@ def test_ilsvrc_factory_formats_agree(tmp_path: Path) -> None:
         assert [r.size for r in records] == [(500, 375), (50, 40)], name  # read from the headers where absent
         assert source.annotations.blacklist == {"val/ILSVRC2012_val_00000002.JPEG"}, name
         assert source.load(0).size == (500, 375)
-    train = build_source("ilsvrc", split="train", root=root, num_classes=4)
+    train = build_source("ilsvrc", **_options("ilsvrc", split="train", root=root, num_classes=4))
     assert [r.label for r in train.annotations.records] == [0, 1, 2, 3] and train.load(3).size == (8, 6)
     with pytest.raises(FileNotFoundError, match="none of xml_dir"):
-        build_source("ilsvrc", split="test", root=root, num_classes=4)
+        build_source("ilsvrc", **_options("ilsvrc", split="test", root=root, num_classes=4))
 
 
 def test_openimages_factory_checks_masks(tmp_path: Path) -> None:
@@ -372,9 +384,9 @@ def test_openimages_factory_checks_masks(tmp_path: Path) -> None:
     (meta / "image_sizes.txt").write_text("")
     (meta / "localization.txt").write_text("test/c/x.jpg,test/c/x_m.png,test/c/x_ignore.png\n")
     with pytest.raises(AnnotationError, match="x_ignore.png: error: mask file not found"):
-        build_source("openimages", split="test", root=root, num_classes=100)
+        build_source("openimages", **_options("openimages", split="test", root=root, num_classes=100))
     Image.new("L", (10, 8)).save(root / "test" / "c" / "x_ignore.png")
-    source = build_source("openimages", split="test", root=root, num_classes=100)
+    source = build_source("openimages", **_options("openimages", split="test", root=root, num_classes=100))
     assert source.mask_root == root and source.annotations.records[0].size == (10, 8)
 
 
@@ -388,12 +400,12 @@ def test_shared_mini_sets_through_factory(shared_data: Path, subset: str, count:
 
 def test_shared_cub_and_openimages_factories(shared_data: Path) -> None:
     root = shared_data / "wsolevaluation_metadata"
-    cub = build_source("cub", split="test", root=root, metadata_dir="CUB/{split}", num_classes=200, check_files="none")
+    cub = build_source("cub", **_options("cub", split="test", root=root, metadata_dir="CUB/{split}", num_classes=200,
+                                         check_files="none"))
     assert len(cub.annotations) == 5794
-    images = build_source(
+    images = build_source("openimages", **_options(
         "openimages", split="test", root=root, metadata_dir="OpenImages_excerpt/{split}", num_classes=100,
-        on_error="skip", check_files="none",
-    )
+        on_error="skip", check_files="none"))
     assert len(images.annotations) == 217 and len(images.annotations.skipped) == 83
 
 

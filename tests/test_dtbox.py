@@ -116,6 +116,21 @@ def test_dt_box_hand_made_square() -> None:
     assert dt_box(gray, (100, 50, 10)) == dt_box(gray, (30, 90, 150))
 
 
+def test_dt_box_boxes_hole_contours_too() -> None:
+    # Slip caught: findContours with outer contours only (RETR_EXTERNAL) instead of dt_box.cpp's CV_RETR_CCOMP, which
+    # also returns the border of every hole. A square ring: rows/cols 10..49 at 200 with a 20x20 hole at 20..39.
+    # The band is 10 px thick, so its distances are 1..5 and (int)(d * 51 + .5) > 10 keeps all of it: each of the
+    # three thresholds gives the ring itself. Its outer contour's rect is (10, 10, 40, 40) (area 1600); the hole's
+    # contour runs on the ring pixels around it, rows/cols 19..40: rect (19, 19, 22, 22) (area 484).
+    # Sorted by area: O O O H H H. Merge: O erases the next O (1600 > 800) and ++j skips the third O; H overlaps O by
+    # 484 <= 800 and stays; the first H erases the next H (484 > 242) and nothing follows the last one.
+    gray = np.zeros((64, 64), dtype=np.uint8)
+    gray[10:50, 10:50] = 200
+    gray[20:40, 20:40] = 0
+    outer, hole = (10, 10, 40, 40), (19, 19, 22, 22)
+    assert dt_box(gray, (20, 100, 110)) == [outer, outer, hole, hole]  # outer contours only: [outer, outer]
+
+
 def test_dt_box_clamps_like_released_code() -> None:
     gray = np.zeros((30, 30), dtype=np.uint8)
     gray[2:30, 27:30] = 255  # touches the right edge: x = 27 > W - 5 = 25

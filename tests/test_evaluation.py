@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
 
 from conftest import synthetic_source
+from wsol import CONFIG_DIR
+from wsol.config import source_from_cfg
 from wsol.data.datasets import build_source
 from wsol.data.records import ImageRecord
 from wsol.dtbox import dt_box, dt_rects_to_xyxy
@@ -33,6 +36,12 @@ def _settings(protocol: str, topk: int = 3, **kw: Any) -> ProtocolSettings:
                 box_method="exact", tau_policy="oracle", tau=None, tau_folds=2, cam_method="cam",
                 scorecam_batch_size=64)
     return ProtocolSettings(**{**base, **kw})
+
+
+def _wsoleval(interval: float, **kw: Any) -> WsolEvalEvaluator:
+    """A ``WsolEvalEvaluator`` at IoU 30/50/70 with the exact box path and the oracle policy unless ``kw`` says else."""
+    return WsolEvalEvaluator(interval, (30, 50, 70), **{"box_method": "exact", "tau_policy": "oracle", "tau": None,
+                                                        "folds": 2, **kw})
 
 
 def _batch(records: list[ImageRecord], classes: list[list[int]], cams: torch.Tensor,
@@ -70,6 +79,24 @@ def test_paper_localization_golden() -> None:
     ev = PaperLocalizationEvaluator((1, 2), cam_threshold=0.2)
     ev.process(_batch(records, [[5, 3, 3]], torch.stack([dot, blob, blob])[None]))
     assert ev.evaluate()["top2_loc_err"] == 0.0  # the top-2 class carries the blob
+
+
+def test_gt_known_box_comes_from_the_gt_class_cam() -> None:
+    # Slip caught: the GT-known box taken from the top-1 class's CAM (boxes[0]) instead of the GT class's (the last
+    # column). The top-1 class (5) is wrong and its map is a single pixel at (0, 0): box (0, 0, 0, 0), IoU 0 with the
+    # GT box (1, 1, 4, 3). The GT class's (3) map is the blob: box (1, 1, 4, 3), IoU 1. So GT-known loc error is 0
+    # from the right map and 100 from the wrong one.
+    dot = torch.zeros(6, 8)
+    dot[0, 0] = 1.0
+    records = [ImageRecord("a", 3, np.array([[1, 1, 4, 3]], dtype=float), size=(8, 6))]
+    ev = PaperLocalizationEvaluator((1,), cam_threshold=0.2)
+    ev.process(_batch(records, [[5, 3]], torch.stack([dot, _blob_cam()])[None]))
+    out = ev.evaluate()
+    assert out["top1_loc_err"] == 100.0 and out["gt_known_loc_err"] == 0.0
+    row = ev.rows()[0]
+    assert (row["box_x0"], row["box_y0"], row["box_x1"], row["box_y1"]) == (0, 0, 0, 0)
+    assert (row["gt_known_x0"], row["gt_known_y0"], row["gt_known_x1"], row["gt_known_y1"]) == (1, 1, 4, 3)
+    assert row["gt_known_iou"] == 1.0 and row["gt_known_correct"] == 1
 
 
 def test_paper_threshold_changes_the_box() -> None:
@@ -151,7 +178,7 @@ def test_wsoleval_box_in_224_space() -> None:
     cam = torch.zeros(1, 2, 7, 7)
     cam[0, 1, 1, 1] = 1.0
     rec = ImageRecord("a", 2, np.array([[64, 64, 127, 127]], dtype=float), size=(448, 448))
-    ev = WsolEvalEvaluator(0.01, (30, 50, 70), box_method="exact")
+    ev = _wsoleval(0.01, box_method="exact")
     ev.process(_batch([rec], [[4, 2]], cam, [(448, 448)]))
     out = ev.evaluate()
     assert out["maxboxacc"] == 100.0 and ev.curves()["boxacc"]["tau"].shape == (100,)
@@ -175,17 +202,17 @@ def test_fixed_and_crossfold_policies_golden() -> None:
                                                        dtype=float), size=(224, 224)))
         cams.append(_square_cam((cx, cy)))
     batch = _batch(recs, [[0, 0]] * 4, torch.stack([torch.stack([c, c]) for c in cams]), [(224, 224)] * 4)
-    oracle = WsolEvalEvaluator(0.05, (30, 50, 70), box_method="exact")
+    oracle = _wsoleval(0.05, box_method="exact")
     oracle.process(batch)
     curve = oracle.curves()["boxacc"]["boxacc_v1_iou50"]
     ref = oracle.evaluate()
     assert ref["boxacc_at_tau"] == ref["maxboxacc"] == curve.max()
-    fixed = WsolEvalEvaluator(0.05, (30, 50, 70), box_method="exact", tau_policy="fixed", tau=0.95)
+    fixed = _wsoleval(0.05, box_method="exact", tau_policy="fixed", tau=0.95)
     fixed.process(batch)
     assert fixed.evaluate()["boxacc_at_tau"] == curve[19]  # tau 0.95 is grid point 19
     with pytest.raises(ValueError, match="not on the curve's threshold grid"):
-        WsolEvalEvaluator(0.05, (30, 50, 70), tau_policy="fixed", tau=0.333)
-    cross = WsolEvalEvaluator(0.05, (30, 50, 70), box_method="exact", tau_policy="crossfold", folds=2)
+        _wsoleval(0.05, tau_policy="fixed", tau=0.333)
+    cross = _wsoleval(0.05, box_method="exact", tau_policy="crossfold", folds=2)
     cross.process(batch)
     out = cross.evaluate()
     folds = [fold_of(r.image_id, 2) for r in recs]
@@ -193,7 +220,7 @@ def test_fixed_and_crossfold_policies_golden() -> None:
     # independent computation of the crossfold accuracy from per-image curves
     per_image = []
     for i in range(4):
-        one = WsolEvalEvaluator(0.05, (30, 50, 70), box_method="exact")
+        one = _wsoleval(0.05, box_method="exact")
         one.process(_batch([recs[i]], [[0, 0]], batch.cams[i:i + 1], [(224, 224)]))
         per_image.append(one.curves()["boxacc"]["boxacc_v1_iou50"] / 100)
     correct = 0
@@ -208,6 +235,36 @@ def test_fixed_and_crossfold_policies_golden() -> None:
     assert out["tau"] is None and len(out["tau_per_fold"]) == 2
 
 
+def test_crossfold_tau_of_a_fold_never_sees_that_fold() -> None:
+    # Slip caught: a fold's tau chosen on the pooled curve of ALL images (its own included) instead of the other
+    # folds'. The same bump on four images; two GT boxes are the bump's box at tau 0.1 ([37, 37, 171, 171], "large":
+    # right at IoU 0.5 for tau 0.05..0.3 on the 0.05 grid) and two at tau 0.8 ([83, 83, 125, 125], "small": right for
+    # tau 0.7..0.9), never both at one tau (checked below). Fold 0 holds the large boxes, fold 1 the small ones. Each
+    # fold is scored at the other fold's first best tau -- fold 0 at 0.7, fold 1 at 0.05 -- where none of its images
+    # is right: boxacc_at_tau = 0. The pooled curve's first best tau (0.05) would give fold 0 its 2 images: 50.
+    cam = _square_cam((6, 6))
+    large, small = [37, 37, 171, 171], [83, 83, 125, 125]
+    fold0 = [f"img{j}" for j in range(100) if fold_of(f"img{j}", 2) == 0][:2]
+    fold1 = [f"img{j}" for j in range(100) if fold_of(f"img{j}", 2) == 1][:2]
+    recs = [ImageRecord(name, 0, np.array([box], dtype=float), size=(224, 224))
+            for name, box in zip(fold0 + fold1, [large, large, small, small])]
+    batch = _batch(recs, [[0, 0]] * 4, torch.stack([cam, cam]).expand(4, 2, 14, 14).clone(), [(224, 224)] * 4)
+    per_kind = []
+    for rec in (recs[0], recs[2]):
+        one = _wsoleval(0.05, box_method="exact")
+        one.process(_batch([rec], [[0, 0]], batch.cams[:1], [(224, 224)]))
+        per_kind.append(one.curves()["boxacc"]["boxacc_v1_iou50"] > 0)
+    taus = np.round(np.arange(0, 1, 0.05), 2)
+    assert taus[per_kind[0]].tolist() == [0.05, 0.1, 0.15, 0.2, 0.25, 0.3]  # large: right at these taus only
+    assert taus[per_kind[1]].tolist() == [0.7, 0.75, 0.8, 0.85, 0.9]  # small: right at these only
+    cross = _wsoleval(0.05, box_method="exact", tau_policy="crossfold", folds=2)
+    cross.process(batch)
+    out = cross.evaluate()
+    assert out["n_per_fold"] == [2, 2] and out["tau_per_fold"] == pytest.approx([0.7, 0.05])
+    assert out["boxacc_at_tau"] == 0.0
+    assert out["maxboxacc"] == 50.0  # the oracle: either kind at its own tau
+
+
 def test_maxboxacc_v2_is_the_mean_of_per_iou_maxima_each_with_its_own_tau() -> None:
     # Slip caught: V2 as the max over IoU thresholds, or one shared tau. The same bump on two images, one with a
     # large GT box and one with a small one: at IoU 0.3 a low tau fits the large box and a high tau the small one ...
@@ -215,7 +272,7 @@ def test_maxboxacc_v2_is_the_mean_of_per_iou_maxima_each_with_its_own_tau() -> N
     # three IoUs gives 50, the max over IoUs 100.
     rec = ImageRecord("a", 0, np.array([[20, 20, 180, 180]], dtype=float), size=(224, 224))
     cam = _square_cam((6, 6))
-    ev = WsolEvalEvaluator(0.01, (30, 50, 70), box_method="exact")
+    ev = _wsoleval(0.01, box_method="exact")
     rec2 = ImageRecord("b", 0, np.array([[60, 60, 120, 120]], dtype=float), size=(224, 224))
     ev.process(_batch([rec, rec2], [[0, 0], [0, 0]], torch.stack([torch.stack([cam, cam])] * 2), [(224, 224)] * 2))
     out = ev.evaluate()
@@ -236,7 +293,7 @@ class _TinyNet(CAMNet):
         with torch.no_grad():
             conv.weight.copy_(torch.randn(conv.weight.shape, generator=g))
             conv.bias.copy_(torch.randn(6, generator=g))
-        super().__init__(nn.Sequential(conv, nn.ReLU()), nn.Identity(), num_features=6, num_classes=5,
+        super().__init__(nn.Sequential(conv, nn.ReLU()), nn.Identity(), num_features=6, num_classes=5, pool="gap",
                          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
         with torch.no_grad():
             self.classifier.weight.copy_(torch.randn(5, 6, generator=g))
@@ -394,7 +451,9 @@ def test_pxap_through_the_pipeline(tmp_path: Path) -> None:
     from wsol.jobs import _mask_loader
 
     _openimages_fixture(tmp_path)
-    source = build_source("openimages", split="test", root=str(tmp_path), num_classes=3)
+    data = OmegaConf.load(Path(CONFIG_DIR) / "data" / "openimages.yaml")  # the options' one home, as a run reads it
+    data.root, data.num_classes = str(tmp_path), 3
+    source = source_from_cfg(data, "test")
     torch.manual_seed(0)
     model = build_model("small_cnn", num_classes=3, width=4)
     out = evaluate_model(model, source, _settings("wsolevaluation", topk=2), image_size=32, batch_size=2,

@@ -90,7 +90,7 @@ def test_unattributable_problem_raises_even_when_skipping(tmp_path: Path) -> Non
 
 def test_warnings_do_not_fail(tmp_path: Path) -> None:
     folder = _write(tmp_path / "m", class_labels="a/1.jpg,0\na/2.jpg,0\nb/3.jpg,2\nz/9.jpg,1\n")
-    records, problems, _ = collect_metadata(folder, num_classes=3)
+    records, problems, _ = collect_metadata(folder, num_classes=3, box_tolerance=1.0, max_image_pixels=10**8)
     assert len(records) == 3
     assert [(p.severity, p.line) for p in problems] == [("warning", 4)]
     assert len(read_metadata(folder, num_classes=3)) == 3

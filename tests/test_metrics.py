@@ -18,7 +18,8 @@ from pathlib import Path  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from wsol.boxes import box_iou, resize_boxes  # noqa: E402
-from wsol.metrics import BoxAccEvaluator, PxAPEvaluator, apply_threshold_policy  # noqa: E402
+from wsol.metrics import BoxAccEvaluator, PxAPEvaluator  # noqa: E402
+from wsol.metrics.threshold import best_tau, check_tau_policy, crossfold_accuracy, policy_tau  # noqa: E402
 from wsol.metrics.boxacc import (  # noqa: E402
     _numba_available,
     level_boxes,
@@ -93,7 +94,7 @@ def test_quantisation_and_levels_truncate() -> None:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_boxacc_evaluator_hand_counted(method: str) -> None:
-    ev = BoxAccEvaluator(cam_curve_interval=0.25, method=method)
+    ev = BoxAccEvaluator(cam_curve_interval=0.25, iou_thresholds=(30, 50, 70), method=method)
     # map 1, GT [2,2,4,3] (6 px): IoU per tau 6/12, 1, 1, 4/6 -- exactly 0.5 at tau 0 counts (>=)
     # map 2, all zero -> box [0,0,0,0]; GT [0,0,1,1]: IoU 1/4 at every tau
     ev.update([UNIMODAL, np.zeros((4, 5))], [np.array([[2, 2, 4, 3]]), np.array([[0, 0, 1, 1]])])
@@ -115,7 +116,7 @@ def test_iou_exactly_at_the_thresholds_counts(method: str) -> None:
     m = np.zeros((1, 24))
     m[0, 0:19] = 1.0
     gts = [np.array([[0, 0, 5, 0]]), np.array([[0, 0, 9, 0]]), np.array([[0, 0, 13, 0]])]  # IoU .3, .5, .7
-    ev = BoxAccEvaluator(cam_curve_interval=0.5, method=method)
+    ev = BoxAccEvaluator(cam_curve_interval=0.5, iou_thresholds=(30, 50, 70), method=method)
     ev.update([m] * 3, gts)
     curve = ev.curve()
     # >= at every threshold (wsolevaluation's np.where(iou >= t / 100)): 0.3 >= .3, 0.5 >= .5, 0.7 >= .7
@@ -143,7 +144,7 @@ def test_maxboxacc_v2_is_the_mean_of_per_iou_maxima_each_at_its_own_tau(method: 
     wide, narrow = np.array([[10, 1, 30, 2]]), np.array([[18, 1, 22, 2]])
     # IoU over the taus (same heights, so widths): wide GT 21/21, 13/21, 9/21, 5/21 = 1, .62, .43, .24;
     # narrow GT 5/21, 5/13, 5/9, 5/5 = .24, .38, .56, 1.
-    ev = BoxAccEvaluator(cam_curve_interval=0.25, method=method)
+    ev = BoxAccEvaluator(cam_curve_interval=0.25, iou_thresholds=(30, 50, 70), method=method)
     ev.update([m, m], [wide, narrow])
     curve = ev.curve()
     np.testing.assert_array_equal(curve["boxacc_v2_iou30"], [50, 100, 100, 50])  # wide: taus 0-2; narrow: 1-3
@@ -166,7 +167,7 @@ def test_v1_keeps_the_largest_contour_v2_every_contour(method: str) -> None:
     m[1:7, 1:7] = 0.8  # big blob, contour area 25
     m[8, 9:11] = 1.0  # small blob (2 px, area 0)
     small = np.array([[9, 8, 11, 9]])  # its box: x + w = 11, y + h = 9
-    ev = BoxAccEvaluator(cam_curve_interval=0.5, method=method)
+    ev = BoxAccEvaluator(cam_curve_interval=0.5, iou_thresholds=(30, 50, 70), method=method)
     ev.update([m], [small])
     out = ev.compute()
     # tau 0 and 0.5 (levels 0, 127) keep both blobs: V1 takes the big one (IoU 0), V2 finds the small one.
@@ -268,7 +269,7 @@ def test_fast_path_identical_on_a_sparse_set_of_levels() -> None:
         m = 0.9 * m
         gt = _random_gt(rng, *m.shape)
         for method in ("exact", "fast"):
-            ev = BoxAccEvaluator(cam_curve_interval=0.01, method=method)
+            ev = BoxAccEvaluator(cam_curve_interval=0.01, iou_thresholds=(30, 50, 70), method=method)
             ev.update([m], [gt])
             if method == "exact":
                 expected = ev.curve()
@@ -418,12 +419,38 @@ def test_pxap_hand_counted() -> None:
 
 
 # -------------------------------------------------------------------------------------- threshold policy
-def test_threshold_policy_bookkeeping() -> None:
-    test = {"tau": np.array([0.0, 0.5]), "boxacc_v1_iou50": np.array([40.0, 60.0])}
-    heldout = {"tau": np.array([0.0, 0.5]), "boxacc_v1_iou50": np.array([70.0, 30.0])}
-    out = apply_threshold_policy(test, heldout_curve=heldout)
-    assert out == {"oracle_upper_bound": 60.0, "oracle_tau": 0.5, "boxacc_at_tau": 40.0, "tau": 0.0, "tau_source": "heldout"}
-    assert apply_threshold_policy(test, tau=0.5)["boxacc_at_tau"] == 60.0
-    assert apply_threshold_policy(test)["tau_source"] == "oracle (upper bound)"
-    with pytest.raises(ValueError, match="grid"):
-        apply_threshold_policy(test, tau=0.2)
+def test_threshold_policies_on_hand_made_curves() -> None:
+    # Grid 0, .25, .5, .75. Test split: 40 60 60 10 (first best tau .25); held-out split: 70 30 80 80 (first best .5).
+    grid = np.array([0.0, 0.25, 0.5, 0.75])
+    test = {"tau": grid, "boxacc_v1_iou50": np.array([40.0, 60.0, 60.0, 10.0])}
+    heldout = {"tau": grid, "boxacc_v1_iou50": np.array([70.0, 30.0, 80.0, 80.0])}
+    key = "boxacc_v1_iou50"
+    assert best_tau(test, key) == (0.25, 60.0)  # the first of the tied maxima
+    assert policy_tau("oracle", test, key, tau=None, heldout_curve=None) == 0.25
+    assert policy_tau("fixed", test, key, tau=0.75, heldout_curve=None) == 0.75
+    assert policy_tau("heldout", test, key, tau=None, heldout_curve=heldout) == 0.5
+    check_tau_policy("fixed", tau=0.75, heldout_curve=None, folds=2, grid=grid)
+    for policy, kw, match in (("fixed", {"tau": 0.2}, "not on the curve's threshold grid"),
+                              ("fixed", {}, "needs eval.tau"),
+                              ("heldout", {}, "needs the held-out split's curve"),
+                              ("heldout", {"heldout_curve": {"tau": grid[:3], key: grid[:3]}}, "different threshold grids"),
+                              ("crossfold", {"folds": 1}, "tau_folds must be >= 2"),
+                              ("best", {}, "expected one of")):
+        with pytest.raises(ValueError, match=match):
+            check_tau_policy(policy, **{"tau": None, "heldout_curve": None, "folds": 2, **kw}, grid=grid)
+
+
+def test_crossfold_reads_each_fold_at_the_other_folds_tau() -> None:
+    # Three folds on the grid 0, .5: correct images per tau are fold 0 (2 images): 2 0; fold 1 (4 images): 1 3;
+    # fold 2 (4 images): 0 4. Fold 0 reads the pooled counts of folds 1+2 (1 7): tau .5, 0 right. Fold 1: folds 0+2
+    # (2 4): tau .5, 3 right. Fold 2: folds 0+1 (3 3): the first maximum, tau 0, 0 right. 3 of 10 images: 30 %.
+    # (Each fold's own curve included, fold 2 would pool 3 7 and read tau .5, 4 right: 70 %.)
+    grid = np.array([0.0, 0.5])
+    counts, n = [[2, 0], [1, 3], [0, 4]], [2, 4, 4]
+    curves = [{"tau": grid, "k": 100.0 * np.array(c) / m} for c, m in zip(counts, n)]
+    accuracy, taus = crossfold_accuracy(curves, n, "k")
+    assert accuracy == 30.0 and taus == [0.5, 0.5, 0.0]
+    with pytest.raises(ValueError, match="use fewer folds"):
+        crossfold_accuracy(curves[:1], n[:1], "k")
+    with pytest.raises(ValueError, match="use fewer folds"):
+        crossfold_accuracy(curves, [2, 0, 4], "k")

@@ -493,4 +493,4 @@ def test_last_stage_is_refused_where_undefined(name: str) -> None:
 
 def test_unknown_last_stage_name_fails_at_construction() -> None:
     with pytest.raises(AttributeError, match="layer5"):
-        CAMNet(nn.Sequential(nn.Conv2d(3, 4, 1)), nn.Identity(), 4, 2, last_stage=("layer5",))
+        CAMNet(nn.Sequential(nn.Conv2d(3, 4, 1)), nn.Identity(), 4, 2, "gap", last_stage=("layer5",))

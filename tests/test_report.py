@@ -195,7 +195,7 @@ def test_readme_report_commands_are_safe() -> None:
             pytest.fail(f"README command would write into the committed results/: {line.strip()}")
 
 
-@pytest.mark.parametrize("module", ["wsol.report", "wsol.visualize"])
+@pytest.mark.parametrize("module", ["wsol.report", "wsol.report.visualize_cli"])
 def test_help_imports_neither_torch_nor_matplotlib(module: str) -> None:
     code = (f"import sys\nfrom {module} import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "heavy = sorted(m for m in ('torch', 'matplotlib') if m in sys.modules)\nprint('HEAVY', heavy)\n")
@@ -222,7 +222,7 @@ def test_format_summary_lists_present_metrics() -> None:
 
 
 def test_summary_headline_heldout() -> None:
-    text = format_summary({**WSOL_ROW, "tau_policy": "heldout", "tau": 0.165, "tau_source": "heldout",
+    text = format_summary({**WSOL_ROW, "tau_policy": "heldout", "tau": 0.165,
                            "boxacc_at_tau": 31.3333})
     lines = _lines(text)
     assert lines[0].split()[:2] == ["boxacc_at_tau", "31.33"]  # the policy's number leads
@@ -232,7 +232,7 @@ def test_summary_headline_heldout() -> None:
 
 
 def test_summary_headline_fixed() -> None:
-    text = format_summary({**WSOL_ROW, "tau_policy": "fixed", "tau": 0.2, "tau_source": "fixed",
+    text = format_summary({**WSOL_ROW, "tau_policy": "fixed", "tau": 0.2,
                            "boxacc_at_tau": 28.5})
     lines = _lines(text)
     assert lines[0].split()[:2] == ["boxacc_at_tau", "28.50"]
@@ -241,7 +241,7 @@ def test_summary_headline_fixed() -> None:
 
 
 def test_summary_headline_oracle_is_labelled_upper_bound() -> None:
-    text = format_summary({**WSOL_ROW, "tau_policy": "oracle", "tau": 0.169, "tau_source": "oracle (upper bound)",
+    text = format_summary({**WSOL_ROW, "tau_policy": "oracle", "tau": 0.169,
                            "boxacc_at_tau": 31.6667})
     lines = _lines(text)
     assert lines[0].split()[:2] == ["maxboxacc", "31.67"]

@@ -1,5 +1,6 @@
 """CAM store: sharded fp16 round trip, bounded-memory reading, incomplete / corrupt stores, resume from the finished
-shards, fp16 overflow, wsolevaluation score-map export, and re-scoring stored CAMs against the network."""
+shards, fp16 overflow, wsolevaluation score-map export, re-scoring stored CAMs against the network, and what must not
+give a number: a duplicated shard, images of another size than the stored frames, a full disk mid-store."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 from conftest import synthetic_source
 from wsol.data.datasets import build_source
 from wsol.evaluation import ProtocolSettings, evaluate_model, rescore_store
-from wsol.evaluation.store import CAMStore, CAMStoreWriter, check_matches, export_wsoleval_scoremaps
+from wsol.evaluation.store import CAMStore, CAMStoreWriter, check_matches, export_wsoleval_scoremaps, records_digest
 from wsol.models import build_model
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -260,7 +261,6 @@ def test_resume_continues_from_the_journaled_shards(tmp_path: Path) -> None:
 
 def test_check_matches_refuses_other_data() -> None:
     from wsol.data.records import ImageRecord
-    from wsol.evaluation.store import records_digest
 
     recs = [ImageRecord("a.jpg", 0), ImageRecord("b.jpg", 1)]
     meta = {"dataset": "toy", "split": "test", **records_digest(recs)}
@@ -314,3 +314,91 @@ def test_rescoring_with_a_smaller_topk_reads_the_gt_map_from_the_last_column(tmp
     assert k1["top1_loc_err"] == k3["top1_loc_err"] and k1["top1_cls_err"] == k3["top1_cls_err"]
     with pytest.raises(ValueError, match="holds the top-3 classes"):
         rescore_store(stored, source, _settings("paper", topk=4))
+
+
+# ----------------------------------------------------------------------------- duplicated shards, other frames
+def test_a_duplicated_shard_is_refused_naming_both_files(tmp_path: Path) -> None:
+    import shutil
+
+    store_dir = tmp_path / "s"
+    _write(store_dir, [_batch(0, 6, 0)], shard_size=4)  # shards of 4 + 2
+    index_path = store_dir / "index.json"
+    good = json.loads(index_path.read_text())
+    # a copy of shard 0 added to the index: n would count its 4 images twice
+    shutil.copy(store_dir / "shard_r000_00000.pt", store_dir / "shard_r000_00002.pt")
+    first = good["shards"][0]
+    index_path.write_text(json.dumps({**good, "num_images": 10, "shards": [*good["shards"],
+                                                                           {**first, "file": "shard_r000_00002.pt"}]}))
+    with pytest.raises(ValueError, match=r"image index 0 is stored in both shard_r000_00000.pt and "
+                                         r"shard_r000_00002.pt .*scored twice"):
+        list(CAMStore(store_dir).iter_batches())
+    with pytest.raises(ValueError, match="stored in both"):
+        CAMStore(store_dir).read_indices()  # the score-map export's reader too
+    # the same shard listed twice: refused on opening
+    index_path.write_text(json.dumps({**good, "num_images": 10, "shards": [*good["shards"], first]}))
+    with pytest.raises(ValueError, match=r"index.json: shard shard_r000_00000.pt is listed twice"):
+        CAMStore(store_dir)
+
+
+def test_a_duplicated_shard_in_an_incomplete_store_is_refused_on_resume(tmp_path: Path) -> None:
+    import shutil
+
+    with pytest.raises(RuntimeError):
+        with CAMStoreWriter(tmp_path / "s", shard_size=4, meta=META) as writer:
+            writer.add(*_batch(0, 4, 0))
+            raise RuntimeError("killed")
+    journal = tmp_path / "s" / "journal_r000.json"
+    copy = tmp_path / "s" / "journal_r001.json"  # another rank's journal claiming the same shard
+    shutil.copy(journal, copy)
+    with pytest.raises(ValueError, match=r"journal_r001.json: shard shard_r000_00000.pt is journaled twice"):
+        CAMStoreWriter(tmp_path / "s", shard_size=4, meta=META, resume=True)
+    entry = json.loads(journal.read_text())  # ... or a copy of the shard under another name
+    shutil.copy(tmp_path / "s" / "shard_r000_00000.pt", tmp_path / "s" / "shard_r001_00000.pt")
+    copy.write_text(json.dumps({**entry, "shards": [{**entry["shards"][0], "file": "shard_r001_00000.pt"}]}))
+    with pytest.raises(ValueError, match=r"image index 0 is stored in both shard_r000_00000.pt and shard_r001_00000"):
+        CAMStoreWriter(tmp_path / "s", shard_size=4, meta=META, resume=True)
+
+
+def test_rescoring_against_images_of_another_size_is_refused_naming_one(tmp_path: Path) -> None:
+    # the same ids and labels rendered at 64 px (data.render_size=64, or a resized copy): the stored maps belong to
+    # the 32 px frame, the boxes to the 64 px one
+    torch.manual_seed(0)
+    model = build_model("small_cnn", num_classes=4, width=4)
+    source = synthetic_source("test", 8, 4, render_size=32)
+    evaluate_model(model, source, _settings("paper"), image_size=32, batch_size=4, num_workers=0,
+                   device=torch.device("cpu"), store=CAMStoreWriter(tmp_path / "cams", meta={"topk": 3}))
+    bigger = synthetic_source("test", 8, 4, render_size=64)
+    check_matches(records_digest(source.annotations.records), bigger.annotations.records, "s")  # ids, labels agree
+    with pytest.raises(ValueError, match=r"image 'test/000000.png' was 32x32 when its CAMs were stored but is 64x64 "
+                                         r"here \(another data.render_size or a resized copy\?\)"):
+        rescore_store(CAMStore(tmp_path / "cams"), bigger, _settings("paper"))
+    assert rescore_store(CAMStore(tmp_path / "cams"), source, _settings("paper")).metrics["n_images"] == 8
+
+
+def test_disk_full_while_writing_a_shard_keeps_the_finished_ones(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import wsol.evaluation.store as store_module
+
+    real, count = store_module.atomic_torch_save, [0]
+
+    def full_on_the_second(obj: Any, path: Path) -> None:
+        count[0] += 1
+        if count[0] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(obj, path)
+
+    monkeypatch.setattr(store_module, "atomic_torch_save", full_on_the_second)
+    writer = CAMStoreWriter(tmp_path / "s", shard_size=4, meta=META)
+    with pytest.raises(OSError) as raised:
+        writer.add(*_batch(0, 8, 0))
+    assert raised.value.filename == str(tmp_path / "s" / "shard_r000_00001.pt")
+    assert raised.value.__notes__ == [f"1 finished CAM shard(s) are kept in {tmp_path / 's'}; the same command in "
+                                      "this run dir continues from them (eval.resume=true)"]
+    monkeypatch.setattr(store_module, "atomic_torch_save", real)
+    resumed = CAMStoreWriter(tmp_path / "s", shard_size=4, meta=META, resume=True)
+    assert resumed.done_indices == {0, 1, 2, 3}  # the journal lists the finished shard only
+    resumed.add(*[t[4:] for t in _batch(0, 8, 0)])
+    resumed.close()
+    assert len(CAMStore(tmp_path / "s")) == 8

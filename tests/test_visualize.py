@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +17,10 @@ from PIL import Image
 
 from wsol.report import FAILURE_CATEGORIES
 from wsol.report import main as report_main
+from wsol.report.overlays import select_predictions
+from wsol.report.visualize_cli import main
 from wsol.visualize import (BoxAccCurves, OverlayPanel, draw_boxacc_curves, draw_failure_breakdown,
-                            draw_overlay_grid, figure_to_array, main, render_overlay, select_predictions)
+                            draw_overlay_grid, figure_to_array, render_overlay)
 
 
 def _red(rgb: np.ndarray) -> int:
@@ -231,7 +235,7 @@ def test_report_overlays_and_failures_of_a_run(run_dir: Path, tmp_path: Path) ->
 
 
 def test_overlay_panels_from_the_run(run_dir: Path) -> None:
-    from wsol.visualize import load_overlay_panels
+    from wsol.report.overlays import load_overlay_panels
 
     pred = pd.read_csv(run_dir / "predictions.csv", dtype={"gt_boxes": str})
     panels, notes = load_overlay_panels(run_dir, pred)
@@ -250,3 +254,12 @@ def test_overlay_panels_from_the_run(run_dir: Path) -> None:
     known, _ = load_overlay_panels(run_dir, pred.head(1), which="gt_known")
     gt_known_box = pred.loc[0, ["gt_known_x0", "gt_known_y0", "gt_known_x1", "gt_known_y1"]].tolist()
     assert known[0].note == "" and known[0].pred_box.tolist() == gt_known_box
+
+
+def test_drawing_does_not_import_the_report_or_the_config() -> None:
+    # the report draws through wsol.visualize, never the other way round (no import circle)
+    code = ("import sys, wsol.visualize as v; print(sorted(m for m in sys.modules if m.startswith(('wsol.report', "
+            "'wsol.config'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]"
+

@@ -12,9 +12,11 @@ Conventions, stated once here (they match ``wsol.data.records``):
 Public API:
     * ``box_iou(a[N,4], b[M,4]) -> [N,M]`` float64, the devkit's "+1" IoU.
     * ``resize_boxes(boxes[N,4], from_size, to_size, *, truncate) -> [N,4]``.
-    * ``cam_to_box(cam[H,W], threshold=0.2) -> [4]`` int64, the CAM paper's rule (min-max normalise with
-      ``wsol.cam.normalize_cams``, keep ``>= threshold``, bounding box of the largest 8-connected component).
-    * ``cams_to_boxes(cams[N,H,W], threshold=0.2) -> [N,4]`` int64, the same for a batch.
+    * ``cam_to_box(cam[H,W], threshold) -> [4]`` int64, the CAM paper's rule (min-max normalise with
+      ``wsol.cam.normalize_cams``, keep ``>= threshold``, bounding box of the largest 8-connected component);
+      the paper's 0.2 is ``eval.cam_threshold`` (``configs/eval/default.yaml``).
+    * ``cams_to_boxes(cams[N,H,W], threshold) -> [N,4]`` int64, the same for a batch.
+    * ``classify_failure(pred_box[4], gt_boxes[N,4]) -> str``: why a right-class box misses (``FAILURE_CATEGORIES``).
 
 The wsolevaluation box rule (strict ``>`` on an 8-bit map, contours, ``x + w``) and the authors' released
 ``dt_box`` rule are different and live in ``wsol.metrics.boxacc`` and ``wsol.dtbox``. This module needs no torch.
@@ -28,7 +30,11 @@ import numpy as np
 
 from wsol.cam import normalize_cams
 
-__all__ = ["box_iou", "cam_to_box", "cams_to_boxes", "resize_boxes"]
+__all__ = ["FAILURE_CATEGORIES", "box_iou", "cam_to_box", "cams_to_boxes", "classify_failure", "resize_boxes"]
+
+#: Top-1 localization failure categories, in the order they are tested: ``wrong_class`` from the classes, the others
+#: by ``classify_failure`` from the boxes.
+FAILURE_CATEGORIES = ("wrong_class", "several_instances", "too_large", "too_small", "misplaced")
 
 # 8-connectivity: diagonal neighbours join a component (the paper does not say; 8-connectivity is what
 # OpenCV contour tracing, used by every released WSOL evaluation, treats as connected).
@@ -142,7 +148,7 @@ def _one_cam_to_box(cam: np.ndarray, threshold: float, index: int | None) -> np.
     return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.int64)
 
 
-def cam_to_box(cam: np.ndarray, threshold: float = 0.2) -> np.ndarray:
+def cam_to_box(cam: np.ndarray, threshold: float) -> np.ndarray:
     """The CAM paper's box: bounding box of the largest connected region above a fraction of the max.
 
     The map is min-max normalised (``normalize_cams(cam, "minmax")``); pixels with normalised value
@@ -152,7 +158,8 @@ def cam_to_box(cam: np.ndarray, threshold: float = 0.2) -> np.ndarray:
 
     Args:
         cam: ``[H, W]`` real-valued score map (any sign; the normalisation removes the offset).
-        threshold: fraction of the normalised range, in the open interval ``(0, 1)``; the paper uses 0.2.
+        threshold: fraction of the normalised range, in the open interval ``(0, 1)`` (``eval.cam_threshold``; the
+            paper uses 0.2).
 
     Returns:
         int64 ``[4]`` box ``xyxy``, inclusive pixels, in the map's pixel grid. A constant map (max == min)
@@ -165,7 +172,7 @@ def cam_to_box(cam: np.ndarray, threshold: float = 0.2) -> np.ndarray:
     return _one_cam_to_box(np.asarray(cam), threshold, None)
 
 
-def cams_to_boxes(cams: np.ndarray, threshold: float = 0.2) -> np.ndarray:
+def cams_to_boxes(cams: np.ndarray, threshold: float) -> np.ndarray:
     """``cam_to_box`` for a batch of maps.
 
     Args:
@@ -187,3 +194,65 @@ def cams_to_boxes(cams: np.ndarray, threshold: float = 0.2) -> np.ndarray:
     for i, cam in enumerate(cams):
         out[i] = _one_cam_to_box(cam, threshold, i)
     return out
+
+
+# ------------------------------------------------------------------------------------------- failures
+def _areas(boxes: np.ndarray) -> np.ndarray:
+    """Areas of ``[N, 4]`` boxes under the inclusive-pixel convention of ``box_iou``."""
+    return (boxes[:, 2] - boxes[:, 0] + 1.0) * (boxes[:, 3] - boxes[:, 1] + 1.0)
+
+
+def _intersections(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Intersection areas of one box with ``[N, 4]`` boxes, inclusive pixels (as ``box_iou``)."""
+    w = np.maximum(0.0, np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]) + 1.0)
+    h = np.maximum(0.0, np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]) + 1.0)
+    return w * h
+
+
+def classify_failure(pred_box: np.ndarray, gt_boxes: np.ndarray) -> str:
+    """Why a right-class top-1 guess failed to localize (its box has IoU < 0.5 with every GT box).
+
+    With ``P`` the predicted box, ``G_1..G_n`` the GT boxes of the class (xyxy, inclusive pixels, areas
+    ``(x1 - x0 + 1) * (y1 - y0 + 1)``), ``cover_i = |P ∩ G_i| / |G_i|`` and ``G*`` the GT box of highest
+    IoU with ``P`` (the first on ties), the first rule that holds names the failure:
+
+    1. ``several_instances``: ``n >= 2`` and ``cover_i >= 0.5`` for at least two GT boxes — the box
+       holds at least half of each of two instances (it merged them);
+    2. ``too_large``: ``|P ∩ G*| / |G*| >= 0.5`` and ``|P| > |G*|`` — it holds most of the object but is
+       bigger;
+    3. ``too_small``: ``|P ∩ G*| / |P| >= 0.5`` and ``|P| < |G*|`` — it lies mostly inside the object but
+       is smaller (the typical CAM failure: only the discriminative part);
+    4. ``misplaced``: anything else (mostly outside every GT box, or overlapping one partly without
+       holding most of it or lying mostly inside it).
+
+    ``wrong_class`` (the top-1 class is not a class of the image) is decided before, from the classes, by the caller
+    (``wsol.report.failure_categories``). All ``>=`` are inclusive: exactly half counts.
+
+    Args:
+        pred_box: ``[4]`` the top-1 box.
+        gt_boxes: ``[N, 4]`` with ``N >= 1``.
+
+    Returns:
+        One of ``FAILURE_CATEGORIES[1:]``.
+
+    Raises:
+        ValueError: no GT box, or shapes other than ``[4]`` / ``[N, 4]``.
+    """
+    pred = np.asarray(pred_box, dtype=np.float64).reshape(-1)
+    gts = np.asarray(gt_boxes, dtype=np.float64)
+    if pred.shape != (4,) or gts.ndim != 2 or gts.shape[1] != 4:
+        raise ValueError(f"classify_failure: expected pred_box [4] and gt_boxes [N, 4], got "
+                         f"{np.shape(pred_box)} and {np.shape(gt_boxes)}")
+    if len(gts) == 0:
+        raise ValueError("classify_failure: no GT box to compare with")
+    inter = _intersections(pred, gts)
+    gt_area = _areas(gts)
+    pred_area = float(_areas(pred[None])[0])
+    if len(gts) >= 2 and int((inter >= 0.5 * gt_area).sum()) >= 2:
+        return "several_instances"
+    best = int(np.argmax(box_iou(pred, gts)[0]))
+    if inter[best] >= 0.5 * gt_area[best] and pred_area > gt_area[best]:
+        return "too_large"
+    if inter[best] >= 0.5 * pred_area and pred_area < gt_area[best]:
+        return "too_small"
+    return "misplaced"

@@ -47,13 +47,13 @@ def compute_cams(features: torch.Tensor, fc_weight: torch.Tensor, classes: torch
     return torch.einsum("bkhw,bjk->bjhw", features, weights)
 
 
-def cam_classes(logits: torch.Tensor, labels: torch.Tensor, topk: int = 5) -> torch.Tensor:
+def cam_classes(logits: torch.Tensor, labels: torch.Tensor, topk: int) -> torch.Tensor:
     """The classes whose CAMs are needed: the ``topk`` predictions (best first) then the GT class.
 
     Args:
         logits: ``[B, C]``.
         labels: int64 ``[B]`` ground-truth classes.
-        topk: number of predicted classes (clamped to C).
+        topk: number of predicted classes (``cam.topk``; clamped to C).
 
     Returns:
         int64 ``[B, min(topk, C) + 1]``.

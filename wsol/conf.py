@@ -3,9 +3,11 @@
 The schemas give every config group its keys and types — and no values: every default lives once, in
 ``configs/*.yaml``. Composed onto a schema, an unknown key (``eval.protocl=paper``, a typo in an experiment file) or
 a value of the wrong type (``eval.protocol=papr``, ``train.epochs=ten``) is an error at composition, before any work.
-Choices are Enums, so the message lists the valid values. The optimizer is chosen by config with Hydra's
-``_target_`` (``configs/train/optimizer/*.yaml``) and instantiated by the entry point; the data node's keys are
-checked against the selected dataset factory's signature (``wsol.config``) since each dataset has its own options.
+Choices are Enums built from the library's own tuples (``wsol.choices``), so the message lists the valid values. The
+optimizer is chosen by config with Hydra's ``_target_`` (``configs/train/optimizer/*.yaml``) and instantiated by the
+entry point; the data node's keys are checked against the selected dataset factory's signature (``wsol.config``)
+since each dataset has its own options. The argparse tools (``wsol-score``, ``wsol-prepare``) read their defaults
+from the same YAML files (``yaml_default``), so that a value has one home for them too.
 
 Run directories (``configs/hydra/default.yaml``): ``outputs/<task>/<name>`` when ``name`` is set (a stable place that
 ``train.resume=auto`` and re-launched sweeps find again), the run dir of ``train.resume=PATH`` when it names one,
@@ -21,61 +23,29 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from wsol import CONFIG_DIR
+from wsol.choices import BOX_METHODS, CAM_METHODS, POOLS, PROTOCOLS, RECIPES, SCHEDULE_UNITS, SCHEDULES, TAU_POLICIES
 
 __all__ = ["RunSchema", "TrainRootSchema", "EvaluateSchema", "Protocol", "CamMethod", "TauPolicy", "BoxMethod", "Pool",
-           "Recipe", "Schedule", "ScheduleUnit", "register_configs", "run_dir_for"]
+           "Recipe", "Schedule", "ScheduleUnit", "register_configs", "run_dir_for", "yaml_default"]
 
 
-class Protocol(Enum):
-    paper = "paper"
-    wsolevaluation = "wsolevaluation"
-    cam16_heuristics = "cam16_heuristics"
+def _choice(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """An Enum whose members are ``values`` (name = value), so a composed config holds e.g. ``Protocol.paper``."""
+    return Enum(name, {v: v for v in values}, module=__name__, qualname=name)
 
 
-class CamMethod(Enum):  # wsol.posthoc.CAM_METHODS
-    cam = "cam"
-    gradcam = "gradcam"
-    gradcampp = "gradcampp"
-    xgradcam = "xgradcam"
-    layercam = "layercam"
-    scorecam = "scorecam"
-    center = "center"
-
-
-class TauPolicy(Enum):
-    oracle = "oracle"
-    fixed = "fixed"
-    heldout = "heldout"
-    crossfold = "crossfold"
-
-
-class BoxMethod(Enum):
-    auto = "auto"
-    exact = "exact"
-    fast = "fast"
-
-
-class Pool(Enum):
-    gap = "gap"
-    gmp = "gmp"
-
-
-class Recipe(Enum):
-    full = "full"
-    last_stage = "last_stage"
-    head = "head"
-    linear_svm = "linear_svm"
-
-
-class Schedule(Enum):
-    step = "step"
-    cosine = "cosine"
-    constant = "constant"
-
-
-class ScheduleUnit(Enum):
-    epoch = "epoch"
-    iter = "iter"
+# The choices are the library's own tuples (``wsol.choices``), written once: OmegaConf lists them in its message.
+Protocol = _choice("Protocol", PROTOCOLS)
+CamMethod = _choice("CamMethod", CAM_METHODS)
+TauPolicy = _choice("TauPolicy", TAU_POLICIES)
+BoxMethod = _choice("BoxMethod", BOX_METHODS)
+Pool = _choice("Pool", POOLS)
+Recipe = _choice("Recipe", RECIPES)
+Schedule = _choice("Schedule", SCHEDULES)
+ScheduleUnit = _choice("ScheduleUnit", SCHEDULE_UNITS)
 
 
 @dataclass
@@ -187,8 +157,22 @@ class EvaluateSchema(_Common):
     cams: Optional[str] = MISSING
 
 
+def _check_name(name: Optional[str]) -> None:
+    from wsol.config import run_name_problem  # noqa: PLC0415  (the one rule; config imports this module lazily)
+
+    problem = run_name_problem(name)
+    if problem is not None:
+        raise ValueError(problem)
+
+
 def run_dir_for(task_name: str, name: Optional[str], resume: Optional[str], timestamp: str) -> str:
-    """The run directory (module docstring); ``train.resume=PATH`` to a run dir or a checkpoint inside one wins."""
+    """The run directory (module docstring); ``train.resume=PATH`` to a run dir or a checkpoint inside one wins.
+
+    Raises:
+        ValueError: a ``name`` that is not one folder name (``wsol.config.run_name_problem``), before Hydra creates
+            the directory.
+    """
+    _check_name(name)
     if resume not in (None, "", "auto"):
         path = Path(str(resume))
         if path.is_dir():
@@ -198,6 +182,27 @@ def run_dir_for(task_name: str, name: Optional[str], resume: Optional[str], time
     if name:
         return f"outputs/{task_name}/{name}"
     return f"outputs/{task_name}/{timestamp}"
+
+
+def yaml_default(config: str, key: str) -> Any:
+    """The value ``key`` has in ``configs/<config>.yaml``: the default of an argparse tool's option.
+
+    The Hydra apps compose these files; ``wsol-score`` and ``wsol-prepare`` take the same settings as options and read
+    their defaults here, so each value is written in one place (e.g. ``yaml_default("eval/default",
+    "cam_curve_interval")``).
+
+    Raises:
+        KeyError: the file has no such key (a renamed setting must not silently lose its default).
+    """
+    absent = object()
+    node = OmegaConf.load(Path(CONFIG_DIR) / f"{config}.yaml")
+    try:
+        value = OmegaConf.select(node, key, default=absent, throw_on_missing=True)
+    except MissingMandatoryValue:  # "???": required, so it has no default
+        value = absent
+    if value is absent:
+        raise KeyError(f"configs/{config}.yaml has no value for {key!r}")
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
 _registered = False
@@ -216,6 +221,6 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("wsol_run_dir", run_dir_for)
     if not OmegaConf.has_resolver("wsol_sweep_dir"):
         OmegaConf.register_new_resolver(
-            "wsol_sweep_dir", lambda task, name, timestamp: f"multirun/{task}/{name or timestamp}")
+            "wsol_sweep_dir", lambda task, name, timestamp: _check_name(name) or f"multirun/{task}/{name or timestamp}")
     _registered = True
 

@@ -53,6 +53,16 @@ def data_option_problems(data: DictConfig) -> list[str]:
                 "data.kwargs.<option>)" if key == "kwargs" else "")
         problems.append(f"data.{key}: dataset {data.name!r} has no option {key!r}{hint}; its options are: "
                         f"{', '.join(known) or 'none'}")
+    import inspect
+
+    from wsol.data.datasets import DATASETS, INTERFACE_ARGUMENTS
+
+    # the factories take their options as required arguments (their defaults live in configs/data/<name>.yaml)
+    required = [p.name for p in inspect.signature(DATASETS.get(data.name)).parameters.values()
+                if p.default is inspect.Parameter.empty and p.name not in INTERFACE_ARGUMENTS
+                and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    problems += [f"data.{n}: dataset {data.name!r} needs it (configs/data/{data.name}.yaml sets every option)"
+                 for n in required if n not in data and n not in COMMON_DATA_KEYS]
     return problems
 
 
@@ -181,10 +191,28 @@ def _range(problems: list[str], name: str, x: Any, lo: float, hi: float, *, lo_o
         problems.append(f"{name}={x!r}: must lie in {interval}")
 
 
+def run_name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot be a run name, or None: the run dir is ``outputs/<task>/<name>`` (``wsol.conf``), so a name
+    is one folder name — ``../../x`` would write outside ``outputs/``, ``/abs`` would be rewritten to
+    ``outputs/<task>/abs``."""
+    if name is None:
+        return None
+    from wsol.io import unsafe_path_reason
+
+    text = str(name)
+    reason = unsafe_path_reason(text) or ("has several path components ('/')" if "/" in text else None)
+    if reason is None:
+        return None
+    return f"name={text!r}: a run name is one folder name (the run dir is outputs/<task>/<name>); it {reason}"
+
+
 def check_values(cfg: DictConfig) -> list[str]:
     """Range and consistency checks of every value the run will use (no file is touched)."""
     p: list[str] = []
     inf = float("inf")
+    name_problem = run_name_problem(cfg.get("name"))
+    if name_problem:
+        p.append(name_problem)
     if "train" in cfg:
         t = cfg.train
         _range(p, "train.epochs", t.epochs, 1, inf, integer=True)

@@ -34,6 +34,7 @@ from scipy import ndimage
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "RELEASED_THRESHOLDS",
     "dt_box",
     "dt_rects_to_xyxy",
     "format_dt_rects",
@@ -44,6 +45,8 @@ __all__ = [
 
 #: dt_box's built-in thresholds, used unless the given ones satisfy 0 < t0 < t1 < t2 < 255.
 DEFAULT_THRESHOLDS = (30, 90, 150)
+#: The thresholds of the released call ``dt_box heatmap.jpg 20 100 110`` (the pipeline behind the paper's numbers).
+RELEASED_THRESHOLDS = (20, 100, 110)
 
 Rect = tuple[int, int, int, int]
 
@@ -193,7 +196,7 @@ def _big_overlap(a: Rect, b: Rect) -> bool:
     return x_overlap * y_overlap > t
 
 
-def dt_box(gray: np.ndarray, thresholds: Sequence[int] = (20, 100, 110)) -> list[Rect]:
+def dt_box(gray: np.ndarray, thresholds: Sequence[int] = RELEASED_THRESHOLDS) -> list[Rect]:
     """The authors' ``dt_box`` box generator on an 8-bit heatmap.
 
     Args:

@@ -8,24 +8,50 @@
   ``<name part>`` — after half the bytes reached the temporary file, before the rename. Unset, it costs one lookup.
 * ``load_torch_file(path, what)``: ``torch.load(weights_only=True)`` (no pickled code is ever executed) with a
   clear error naming the file when it is missing, empty, truncated or not a dict.
+* ``lock_run_dir(run_dir)``: the one-job-per-run-dir rule (below).
+* ``add_note(err, note)``: what survived a failed write, said next to the error (PEP 678 notes); the tools' guard
+  (``wsol.cli.cli_guard``) prints the error and its notes as one line.
 * ``safe_join(root, name)``: the one rule for "an id names a file inside its root" (image ids, mask paths,
   score-map names), checked lexically before the disk is touched: not empty, not absolute, no drive letter, no
   backslash, no control character (NUL included), no empty, ``.`` or ``..`` component. Symbolic links inside
   the root are not resolved, so a dataset tree whose folders link to shared storage keeps working: the rule
   is about what the metadata names, not about where the user put the bytes.
+
+A failed write (disk full, read-only folder) raises an ``OSError`` naming the file it was writing (the target, not
+the temporary sibling) and the reason.
+
+Run-dir lock: a job holds an exclusive ``flock`` on ``<run dir>/.wsol.lock`` for its whole life, so two jobs cannot
+write one run dir (checkpoints, ``train_log.csv``, ``metrics.json`` of one, overrides of the other); the kernel
+releases it when the process ends, however it ends (exit, exception, SIGKILL). The file holds the holder's pid, host,
+start time and command, which a refused job names. Hydra writes ``.hydra/{config,hydra,overrides}.yaml`` (what
+``wsol-report`` groups runs by) before any wsol code runs, so every job, even one refused at once, has replaced them:
+the lock file also keeps the ``.hydra`` files that describe the run dir's results — those of the last job that wrote
+a file there (through ``atomic_write``) — and a job that ends without writing one (refused by the lock, by a finished
+run of other settings, by a config error; or "already complete") puts them back. Under ``torchrun`` rank 0 holds the
+lock for the job (the other ranks write only their CAM shards, in the same job); a refused rank 0 ends, and torchrun
+ends the job's other ranks with it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import re
 import signal
+import socket
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterator
 
 __all__ = ["atomic_write", "atomic_write_json", "atomic_write_text", "atomic_torch_save", "fsync_dir",
-           "load_torch_file", "UnsafePathError", "unsafe_path_reason", "unsafe_path_message", "safe_join"]
+           "load_torch_file", "add_note", "check_writable_dir", "RunDirInUseError", "lock_run_dir", "UnsafePathError",
+           "unsafe_path_reason", "unsafe_path_message", "safe_join"]
+
+log = logging.getLogger(__name__)
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -46,12 +72,15 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
     """Write ``path`` through ``write(binary_file)`` atomically and durably (module docstring).
 
     Raises:
-        Whatever ``write`` raises; the temporary file is removed and ``path`` is left untouched.
+        OSError: the write failed (disk full, read-only folder ...), naming ``path`` and the reason.
+        Whatever else ``write`` raises. Either way the temporary file is removed and ``path`` is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    if _held:
+        _note_write(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             write(f)
             if _KILL_SPEC:
@@ -59,10 +88,21 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # the file the user knows is the target, not the temporary sibling
+        _discard(tmp)
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def _discard(path: Path) -> None:
+    """Remove a temporary file if it is there (on a read-only file system even a missing one is EROFS)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 _KILL_SPEC = os.environ.get("WSOL_KILL_DURING_WRITE", "")
@@ -129,6 +169,161 @@ def load_torch_file(path: str | os.PathLike[str], what: str = "file") -> dict[st
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: not a {what} (a {type(obj).__name__}, expected a dict)")
     return obj
+
+
+def add_note(err: BaseException, note: str) -> BaseException:
+    """Attach ``note`` to ``err`` (PEP 678 ``__notes__``, also on Python 3.10), e.g. what a failed write kept.
+
+    ``wsol.cli.cli_guard`` prints an error and its notes as one line; a traceback shows them below the error.
+    """
+    err.__notes__ = [*getattr(err, "__notes__", []), note]  # type: ignore[attr-defined]
+    return err
+
+
+def check_writable_dir(folder: Path, what: str) -> None:
+    """Create ``folder`` and write a probe file in it, so that a read-only, full or missing location is an error
+    before the work whose result goes there, not after it.
+
+    Raises:
+        OSError: naming ``what``, the folder and the reason.
+    """
+    probe = folder / f".write-probe-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"\0")  # one byte: a full disk refuses it, an empty file it may not
+        probe.unlink()
+    except OSError as err:
+        _discard(probe)
+        raise OSError(err.errno, f"{what}: cannot write in {folder} ({err.strerror or err})") from None
+
+
+# ----------------------------------------------------------------------------- the run-dir lock
+LOCK_FILE = ".wsol.lock"
+#: The files Hydra writes into a run dir before the task runs (``hydra.output_subdir``).
+_HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
+#: Run dirs this process holds (absolute path -> claim): ``atomic_write`` into one marks the job's work as started.
+_held: dict[str, "_Claim"] = {}
+
+
+class RunDirInUseError(OSError):
+    """Another job holds the run dir's lock."""
+
+
+class _Claim:
+    """A held run-dir lock: the lock file's record (module docstring), rewritten in place (a replaced file would
+    leave the lock on the old inode)."""
+
+    def __init__(self, fd: int, run_dir: Path, previous: dict[str, Any]) -> None:
+        self.fd, self.run_dir = fd, run_dir
+        # the .hydra files of the results already in the run dir (None: a new dir, or one made before the lock)
+        self.dir_files = previous.get("files") if isinstance(previous.get("files"), dict) else None
+        self.own = {name: (run_dir / name).read_text() for name in _HYDRA_FILES if (run_dir / name).is_file()}
+        self.holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                       "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
+        self.wrote = False
+        self._record({**self.holder, "hydra": self.own, "files": self.dir_files})
+
+    def _record(self, record: dict[str, Any]) -> None:
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, json.dumps(record).encode(), 0)
+        except OSError as err:
+            raise OSError(err.errno, f"the run dir: cannot write in {self.run_dir} ({err.strerror or err})") from None
+
+    def note_write(self) -> None:
+        """The job wrote into the run dir: from now on its ``.hydra`` files describe the results."""
+        if not self.wrote:
+            self.wrote = True
+            self._record({**self.holder, "hydra": self.own, "files": self.own})
+
+    def release(self) -> None:
+        """Record (without a holder) which ``.hydra`` files describe the results; put them back if this job wrote
+        nothing."""
+        if not self.wrote and self.dir_files is not None:
+            _restore_hydra_files(self.run_dir, self.dir_files)
+        try:
+            self._record({"files": self.own if self.wrote or self.dir_files is None else self.dir_files})
+        except OSError:
+            pass
+
+
+@contextmanager
+def lock_run_dir(run_dir: str | os.PathLike[str], *, rank: int = 0) -> Iterator[None]:
+    """Hold the run dir's lock while the block runs (module docstring); rank > 0 does not lock.
+
+    Raises:
+        RunDirInUseError: another live process holds it (naming its pid, host, start time and command); the run
+            dir's ``.hydra`` files are the holder's again.
+        OSError: the run dir is not writable (read-only, full), naming it and the reason.
+    """
+    if rank != 0:
+        yield
+        return
+    import fcntl
+
+    run_dir = Path(run_dir)
+    path = run_dir / LOCK_FILE
+    check_writable_dir(run_dir, "the run dir")  # a read-only or full run dir is found now, not at the first checkpoint
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise OSError(err.errno, f"the run dir: cannot write in {run_dir} ({err.strerror or err})") from None
+    key = os.path.abspath(run_dir)
+    try:
+        locked = True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_record(fd)
+            if isinstance(holder.get("hydra"), dict):  # Hydra just replaced the holder's files with ours
+                _restore_hydra_files(run_dir, holder["hydra"])
+            who = (f"pid {holder['pid']} on {holder.get('host', '?')}, started {holder.get('started', '?')}: "
+                   f"{holder.get('command', '?')}") if "pid" in holder else "a process that has not yet said who it is"
+            raise RunDirInUseError(errno.EBUSY, f"the run dir {run_dir} is in use by another job ({who}); wait for it "
+                                   "to end, or choose another run name (name=...) or run dir (hydra.run.dir=...)") \
+                from None
+        except OSError as err:  # a file system without locks: run, but say that nothing guards the dir
+            log.warning("%s: cannot lock (%s); concurrent jobs in this run dir are not detected", path,
+                        err.strerror or err)
+            locked = False
+        if not locked:
+            yield
+            return
+        claim = _held[key] = _Claim(fd, run_dir, _read_record(fd))
+        try:
+            yield
+        finally:
+            del _held[key]  # before release: putting files back is not the job's work
+            claim.release()
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _note_write(path: Path) -> None:
+    """``atomic_write`` of ``path``: the job holding the run dir that contains it has started writing results."""
+    target = os.path.abspath(path)
+    for run_dir, claim in _held.items():
+        if target.startswith(run_dir + os.sep):
+            claim.note_write()
+
+
+def _read_record(fd: int) -> dict[str, Any]:
+    try:
+        data = os.pread(fd, 1 << 22, 0)
+        record = json.loads(data) if data else {}
+    except (OSError, ValueError):  # being written this very moment, or not ours
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _restore_hydra_files(run_dir: Path, files: dict[str, Any]) -> None:
+    """Put back ``.hydra`` files as recorded (known names only: the record is not trusted with other paths)."""
+    for name in _HYDRA_FILES:
+        if isinstance(files.get(name), str):
+            try:
+                atomic_write_text(run_dir / name, files[name])
+            except OSError:
+                pass
 
 
 # A drive letter ("C:/x", "c:foo"): harmless on POSIX, but never part of a portable id.

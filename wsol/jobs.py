@@ -6,7 +6,9 @@ Order of work, so that a mistake costs seconds, not a training run:
        truth, image headers per ``check_files``), the optimizer — collecting every failure;
     3. only then train and evaluate.
 A finished run (``metrics.json`` with the same config) is not redone; a training run resumes from its checkpoint
-(``train.resume``), an evaluation with a CAM store from its finished shards (``eval.resume``).
+(``train.resume``), an evaluation with a CAM store from its finished shards (``eval.resume``). Nothing a run dir
+holds is replaced by a run with other settings: a finished run is refused naming what changed, and so is a new
+training over the checkpoint of an unfinished one (``train.resume`` continues it).
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from omegaconf import DictConfig
 from wsol.cli import ConfigError
 from wsol.config import (check_values, config_fingerprint, method_from_cfg, model_from_cfg, protocol_settings,
                          source_from_cfg, split_name, to_dict, train_settings, train_transform_from_cfg, value)
+from wsol.io import add_note
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Job", "prepare_job", "completed_row", "resolve_resume", "train_job", "evaluate_job", "rescore_job"]
+__all__ = ["Job", "prepare_job", "completed_row", "resolve_resume", "train_job", "evaluate_job", "rescore_job",
+           "store_split_roles"]
 
 
 @dataclass
@@ -86,17 +90,47 @@ def resolve_resume(resume: str | None, out_dir: Path, *, named: bool) -> Path | 
 
 
 def completed_row(out_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
-    """The ``metrics.json`` of a finished run with the same config (a re-launched job is not redone), else None."""
+    """The ``metrics.json`` of a finished run with the same config (a re-launched job is not redone); None when
+    ``out_dir`` holds no finished run. Checked first, before anything is built.
+
+    Raises:
+        FileExistsError: ``out_dir`` holds a finished run made with other settings (naming what changed): its
+            ``metrics.json``, ``model.pt`` and ``predictions.csv`` are never replaced by another config's. Or a
+            training without ``train.resume`` would start over the checkpoint of an earlier one.
+    """
     path = out_dir / "metrics.json"
+    ckpt = out_dir / "checkpoints" / "last.pt"
     if not path.is_file():
+        if "train" in cfg and cfg.train.resume in (None, "") and ckpt.is_file():  # would be overwritten silently
+            raise FileExistsError(f"{out_dir} holds the checkpoint of an earlier training ({ckpt}); continue it with "
+                                  "train.resume=auto, or choose another run name (name=...) or run dir, or delete "
+                                  f"{out_dir} to start over")
         return None
+    current = config_fingerprint(cfg)
     try:
         row = json.loads(path.read_text())
-    except ValueError:
-        return None
-    if row.get("config_fingerprint") == json.dumps(config_fingerprint(cfg), sort_keys=True):
-        return row
-    return None
+        saved = json.loads(row["config_fingerprint"])
+    except (ValueError, KeyError, TypeError) as err:
+        changed = f"its config cannot be read from {path} ({type(err).__name__}: {err})"
+    else:
+        if saved == current:
+            return row
+        diff = _config_diff(saved, current)
+        changed = "changed: " + "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
+    raise FileExistsError(f"{out_dir} holds a finished run made with other settings ({changed}); it is kept: choose "
+                          f"another run name (name=...) or run dir, or delete {out_dir} to redo it")
+
+
+def _config_diff(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf that differs between two config fingerprints (dotted keys)."""
+    out = []
+    for key in sorted(set(saved) | set(current), key=str):
+        a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
 
 
 def prepare_job(cfg: DictConfig, out_dir: Path, *, train: bool, evaluate: bool, named: bool = False,
@@ -261,9 +295,15 @@ def evaluate_job(job: Job) -> dict[str, Any]:
         else:
             store = CAMStoreWriter(store_dir, meta=meta, shard_size=ev.shard_size, resume=bool(ev.resume))
     if store is not None or not (ev.save_cams or ev.export_scoremaps):
-        out = evaluate_model(job.model, source, job.protocol, image_size=cfg.data.image_size,
-                             batch_size=ev.batch_size, num_workers=ev.num_workers, device=job.device, store=store,
-                             heldout_source=job.heldout_source, mask_loader=_mask_loader)
+        try:
+            out = evaluate_model(job.model, source, job.protocol, image_size=cfg.data.image_size,
+                                 batch_size=ev.batch_size, num_workers=ev.num_workers, device=job.device, store=store,
+                                 heldout_source=job.heldout_source, mask_loader=_mask_loader)
+        except (KeyboardInterrupt, OSError) as err:  # Ctrl-C, disk full: the finished shards stay (one line, wsol.cli)
+            if store is not None and not getattr(err, "__notes__", None):
+                add_note(err, f"{store.finished_shards()} finished CAM shard(s) are kept in {store_dir}; the same "
+                              "command in this run dir continues from them (eval.resume=true)")
+            raise
     _write_outputs(job.out_dir, out, bool(ev.predictions))
     if ev.export_scoremaps:
         _export(store_dir, source, ev.export_scoremaps)
@@ -309,8 +349,19 @@ def _mask_loader(source: Any) -> Callable[[Any], Any] | None:
     return lambda record: load_wsoleval_mask(mask_root, record.mask_paths, record.ignore_path)
 
 
+def store_split_roles(meta: dict[str, Any]) -> list[str]:
+    """Which of ``test``/``val``/``train`` (``eval.split``) a CAM store's split is, by its data config (empty when
+    the store does not say)."""
+    data, split = meta.get("data") or {}, meta.get("split")
+    return [which for which in ("test", "val", "train") if split is not None and data.get(f"{which}_split") == split]
+
+
 def rescore_job(cfg: DictConfig, out_dir: Path, *, data_overridden: bool) -> dict[str, Any]:
-    """Score the CAM store ``cfg.cams`` without the network; the store's own data config unless overridden."""
+    """Score the CAM store ``cfg.cams`` without the network; the store's own data config unless overridden.
+
+    The store's split is the scored one: another ``eval.split`` is refused; ``eval.export_scoremaps`` exports its
+    maps. The stored images' frames are checked against the records' sizes while scoring (``score_cam_store``).
+    """
     from omegaconf import OmegaConf
 
     from wsol.evaluation import rescore_store
@@ -322,6 +373,11 @@ def rescore_job(cfg: DictConfig, out_dir: Path, *, data_overridden: bool) -> dic
         raise ConfigError(problems)
     store = CAMStore(cfg.cams)
     meta = store.meta
+    roles = store_split_roles(meta)
+    if roles and cfg.eval.split not in roles:  # scoring one split under another's name would lie in the row
+        raise ValueError(f"{cfg.cams}: the store holds the {roles[0]} split ({meta.get('split')!r}); eval.split="
+                         f"{cfg.eval.split} was asked: re-score it with eval.split={roles[0]}, or evaluate the model "
+                         f"on the {cfg.eval.split} split")
     data = cfg.data if data_overridden or "data" not in meta else OmegaConf.create(meta["data"])
     split = meta.get("split") if not data_overridden else split_name(data, cfg.eval.split)
     source = source_from_cfg(data, split, data.num_classes)
@@ -332,6 +388,8 @@ def rescore_job(cfg: DictConfig, out_dir: Path, *, data_overridden: bool) -> dic
                          f"was asked (use cam.topk<={store.topk})")
     out = rescore_store(store, source, s, batch_size=cfg.eval.batch_size, mask_loader=_mask_loader)
     _write_outputs(out_dir, out, bool(cfg.eval.predictions))
+    if cfg.eval.export_scoremaps:  # the store's maps are what an export is made from anyway
+        _export(Path(cfg.cams), source, cfg.eval.export_scoremaps)
     row = {"dataset": data.name, "data_root": None if data.root is None else str(data.root), "split": split,
            "arch": meta.get("arch"), "pool": meta.get("pool"), "seed": cfg.seed, "image_size": meta.get("image_size"),
            "cams": str(cfg.cams)}

@@ -70,6 +70,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from wsol.cam import cam_classes, normalize_cams, upsample_cams
+from wsol.choices import CAM_METHODS
 
 __all__ = ["CAM_METHODS", "POSTHOC_METHODS", "GRADIENT_METHODS", "CENTER_SIGMA", "gradcam", "gradcampp", "xgradcam",
            "layercam", "scorecam", "scorecam_active_channels", "scorecam_masks", "scorecam_channel_scores",
@@ -78,9 +79,7 @@ __all__ = ["CAM_METHODS", "POSTHOC_METHODS", "GRADIENT_METHODS", "CENTER_SIGMA",
 #: Maps computed from the gradient of the class logit with respect to the features.
 GRADIENT_METHODS = ("gradcam", "gradcampp", "xgradcam", "layercam")
 #: Every map of this module.
-POSTHOC_METHODS = (*GRADIENT_METHODS, "scorecam", "center")
-#: The choices of ``cam.method``: the CAM (``forward_cams``) and the post-hoc maps.
-CAM_METHODS = ("cam", *POSTHOC_METHODS)
+POSTHOC_METHODS = tuple(m for m in CAM_METHODS if m != "cam")
 #: Standard deviation of the centre-Gaussian baseline, as a fraction of the image side.
 CENTER_SIGMA = 0.25
 

@@ -20,6 +20,11 @@ file's end marker, which finds truncated JPEG and PNG files without decoding the
 ILSVRC val JPEG, against 0.16 ms for the header alone; files of other formats, or with bytes after their end
 marker, are decoded in full); ``decode`` decodes every image (also corrupt pixel data; 3.8 ms per such JPEG);
 ``none`` checks the metadata only.
+
+The image and box checks are those of ``wsol-evaluate data=wsol_metadata``: ``--level``, ``--box-tolerance`` and
+``--max-image-pixels`` default to ``data.check_files``, ``data.box_tolerance`` and ``data.max_image_pixels`` of
+``configs/data/wsol_metadata.yaml`` (their one home), and the image options that have no flag (``alpha``,
+``apply_exif_orientation``) are read there too.
 """
 
 from __future__ import annotations
@@ -41,7 +46,6 @@ from wsol.data.formats import (
     read_kaggle_csv,
     read_synsets,
 )
-from wsol.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from wsol.data.metadata import (
     BLACKLIST,
     CLASS_LABELS,
@@ -50,14 +54,27 @@ from wsol.data.metadata import (
     LOCALIZATION,
     AnnotationError,
     Problem,
-    check_box_tolerance,
     collect_metadata,
     read_metadata,
+    resolve_metadata_dir,
     write_metadata,
 )
-from wsol.data.real import check_image_files, resolve_metadata_dir
+from wsol.data.files import check_image_files
 from wsol.cli import box_tolerance, positive_int
+from wsol.conf import yaml_default
 from wsol.data.records import Annotations
+
+
+def _data_default(key: str) -> object:
+    """A data option's default, from the metadata data set's config (``configs/data/wsol_metadata.yaml``): the image
+    and box checks of this tool are those of ``wsol-evaluate data=wsol_metadata``, with the same values."""
+    return yaml_default("data/wsol_metadata", key)
+
+
+def _file_checks(args: argparse.Namespace) -> dict[str, object]:
+    """The options of ``check_image_files`` besides the level, policy and mask root."""
+    return {"box_tolerance": args.box_tolerance, "max_image_pixels": args.max_image_pixels,
+            "alpha": _data_default("alpha"), "apply_exif_orientation": _data_default("apply_exif_orientation")}
 
 
 def _print_problems(problems: Sequence[Problem]) -> None:
@@ -96,7 +113,8 @@ def _convert(args: argparse.Namespace, read: Callable[[], Annotations]) -> int:
         return 1
     problems: list[Problem] = []
     if args.images_dir is not None:
-        annotations, problems = check_image_files(annotations, args.images_dir, level="header", on_error="skip")
+        annotations, problems = check_image_files(annotations, args.images_dir, level="header", on_error="skip",
+                                                  mask_root=None, **_file_checks(args))
     errors = len(annotations.skipped)
     for image_id, reason in sorted(annotations.skipped.items()):
         print(f"{reason}  [{image_id}]", file=sys.stderr)
@@ -130,7 +148,7 @@ def _cmd_devkit_xml(args: argparse.Namespace) -> int:
         blacklist = read_blacklist(args.blacklist) if args.blacklist else frozenset()
         return read_devkit_xml(
             args.xml_dir, wnids, label_file=args.label_file, id_to_label=id_to_label, id_template=args.id_template,
-            blacklist=blacklist, on_error="skip",
+            blacklist=blacklist, on_error="skip", box_tolerance=args.box_tolerance,
         )
 
     return _convert(args, read)
@@ -139,7 +157,8 @@ def _cmd_devkit_xml(args: argparse.Namespace) -> int:
 def _cmd_kaggle(args: argparse.Namespace) -> int:
     def read() -> Annotations:
         blacklist = read_blacklist(args.blacklist) if args.blacklist else frozenset()
-        return read_kaggle_csv(args.csv, read_synsets(args.synsets)[0], id_template=args.id_template, blacklist=blacklist, on_error="skip")
+        return read_kaggle_csv(args.csv, read_synsets(args.synsets)[0], id_template=args.id_template,
+                               blacklist=blacklist, on_error="skip", box_tolerance=args.box_tolerance)
 
     return _convert(args, read)
 
@@ -151,11 +170,14 @@ def _cmd_devkit_mat(args: argparse.Namespace) -> int:
                 raise ValueError("--devkit-meta needs --synsets (the sorted class list) to build labels")
             id_to_label = devkit_ids_to_labels(read_devkit_id_map(args.devkit_meta), read_synsets(args.synsets)[0])
         elif args.reference:
-            id_to_label = infer_devkit_id_map(args.mat, read_metadata(args.reference, num_classes=args.num_classes))
+            reference = read_metadata(args.reference, num_classes=args.num_classes, box_tolerance=args.box_tolerance,
+                                      max_image_pixels=args.max_image_pixels)
+            id_to_label = infer_devkit_id_map(args.mat, reference)
         else:
             raise ValueError("pass --devkit-meta (with --synsets) or --reference METADATA_DIR to map the devkit ids")
         blacklist = read_blacklist(args.blacklist) if args.blacklist else frozenset()
-        return read_devkit_mat(args.mat, id_to_label, num_classes=args.num_classes, blacklist=blacklist, on_error="skip")
+        return read_devkit_mat(args.mat, id_to_label, num_classes=args.num_classes, blacklist=blacklist,
+                               on_error="skip", box_tolerance=args.box_tolerance)
 
     return _convert(args, read)
 
@@ -163,7 +185,8 @@ def _cmd_devkit_mat(args: argparse.Namespace) -> int:
 def _cmd_cub(args: argparse.Namespace) -> int:
     if args.images_dir is None and (Path(args.cub_root) / "images").is_dir():
         args.images_dir = str(Path(args.cub_root) / "images")
-    return _convert(args, lambda: read_cub(args.cub_root, args.split, on_error="skip"))
+    return _convert(args, lambda: read_cub(args.cub_root, args.split, on_error="skip",
+                                           box_tolerance=args.box_tolerance))
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -191,7 +214,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             try:
                 annotations, file_problems = check_image_files(
                     annotations, images, level=args.level, on_error="skip", mask_root=mask_root if has_masks else None,
-                    box_tolerance=args.box_tolerance, max_image_pixels=args.max_image_pixels,
+                    **_file_checks(args),
                 )
             except AnnotationError as error:  # problems no policy skips (a path leaving its root)
                 file_problems = error.problems
@@ -207,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``wsol-prepare`` argument parser."""
     parser = argparse.ArgumentParser(prog="wsol-prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    tolerance, max_pixels = _data_default("box_tolerance"), _data_default("max_image_pixels")
+
+    def checks(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--box-tolerance", type=box_tolerance, default=tolerance,
+                             help=f"pixels a box may overshoot its image (default {tolerance:g}, data.box_tolerance)")
+        command.add_argument("--max-image-pixels", type=positive_int, default=max_pixels,
+                             help=f"larger images (width x height) are errors (default {max_pixels}, "
+                                  "data.max_image_pixels)")
 
     def conversion(name: str, help_text: str) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text)
@@ -214,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--images-dir", help="image root: read sizes from headers and check boxes against them")
         command.add_argument("--skip-bad", action="store_true", help="drop images with problems (listed) instead of failing")
         command.add_argument("--force", action="store_true", help="replace the metadata files already in --out")
+        checks(command)
         return command
 
     xml = conversion("devkit-xml", "ILSVRC devkit XML folder (Annotations/CLS-LOC/val)")
@@ -253,14 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--images-dir", help="image root (default ROOT/images or ROOT)")
     check.add_argument("--mask-root", help="mask root for OpenImages metadata (default: the image root)")
     check.add_argument("--num-classes", type=positive_int, help="labels must lie in [0, N)")
-    check.add_argument("--box-tolerance", type=box_tolerance, default=1.0,
-                       help="pixels a box may overshoot its image (default 1)")
-    check.add_argument("--level", choices=("none", "header", "decode"), default="header",
-                       help="image check: header (default: header, size and end-of-file marker, which finds "
-                            "truncated JPEG/PNG at about the cost of the header alone), decode (every "
-                            "pixel; slow) or none")
-    check.add_argument("--max-image-pixels", type=positive_int, default=DEFAULT_MAX_IMAGE_PIXELS,
-                       help=f"larger images (width x height) are errors (default {DEFAULT_MAX_IMAGE_PIXELS})")
+    level = _data_default("check_files")
+    check.add_argument("--level", choices=("none", "header", "decode"), default=level,
+                       help=f"image check: header (header, size and end-of-file marker, which finds truncated JPEG/PNG "
+                            f"at about the cost of the header alone), decode (every pixel; slow) or none (default "
+                            f"{level}, data.check_files)")
+    checks(check)
     check.set_defaults(func=_cmd_check)
     return parser
 

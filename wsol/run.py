@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from wsol import CONFIG_DIR
 from wsol.cli import hydra_entry
 from wsol.conf import register_configs
-from wsol.train import run_dir_is_named, train_with_resume_hint
+from wsol.train import resume_hint, run_dir_is_named
 
 register_configs()
 
@@ -26,7 +26,7 @@ def _headline(row: dict[str, Any]) -> float:
 def _run(cfg: DictConfig, out_dir: Path) -> float:
     from wsol.config import provenance, save_run_files
     from wsol.engine.distributed import get_dist
-    from wsol.jobs import completed_row, evaluate_job, prepare_job
+    from wsol.jobs import completed_row, evaluate_job, prepare_job, train_job
     from wsol.report import format_summary
 
     done = completed_row(out_dir, cfg)
@@ -35,13 +35,14 @@ def _run(cfg: DictConfig, out_dir: Path) -> float:
         print(f"already complete (same config): {out_dir / 'metrics.json'}")
         return _headline(done)
     job = prepare_job(cfg, out_dir, train=True, evaluate=True, named=run_dir_is_named(cfg))
-    result = train_with_resume_hint(job, out_dir)
-    row = evaluate_job(job)
-    row.update({"recipe": job.settings.recipe, "train_steps": result.steps, "train_epochs": round(result.epochs, 3),
-                "train_final_loss": round(result.final_loss, 4), "train_acc": round(100 * result.train_acc, 2),
-                "train_seconds": round(result.seconds, 1), "n_train_skipped": len(result.skipped),
-                "train_skipped": result.skipped, **provenance()})
-    save_run_files(out_dir, cfg, row)
+    with resume_hint(out_dir):  # after training too: resuming the finished run evaluates it again
+        result = train_job(job)
+        row = evaluate_job(job)
+        row.update({"recipe": job.settings.recipe, "train_steps": result.steps,
+                    "train_epochs": round(result.epochs, 3), "train_final_loss": round(result.final_loss, 4),
+                    "train_acc": round(100 * result.train_acc, 2), "train_seconds": round(result.seconds, 1),
+                    "n_train_skipped": len(result.skipped), "train_skipped": result.skipped, **provenance()})
+        save_run_files(out_dir, cfg, row)
     if get_dist().is_main:
         print(format_summary(row))
         print(f"run dir: {out_dir}")
@@ -67,7 +68,7 @@ def main(cfg: DictConfig) -> float:
                     + " ".join(o for o in HydraConfig.get().overrides.task if o.startswith(("data", "eval", "cam"))))
         return None
 
-    return cli_guard(lambda: _run(cfg, out_dir), after_failure=after_failure)
+    return cli_guard(lambda: _run(cfg, out_dir), after_failure=after_failure, run_dir=out_dir)
 
 
 cli = hydra_entry(main)  # the console script: composition errors exit 2 like other user errors

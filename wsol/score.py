@@ -20,7 +20,7 @@ devkit: ``--pred`` has one line per image in ``image_ids.txt`` order, each with 
 ``label x0 y0 x1 y1`` groups, best first (extra groups are ignored, as the devkit does); labels are 0-based in the
 ground truth's class order and must lie in its label range. ``--blacklist`` lists image ids, or ILSVRC2012 val
 image numbers as in the devkit's blacklist file (``N`` is ``ILSVRC2012_val_<N>``, not the N-th image of the ground
-truth; ``wsol.data.formats.read_blacklist``, the reader of every tool), one per line; it adds to the metadata's
+truth; ``wsol.data.devkit.read_blacklist``, the reader of every tool), one per line; it adds to the metadata's
 ``blacklist.txt``. Prints
 ``top1_cls_err`` ... ``top5_cls_err``, ``top1_loc_err`` ... ``top5_loc_err`` (percent) and counts.
 
@@ -32,6 +32,10 @@ the IoU thresholds, all contours), the per-IoU values and the best thresholds.
 Bad input (wrong number of lines, malformed group, missing, empty, truncated, non-float, NaN or wrongly shaped map,
 bad ground truth) prints the file, line and reason on stderr and exits with status 2. Output is one JSON object on
 stdout.
+
+Option defaults are the run's, read from their one home: ``--box-tolerance`` and ``--max-image-pixels`` from
+``configs/data/wsol_metadata.yaml``, ``--cam-curve-interval``, ``--iou-thresholds`` (and the box method) from
+``configs/eval/default.yaml``.
 """
 
 from __future__ import annotations
@@ -47,9 +51,9 @@ import numpy as np
 
 from wsol.boxes import resize_boxes
 from wsol.cli import box_tolerance, positive_int
-from wsol.data.images import DEFAULT_MAX_IMAGE_PIXELS
+from wsol.conf import yaml_default
+from wsol.data.devkit import read_blacklist
 from wsol.data.metadata import (
-    DEFAULT_BOX_TOLERANCE,
     IMAGE_IDS,
     AnnotationError,
     label_problem,
@@ -60,7 +64,6 @@ from wsol.data.metadata import (
     match_blacklist,
     resolve_metadata_dir,
 )
-from wsol.data.formats import read_blacklist
 from wsol.data.records import Annotations
 from wsol.io import UnsafePathError, safe_join
 from wsol.metrics.boxacc import BoxAccEvaluator
@@ -232,7 +235,8 @@ def _scoremaps(args: argparse.Namespace) -> dict[str, float | int]:
     root = Path(args.scoremap_root)
     if not root.is_dir():
         raise InputError(f"{root}: score-map folder not found")
-    evaluator = BoxAccEvaluator(cam_curve_interval=args.cam_curve_interval, iou_thresholds=args.iou_thresholds)
+    evaluator = BoxAccEvaluator(cam_curve_interval=args.cam_curve_interval, iou_thresholds=args.iou_thresholds,
+                                method=yaml_default("eval/default", "box_method"))
     for record in gt.records:
         try:
             path = safe_join(root, record.image_id, where=str(meta / IMAGE_IDS))
@@ -247,6 +251,10 @@ def _scoremaps(args: argparse.Namespace) -> dict[str, float | int]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wsol-score", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    # The defaults are the run's (configs/data/wsol_metadata.yaml, configs/eval/default.yaml), written there only.
+    tolerance, max_pixels = yaml_default("data/wsol_metadata", "box_tolerance"), yaml_default("data/wsol_metadata",
+                                                                                               "max_image_pixels")
+    interval, ious = yaml_default("eval/default", "cam_curve_interval"), yaml_default("eval/default", "iou_thresholds")
 
     def ground_truth(command: argparse.ArgumentParser) -> None:
         command.add_argument("--gt", required=True, help="data set folder holding metadata/<split>/ or metadata/ "
@@ -255,12 +263,12 @@ def _parser() -> argparse.ArgumentParser:
                                                              "as wsol-evaluate finds it (default test)")
         command.add_argument("--num-classes", type=positive_int, help="labels must lie in [0, N) (e.g. 1000 for ILSVRC); "
                                                              "default: any label in [0, 2**31 - 1]")
-        command.add_argument("--box-tolerance", type=box_tolerance, default=DEFAULT_BOX_TOLERANCE,
-                             help=f"pixels a GT box may overshoot its image (default {DEFAULT_BOX_TOLERANCE:g}, "
+        command.add_argument("--box-tolerance", type=box_tolerance, default=tolerance,
+                             help=f"pixels a GT box may overshoot its image (default {tolerance:g}, data.box_tolerance, "
                                   "as wsol-evaluate and wsol-prepare check)")
-        command.add_argument("--max-image-pixels", type=positive_int, default=DEFAULT_MAX_IMAGE_PIXELS,
-                             help=f"largest image size (pixels) image_sizes.txt may state (default "
-                                  f"{DEFAULT_MAX_IMAGE_PIXELS})")
+        command.add_argument("--max-image-pixels", type=positive_int, default=max_pixels,
+                             help=f"largest image size (pixels) image_sizes.txt may state (default {max_pixels}, "
+                                  "data.max_image_pixels)")
 
     devkit = sub.add_parser("devkit", help="top-k errors under the ILSVRC devkit's rules")
     devkit.add_argument("--pred", required=True, help="prediction file, one line per image")
@@ -270,8 +278,10 @@ def _parser() -> argparse.ArgumentParser:
     maps = sub.add_parser("scoremaps", help="MaxBoxAcc / MaxBoxAccV2 under wsolevaluation's rules")
     maps.add_argument("--scoremap-root", required=True, help="directory of <image_id>.npy score maps (224x224)")
     ground_truth(maps)
-    maps.add_argument("--cam-curve-interval", type=float, default=0.01, help="threshold step (default 0.01)")
-    maps.add_argument("--iou-thresholds", type=int, nargs="+", default=[30, 50, 70], help="IoU thresholds in percent")
+    maps.add_argument("--cam-curve-interval", type=float, default=interval,
+                      help=f"threshold step (default {interval:g}, eval.cam_curve_interval)")
+    maps.add_argument("--iou-thresholds", type=int, nargs="+", default=ious,
+                      help=f"IoU thresholds in percent (default {' '.join(map(str, ious))}, eval.iou_thresholds)")
     return parser
 
 

@@ -6,8 +6,9 @@ Writes ``model.pt``, ``checkpoints/last.pt``, ``train_log.csv``, ``config.yaml``
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Iterator
 
 import hydra
 from omegaconf import DictConfig
@@ -31,39 +32,41 @@ def run_dir_is_named(cfg: DictConfig) -> bool:
         cfg.get("train", {}).get("resume") not in (None, "", "auto")
 
 
-def train_with_resume_hint(job: Any, out_dir: Path) -> Any:
-    """``wsol.jobs.train_job``; on Ctrl-C the error carries the exact command that resumes this run."""
+@contextmanager
+def resume_hint(out_dir: Path) -> Iterator[None]:
+    """A Ctrl-C or a failed write (``OSError``: disk full ...) in the block carries the exact command that resumes
+    this run (``train.resume=<run dir>``, under torchrun the torchrun command), once a checkpoint exists."""
     from hydra.core.hydra_config import HydraConfig
 
-    from wsol.cli import resume_command
-    from wsol.engine.trainer import TrainingInterrupted
-    from wsol.jobs import train_job
+    from wsol.cli import failure_hint, resume_command
 
-    try:
-        return train_job(job)
-    except TrainingInterrupted as err:
-        err.resume_hint = resume_command(str(out_dir), list(HydraConfig.get().overrides.task))  # type: ignore
-        raise
+    def command() -> str | None:
+        if not (out_dir / "checkpoints" / "last.pt").is_file():
+            return None
+        return resume_command(str(out_dir), list(HydraConfig.get().overrides.task))
+
+    with failure_hint(command):
+        yield
 
 
-def _train(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    from wsol.config import save_run_files
+def _train(cfg: DictConfig, out_dir: Path) -> None:
+    from wsol.config import provenance, save_run_files
     from wsol.engine.distributed import get_dist
-    from wsol.jobs import completed_row, prepare_job
+    from wsol.jobs import completed_row, prepare_job, train_job
 
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
     if completed_row(out_dir, cfg) is not None:
         print(f"already complete (same config): {out_dir / 'metrics.json'}")
         return
     job = prepare_job(cfg, out_dir, train=True, evaluate=False, named=run_dir_is_named(cfg))
-    result = train_with_resume_hint(job, out_dir)
-    save_run_files(out_dir, cfg, {"task": "train", "dataset": cfg.data.name, "arch": job.arch, "pool": job.model.pool,
-                                  "recipe": job.settings.recipe, "seed": cfg.seed, "steps": result.steps,
-                                  "epochs": round(result.epochs, 3), "final_loss": result.final_loss,
-                                  "train_acc": result.train_acc, "train_seconds": round(result.seconds, 1),
-                                  "n_train_skipped": len(result.skipped), "train_skipped": result.skipped})
+    with resume_hint(out_dir):
+        result = train_job(job)
+        # train_acc in percent, as every metric (and wsol-run's row)
+        save_run_files(out_dir, cfg, {"task": "train", "dataset": cfg.data.name, "arch": job.arch,
+                                      "pool": job.model.pool, "recipe": job.settings.recipe, "seed": cfg.seed,
+                                      "steps": result.steps, "epochs": round(result.epochs, 3),
+                                      "final_loss": result.final_loss, "train_acc": round(100 * result.train_acc, 2),
+                                      "train_seconds": round(result.seconds, 1), "n_train_skipped": len(result.skipped),
+                                      "train_skipped": result.skipped, **provenance()})
     if get_dist().is_main:
         print(f"trained {result.steps} steps in {result.seconds:.0f}s; final loss {result.final_loss:.4f}, "
               f"train acc {100 * result.train_acc:.1f}%; weights: {out_dir / 'model.pt'}")
@@ -72,9 +75,12 @@ def _train(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     """``wsol-train``: Hydra app over ``configs/train.yaml``."""
+    from hydra.core.hydra_config import HydraConfig
+
     from wsol.cli import cli_guard
 
-    cli_guard(lambda: _train(cfg))
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    cli_guard(lambda: _train(cfg, out_dir), run_dir=out_dir)
 
 
 cli = hydra_entry(main)  # the console script: composition errors exit 2 like other user errors

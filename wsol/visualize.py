@@ -1,9 +1,10 @@
-"""Figures: BoxAcc-vs-tau curves, the failure breakdown, CAM overlay grids (``wsol-visualize``).
+"""Figures: BoxAcc-vs-tau curves, the failure breakdown, CAM overlays -- drawing only.
 
-Drawing functions are pure: arrays in, a matplotlib ``Figure`` (or an RGB array) out; the only I/O is in
-``load_overlay_panels`` / ``write_overlay_grid`` / ``main``. matplotlib is used through its object API with
-the Agg canvas (no pyplot, no global backend switch) and imported inside the functions, as are torch and
-the data stack, so that ``wsol-visualize --help`` and ``wsol-report --help`` start fast.
+Every function is pure: arrays in, a matplotlib ``Figure`` (or an RGB array) out; the only I/O is ``save_figure``.
+Which images a grid shows and where they come from is ``wsol.report.overlays``; the ``wsol-visualize`` command is
+``wsol.report.visualize_cli``. This module imports neither (nor ``wsol.report`` nor ``wsol.config``): the report
+draws through it, never the other way round. matplotlib is used through its object API with the Agg canvas (no
+pyplot, no global backend switch) and imported inside the functions, so that ``--help`` of the tools starts fast.
 
 Overlay conventions: boxes are ``xyxy`` with inclusive pixel coordinates (``wsol.boxes``), drawn as the
 outline of the pixels they cover (a box ``[x0, y0, x1, y1]`` spans ``x0 - 0.5 .. x1 + 0.5`` in the
@@ -14,25 +15,19 @@ normalised (``wsol.cam.normalize_cams``), shown with the ``jet`` colour map blen
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from wsol.report import FAILURE_CATEGORIES, failure_categories, parse_boxes, read_predictions
+from wsol.boxes import FAILURE_CATEGORIES
 
 if TYPE_CHECKING:  # annotations only: matplotlib is imported where a figure is drawn
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-#: ``--select`` choices of ``wsol-visualize``.
-SELECTIONS = ("worst", "best", "random", "failures")
 _GT_COLOUR, _PRED_COLOUR = "#00d000", "#ff2020"
 
 
@@ -208,12 +203,12 @@ def _check_panel(p: OverlayPanel) -> None:
         raise ValueError(f"gt_boxes must be [N, 4], got {np.shape(p.gt_boxes)}")
 
 
-def blend_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """uint8 ``[H, W, 3]``: ``(1 - alpha) * image + alpha * jet(heatmap)``."""
+def blend_heatmap(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+    """uint8 ``[H, W, 3]``: ``(1 - opacity) * image + opacity * jet(heatmap)`` (the overlays' 50 %)."""
     from matplotlib import colormaps
 
     colour = colormaps["jet"](np.asarray(heatmap, dtype=np.float64))[..., :3] * 255.0
-    return np.clip((1 - alpha) * image.astype(np.float64) + alpha * colour + 0.5, 0, 255).astype(np.uint8)
+    return np.clip((1 - opacity) * image.astype(np.float64) + opacity * colour + 0.5, 0, 255).astype(np.uint8)
 
 
 def draw_overlay(ax: Axes, panel: OverlayPanel) -> None:
@@ -286,204 +281,3 @@ def render_overlay(image: np.ndarray, heatmap: np.ndarray | None, gt_boxes: np.n
     draw_overlay(fig.add_subplot(), panel)
     fig.tight_layout()
     return figure_to_array(fig, dpi)
-
-
-def select_predictions(predictions: pd.DataFrame, n: int, select: str = "random", *, seed: int = 0,
-                       which: str = "top1", category: str | None = None) -> pd.DataFrame:
-    """The ``n`` rows of ``predictions`` an overlay grid shows.
-
-    Args:
-        select: ``worst`` / ``best``: lowest / highest IoU of the shown box first (images without a GT box
-            left out); ``failures``: the images whose shown box is wrong (``top1_loc_correct == 0``, or
-            ``gt_known_correct == 0`` for ``which="gt_known"``), most confident (``prob1``) first;
-            ``random``: a uniform sample without replacement (``seed``).
-        which: ``top1`` (the box from the top-1 class's CAM) or ``gt_known`` (from the GT class's CAM).
-        category: keep only top-1 failures of this ``FAILURE_CATEGORIES`` entry (``failure_categories``).
-        Ties keep the file's order (stable sorts).
-
-    Raises:
-        ValueError: unknown ``select``, ``which`` or ``category``, or ``n < 1``.
-    """
-    if select not in SELECTIONS:
-        raise ValueError(f"unknown selection {select!r}; expected one of {SELECTIONS}")
-    if which not in ("top1", "gt_known"):
-        raise ValueError(f"unknown box {which!r}; expected top1 or gt_known")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    df = predictions
-    if category is not None:
-        if category not in FAILURE_CATEGORIES:
-            raise ValueError(f"unknown failure category {category!r}; expected one of {FAILURE_CATEGORIES}")
-        df = df[failure_categories(df) == category]
-    iou = "box_iou" if which == "top1" else "gt_known_iou"
-    flag = "top1_loc_correct" if which == "top1" else "gt_known_correct"
-    if select in ("worst", "best"):
-        df = df[df[iou].notna() & df["gt_boxes"].map(lambda t: bool(str(t).strip()))]
-        return df.sort_values(iou, ascending=select == "worst", kind="stable").head(n)
-    if select == "failures":
-        return df[df[flag] == 0].sort_values("prob1", ascending=False, kind="stable").head(n)
-    return df.sample(n=min(n, len(df)), random_state=seed)
-
-
-def _read_cams(store: Any, indices: set[int]) -> dict[int, dict[str, np.ndarray]]:
-    """The stored classes, scores and CAMs of the images ``indices`` (one pass over the shards)."""
-    found: dict[int, dict[str, np.ndarray]] = {}
-    for batch in store.iter_batches():
-        for j, index in enumerate(batch["indices"].tolist()):
-            if index in indices:
-                found[index] = {k: batch[k][j].numpy() for k in ("classes", "scores", "cams")}
-    return found
-
-
-def _heatmap(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A stored ``[h, w]`` CAM at the image's ``(H, W)``: bilinear upsampling, then min-max (``wsol.cam``)."""
-    import torch
-
-    from wsol.cam import normalize_cams, upsample_cams
-
-    up = upsample_cams(torch.as_tensor(cam, dtype=torch.float32)[None, None], size)
-    return np.asarray(normalize_cams(up, mode="minmax"))[0, 0].astype(np.float64)
-
-
-def load_overlay_panels(run_dir: str | Path, rows: pd.DataFrame, *,
-                        which: str = "top1") -> tuple[list[OverlayPanel], list[str]]:
-    """Overlay panels of the images ``rows`` (from the run's ``predictions.csv``), and notes for the user.
-
-    Reads the run's ``config.yaml`` to load the images (``wsol.config.source_from_cfg``, split from
-    ``metrics.json`` or ``eval.split``) and, when present, the CAM store ``cams/`` for the heat maps
-    (the top-1 class's CAM for ``which="top1"``, the GT class's for ``"gt_known"``) and the top-k
-    probabilities. Without a store the panels show the boxes only, and a note says so.
-
-    Raises:
-        FileNotFoundError: no ``config.yaml``.
-        ValueError: an image id not in the split, an image whose size differs from ``predictions.csv``,
-            or a CAM store whose classes disagree with ``predictions.csv``.
-    """
-    from omegaconf import OmegaConf
-
-    from wsol.config import source_from_cfg, split_name
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir / 'config.yaml'} missing: cannot tell which images the run scored")
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
-    split = metrics.get("split") or split_name(cfg.data, cfg.eval.split)
-    source = source_from_cfg(cfg.data, split, cfg.data.get("num_classes"))
-    records = source.annotations.records
-    index_of = {r.image_id: i for i, r in enumerate(records)}
-    names = source.annotations.class_names
-
-    def name(c: Any) -> str:
-        c = int(c)
-        return names[c] if names is not None and 0 <= c < len(names) else str(c)
-
-    notes: list[str] = []
-    missing = [i for i in rows["image_id"] if i not in index_of]
-    if missing:
-        raise ValueError(f"{run_dir}: image ids {missing[:3]} of predictions.csv are not in {cfg.data.name} "
-                         f"split {split!r}")
-    cams: dict[int, dict[str, np.ndarray]] = {}
-    store_dir = run_dir / "cams"
-    if (store_dir / "index.json").is_file():
-        from wsol.evaluation.store import CAMStore
-
-        cams = _read_cams(CAMStore(store_dir), {index_of[i] for i in rows["image_id"]})
-    else:
-        notes.append(f"no CAM store at {store_dir} (evaluate with eval.save_cams=true for heat maps): "
-                     "drawing boxes only")
-    prefix = "box" if which == "top1" else "gt_known"
-    # The top-1 outcome (correct, or why it failed) under each panel's GT line; the GT-known box has none.
-    outcomes = failure_categories(rows) if which == "top1" else pd.Series("", index=rows.index)
-    pred_cols = [c for c in (f"pred{k}" for k in range(1, 6)) if c in rows]
-    panels = []
-    for _, row in rows.iterrows():
-        index = index_of[row["image_id"]]
-        image = np.asarray(source.load(index).convert("RGB"))
-        if (image.shape[1], image.shape[0]) != (int(row["width"]), int(row["height"])):
-            raise ValueError(f"image {row['image_id']!r} is {image.shape[1]}x{image.shape[0]} but predictions.csv "
-                             f"says {int(row['width'])}x{int(row['height'])}")
-        top = [(name(row[c]), float(row["prob1"]) if c == "pred1" else None) for c in pred_cols
-               if not pd.isna(row[c])]
-        heatmap = None
-        if cams:
-            if index not in cams:
-                raise ValueError(f"{store_dir}: no CAM stored for image {row['image_id']!r} (index {index})")
-            stored = cams[index]
-            j = 0 if which == "top1" else len(stored["classes"]) - 1
-            expected = int(row["pred1"] if which == "top1" else row["label"])
-            if int(stored["classes"][j]) != expected:
-                raise ValueError(f"{store_dir}: the CAM store is not of this predictions.csv (image "
-                                 f"{row['image_id']!r}: stored class {int(stored['classes'][j])}, expected {expected})")
-            heatmap = _heatmap(stored["cams"][j], image.shape[:2])
-            top = [(name(c), float(p)) for c, p in zip(stored["classes"][:-1], stored["scores"][:-1])]
-        box = np.array([row[f"{prefix}_{k}"] for k in ("x0", "y0", "x1", "y1")], dtype=np.float64)
-        iou = row[f"{prefix}_iou"]
-        panels.append(OverlayPanel(
-            image=image, heatmap=heatmap,
-            gt_boxes=parse_boxes(row["gt_boxes"], f"predictions.csv, image {row['image_id']!r}"),
-            pred_box=None if np.isnan(box).any() else box, iou=None if pd.isna(iou) else float(iou),
-            top_classes=top, gt_class=name(row["label"]), title=str(row["image_id"]),
-            note=str(outcomes[row.name]).replace("_", " ").replace("excluded", "")))
-    return panels, notes
-
-
-def write_overlay_grid(run_dir: str | Path, out_png: str | Path, *, n: int = 16, select: str = "random",
-                       seed: int = 0, which: str = "top1", category: str | None = None, ncols: int = 4) -> list[str]:
-    """Select ``n`` images of a run (``select_predictions``), draw their overlays, save the grid.
-
-    Returns:
-        Notes for the user (e.g. no CAM store, fewer images than asked).
-
-    Raises:
-        ValueError: nothing to draw (e.g. no failure in the run), or as ``load_overlay_panels``.
-    """
-    run_dir = Path(run_dir)
-    predictions = read_predictions(run_dir / "predictions.csv")
-    rows = select_predictions(predictions, n, select, seed=seed, which=which, category=category)
-    if rows.empty:
-        raise ValueError(f"{run_dir}: no image matches --select {select}"
-                         + (f" --category {category}" if category else ""))
-    panels, notes = load_overlay_panels(run_dir, rows, which=which)
-    if len(rows) < n:
-        notes.append(f"only {len(rows)} images match --select {select} (asked for {n})")
-    save_figure(draw_overlay_grid(panels, ncols=ncols), out_png, dpi=150)
-    return notes
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``wsol-visualize RUN_DIR --n 16 --select worst --out grid.png``: a grid of CAM overlays of a run."""
-    parser = argparse.ArgumentParser(
-        prog="wsol-visualize", description=(main.__doc__ or "").replace("``", ""),
-        epilog="Reads RUN_DIR/predictions.csv (paper protocol), the CAM store RUN_DIR/cams (eval.save_cams=true; "
-               "without it: boxes only) and the images named by RUN_DIR/config.yaml.")
-    parser.add_argument("run_dir", help="a run dir holding predictions.csv")
-    parser.add_argument("--n", type=int, default=16, help="number of images (default 16)")
-    parser.add_argument("--select", default="random", choices=SELECTIONS,
-                        help="worst/best: lowest/highest IoU first; failures: wrong boxes, most confident first; "
-                             "random: a seeded sample (default)")
-    parser.add_argument("--category", choices=FAILURE_CATEGORIES,
-                        help="only top-1 failures of this cause (see wsol.report.classify_failure)")
-    parser.add_argument("--which", default="top1", choices=("top1", "gt_known"),
-                        help="box and heat map of the top-1 class (default) or of the GT class")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --select random")
-    parser.add_argument("--ncols", type=int, default=4, help="panels per row (default 4)")
-    parser.add_argument("--out", help="PNG to write (default RUN_DIR/overlays_<select>.png)")
-    parser.add_argument("--force", action="store_true", help="replace an existing --out")
-    args = parser.parse_args(argv)
-    out = Path(args.out) if args.out else Path(args.run_dir) / f"overlays_{args.select}.png"
-    try:
-        if out.exists() and not args.force:
-            raise FileExistsError(f"refusing to overwrite {out} (pass --force to replace it)")
-        notes = write_overlay_grid(args.run_dir, out, n=args.n, select=args.select, seed=args.seed,
-                                   which=args.which, category=args.category, ncols=args.ncols)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"wsol-visualize: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from err
-    for note in notes:
-        print(f"wsol-visualize: {note}", file=sys.stderr)
-    print(f"wrote {out}")
-
-
-if __name__ == "__main__":
-    main()

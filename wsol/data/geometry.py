@@ -1,4 +1,4 @@
-"""Box conventions and how ground-truth boxes move through resize and crop, stated once.
+"""Box conventions of the annotation readers, stated once: inclusive ``xyxy``, ``x y w h`` flavours, validity checks.
 
 Conventions (the same as ``wsol.data.records``):
     * Boxes are float64 ``[N, 4]`` ``xyxy`` with INCLUSIVE pixel coordinates of the image they refer to:
@@ -16,7 +16,7 @@ Conventions (the same as ``wsol.data.records``):
           times, ``H`` never), which only the extent reading explains: with pixel counts, a box
           touching the right edge would give ``x + w = W``.
 
-Which resolution is evaluated (the choice every caller makes through these functions):
+Which resolution is evaluated (the pixel space the GT boxes are scored in):
     * Default (the CAM paper, "original resolution"): the network sees the whole image resized to
       ``224 x 224`` without crop; the CAM is resized back to the image's own ``(W, H)``, where the GT
       boxes live, so GT boxes are never moved.
@@ -71,99 +71,8 @@ def xywh_to_xyxy(boxes: np.ndarray | Sequence[Sequence[float]], *, count_pixels:
     return out
 
 
-def xyxy_to_xywh(boxes: np.ndarray | Sequence[Sequence[float]], *, count_pixels: bool) -> np.ndarray:
-    """Inverse of ``xywh_to_xyxy``: inclusive ``xyxy`` to ``x y w h``.
-
-    Args:
-        boxes: ``[N, 4]`` inclusive ``(x0, y0, x1, y1)``.
-        count_pixels: True for ``w = x1 - x0 + 1``, False for ``w = x1 - x0`` (see ``xywh_to_xyxy``).
-
-    Returns:
-        float64 ``[N, 4]`` ``(x, y, w, h)``.
-    """
-    xyxy = as_boxes(boxes)
-    offset = 1.0 if count_pixels else 0.0
-    out = xyxy.copy()
-    out[:, 2] = xyxy[:, 2] - xyxy[:, 0] + offset
-    out[:, 3] = xyxy[:, 3] - xyxy[:, 1] + offset
-    return out
-
-
-def clip_boxes(boxes: np.ndarray | Sequence[Sequence[float]], size: tuple[int, int]) -> np.ndarray:
-    """Clip inclusive ``xyxy`` boxes to the pixels of an image of ``size`` (``[0, W-1] x [0, H-1]``).
-
-    Args:
-        boxes: ``[N, 4]`` inclusive ``xyxy``.
-        size: ``(width, height)``.
-
-    Returns:
-        float64 ``[N, 4]``; a box entirely outside the image collapses onto the border.
-    """
-    xyxy = as_boxes(boxes)
-    width, height = size
-    out = xyxy.copy()
-    out[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0, width - 1)
-    out[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0, height - 1)
-    return out
-
-
-def shorter_side_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
-    """``(width, height)`` after resizing so that the shorter side is ``shorter`` (aspect kept).
-
-    Uses torchvision's rule (``Resize(int)``): the longer side is ``int(shorter * long / short)``.
-
-    Args:
-        size: ``(width, height)``.
-        shorter: target length of the shorter side.
-
-    Returns:
-        ``(width, height)``.
-    """
-    width, height = size
-    if width <= height:
-        return shorter, int(shorter * height / width)
-    return int(shorter * width / height), shorter
-
-
-def center_crop_offset(size: tuple[int, int], crop: tuple[int, int]) -> tuple[int, int]:
-    """Top-left ``(x, y)`` of a centre crop of ``crop=(w, h)`` in an image of ``size``, torchvision's rounding.
-
-    Args:
-        size: ``(width, height)`` of the image.
-        crop: ``(width, height)`` of the crop.
-
-    Returns:
-        ``(left, top)`` with ``left = round((W - w) / 2)`` as ``torchvision.transforms.CenterCrop``.
-    """
-    width, height = size
-    crop_w, crop_h = crop
-    return int(round((width - crop_w) / 2.0)), int(round((height - crop_h) / 2.0))
-
-
-def crop_boxes(
-    boxes: np.ndarray | Sequence[Sequence[float]], offset: tuple[float, float], crop_size: tuple[int, int]
-) -> np.ndarray:
-    """Move boxes into a crop whose top-left pixel is ``offset``, clipping them to the crop.
-
-    Boxes that end up entirely outside the crop are kept, collapsed onto its border (callers that want
-    to drop them test ``x0 >= W`` etc. before cropping); boxes are never silently removed here.
-
-    Args:
-        boxes: ``[N, 4]`` inclusive ``xyxy`` in the uncropped image.
-        offset: ``(left, top)`` of the crop in the uncropped image.
-        crop_size: ``(width, height)`` of the crop.
-
-    Returns:
-        float64 ``[N, 4]`` in crop pixels.
-    """
-    xyxy = as_boxes(boxes)
-    left, top = offset
-    shifted = xyxy - np.array([left, top, left, top], dtype=np.float64)
-    return clip_boxes(shifted, crop_size)
-
-
 def boxes_outside(
-    boxes: np.ndarray | Sequence[Sequence[float]], size: tuple[int, int], tolerance: float = 1.0
+    boxes: np.ndarray | Sequence[Sequence[float]], size: tuple[int, int], tolerance: float
 ) -> np.ndarray:
     """bool ``[N]``: which boxes leave the image ``[0, W-1] x [0, H-1]`` by more than ``tolerance`` pixels.
 
@@ -173,7 +82,7 @@ def boxes_outside(
     Args:
         boxes: ``[N, 4]`` inclusive ``xyxy``.
         size: ``(width, height)``.
-        tolerance: allowed overshoot in pixels.
+        tolerance: allowed overshoot in pixels (``data.box_tolerance``).
 
     Returns:
         bool ``[N]``.

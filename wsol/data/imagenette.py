@@ -46,36 +46,25 @@ from typing import Literal
 import numpy as np
 
 from wsol.boxes import resize_boxes
-
 from wsol.data.datasets import DATASETS
-from wsol.data.formats import (
-    ILSVRC_NUM_CLASSES,
-    infer_devkit_id_map,
-    read_blacklist,
-    read_devkit_id_map,
-    read_devkit_mat,
-    read_devkit_mat_objects,
-    read_devkit_xml,
-    read_kaggle_csv,
-    walk_image_files,
-)
+from wsol.data.devkit import ILSVRC_NUM_CLASSES, read_blacklist, read_devkit_id_map, walk_image_files
+from wsol.data.files import CheckLevel, FileImageSource, PathLike, build_file_source
+from wsol.data.ground_truth import GtFormat, LabelSpace, detect_gt_format, read_ilsvrc_ground_truth
 from wsol.data.images import DEFAULT_MAX_IMAGE_PIXELS, AlphaPolicy, ImageLoadError, check_image, read_image_size
-from wsol.data.metadata import (
+from wsol.data.metadata import IMAGE_IDS, read_metadata
+from wsol.data.records import Annotations, ImageRecord
+from wsol.data.validation import (
     DEFAULT_BOX_TOLERANCE,
-    IMAGE_IDS,
     OnError,
     Problem,
     box_problem,
     check_on_error,
     finalize_annotations,
-    read_metadata,
+    resolve_path,
 )
-from wsol.data.real import CheckLevel, FileImageSource, PathLike, build_file_source, resolve_path
-from wsol.data.records import Annotations, ImageRecord
 
 logger = logging.getLogger(__name__)
 
-GtFormat = Literal["auto", "metadata", "devkit_xml", "kaggle", "devkit_mat"]
 Variant = Literal["auto", "imagenette", "imagewoof"]
 SPLITS = ("train", "val", "test")
 SPLIT_FOLDERS = ("train", "val")
@@ -333,30 +322,6 @@ def map_boxes(boxes: np.ndarray, original: tuple[int, int], stored: tuple[int, i
     return resize_boxes(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), original, stored, truncate=False)
 
 
-def detect_gt_format(gt: Path) -> str:
-    """``metadata`` (folder with ``image_ids.txt``), ``devkit_xml`` (folder of ``*.xml``), ``kaggle`` (``.csv``)
-    or ``devkit_mat`` (``.mat``).
-
-    Raises:
-        FileNotFoundError / ValueError: ``gt`` missing or of none of these kinds.
-    """
-    if not gt.exists():
-        raise FileNotFoundError(f"ground truth not found: {gt}")
-    if gt.is_dir():
-        if (gt / IMAGE_IDS).is_file():
-            return "metadata"
-        if next(gt.rglob("*.xml"), None) is not None:
-            return "devkit_xml"
-        raise ValueError(f"{gt}: a folder with neither {IMAGE_IDS} (wsolevaluation metadata) nor *.xml (devkit)")
-    suffix = gt.suffix.lower()
-    if suffix == ".csv":
-        return "kaggle"
-    if suffix == ".mat":
-        return "devkit_mat"
-    raise ValueError(f"{gt}: cannot tell its format (expected a metadata or XML folder, a .csv or a .mat); "
-                     f"set gt_format")
-
-
 def _stem(image_id: str) -> str:
     """The file name of an image id without its extension (string operations: this runs on 230k GT lines)."""
     name = image_id.rsplit("/", 1)[-1]
@@ -364,11 +329,13 @@ def _stem(image_id: str) -> str:
 
 
 def _original_sizes_from(
-    source: Path, stems: frozenset[str], select: Callable[[str], bool]
+    source: Path, stems: frozenset[str], select: Callable[[str], bool], box_tolerance: float
 ) -> dict[str, tuple[int, int]]:
     """``{stem: (W, H)}`` of the original val images, from a metadata folder or a folder of the original files."""
     if (source / IMAGE_IDS).is_file():
-        records = read_metadata(source, select=select).records
+        # sizes of the ORIGINAL files (never loaded here): only Pillow's own limit applies
+        records = read_metadata(source, num_classes=None, box_tolerance=box_tolerance,
+                                max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, select=select).records
         return {_stem(r.image_id): r.size for r in records if r.size is not None}
     if not source.is_dir():
         raise FileNotFoundError(f"original_sizes: {source} is neither a metadata folder nor a folder of images")
@@ -386,17 +353,17 @@ def read_val_ground_truth(
     stems: frozenset[str],
     classes: tuple[ImageNetClass, ...],
     *,
-    devkit_meta: Path | None = None,
-    id_map_reference: Path | None = None,
-    on_error: OnError = "raise",
-    box_tolerance: float = DEFAULT_BOX_TOLERANCE,
+    devkit_meta: Path | None,
+    id_map_reference: Path | None,
+    on_error: OnError,
+    box_tolerance: float,
 ) -> tuple[dict[str, ImageRecord], str]:
     """The official records of the val images whose file stems are ``stems``, labels as ImageNet-1k indices.
 
-    Reads with the suite's readers, keeping only the wanted images (the other 49,500 are skipped unchecked).
-    XML and Kaggle ground truth name classes by WNID and are read against the variant's ``classes`` (an object
-    of any other class is an error of that image); metadata and the devkit ``.mat`` (through ``devkit_meta`` or
-    ``id_map_reference``) give sorted-WNID labels directly.
+    Reads with the suite's one dispatcher (``wsol.data.ground_truth``), keeping only the wanted images (the other
+    49,500 are skipped unchecked). XML and Kaggle ground truth name classes by WNID and are read against the variant's
+    ``classes`` (an object of any other class is an error of that image); metadata and the devkit ``.mat`` (through
+    ``devkit_meta``, restricted to the variant's classes, or ``id_map_reference``) give sorted-WNID labels directly.
 
     Returns:
         ``({stem: record}, format used)``; record labels are ImageNet-1k indices, sizes original or ``None``.
@@ -410,37 +377,20 @@ def read_val_ground_truth(
     def select(image_id: str) -> bool:
         return _stem(image_id) in stems
 
-    wnids = [c.wnid for c in classes]  # sorted: label i of a WNID-named reader is classes[i]
-    if chosen == "metadata":
-        annotations = read_metadata(gt, num_classes=ILSVRC_NUM_CLASSES, on_error=on_error,
-                                    box_tolerance=box_tolerance, select=select)
-        to_imagenet = None
-    elif chosen == "devkit_xml":
-        annotations = read_devkit_xml(gt, wnids, on_error=on_error, box_tolerance=box_tolerance, select=select)
-        to_imagenet = [c.imagenet_index for c in classes]
-    elif chosen == "kaggle":
-        annotations = read_kaggle_csv(gt, wnids, on_error=on_error, box_tolerance=box_tolerance, select=select)
-        to_imagenet = [c.imagenet_index for c in classes]
-    elif chosen == "devkit_mat":
-        if devkit_meta is None and id_map_reference is None:
-            raise ValueError("gt_format 'devkit_mat' needs devkit_meta (meta_clsloc.mat / map_clsloc.txt) or "
-                             "id_map_reference (a metadata folder to infer the devkit id map from)")
-        objects = read_devkit_mat_objects(gt)  # read once: seconds for the 50,000 records
-        if devkit_meta is not None:
-            # devkit id -> WNID -> ImageNet-1k index of the class constants: right also for a partial id map
-            # (sorting the map's own WNIDs would number a partial map 0..k-1). Ids of other classes stay out of
-            # the map, so an object of another class is an error of its image.
-            index = {c.wnid: c.imagenet_index for c in classes}
-            id_to_label = {i: index[wnid] for i, wnid in read_devkit_id_map(devkit_meta).items() if wnid in index}
-        else:
-            assert id_map_reference is not None
-            reference = read_metadata(id_map_reference, num_classes=ILSVRC_NUM_CLASSES, select=select)
-            id_to_label = infer_devkit_id_map(gt, reference, objects=objects)
-        annotations = read_devkit_mat(gt, id_to_label, on_error=on_error, box_tolerance=box_tolerance,
-                                      select=select, objects=objects)
-        to_imagenet = None
-    else:
-        raise ValueError(f"gt_format must be auto, metadata, devkit_xml, kaggle or devkit_mat, got {gt_format!r}")
+    index = {c.wnid: c.imagenet_index for c in classes}
+    labels = LabelSpace(
+        wnids=lambda: [c.wnid for c in classes],  # sorted: label i of a WNID-named reader is classes[i]
+        # devkit id -> WNID -> ImageNet-1k index of the class constants: right also for a partial id map (sorting the
+        # map's own WNIDs would number a partial map 0..k-1). Ids of other classes stay out of the map, so an object
+        # of another class is an error of its image.
+        devkit_labels=lambda meta: {i: index[wnid] for i, wnid in read_devkit_id_map(meta).items() if wnid in index},
+        relabel=[c.imagenet_index for c in classes])
+    # The sizes a metadata ground truth states are the ORIGINAL images' (never loaded here): only Pillow's own
+    # limit applies to them, not the data config's limit on the stored files.
+    annotations = read_ilsvrc_ground_truth(
+        chosen, gt, labels, num_classes=ILSVRC_NUM_CLASSES, on_error=on_error, box_tolerance=box_tolerance,
+        max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, devkit_meta=devkit_meta, id_map_reference=id_map_reference,
+        select=select)
     by_stem: dict[str, ImageRecord] = {}
     for record in annotations.records:
         stem = _stem(record.image_id)
@@ -448,8 +398,7 @@ def read_val_ground_truth(
             raise ValueError(f"{gt}: two records for {stem} ({by_stem[stem].image_id}, {record.image_id})")
         if record.box_labels is not None:
             raise ValueError(f"{gt}: {record.image_id} has boxes of several classes; an ILSVRC val image has one")
-        label = record.label if to_imagenet is None else to_imagenet[record.label]
-        by_stem[stem] = ImageRecord(record.image_id, label, record.boxes, record.size)
+        by_stem[stem] = ImageRecord(record.image_id, record.label, record.boxes, record.size)
     for image_id, reason in annotations.skipped.items():
         logger.warning("ground truth of %s skipped: %s", image_id, reason)
     return by_stem, chosen
@@ -541,7 +490,7 @@ def imagenette(
                          f"num_classes={num_classes}: set data.num_classes={expected} (or null)")
     label_of = {c.wnid: (c.imagenet_index if imagenet_labels else i) for i, c in enumerate(classes)}
     class_names = None if imagenet_labels else [c.name for c in classes]
-    common = dict(on_error=on_error, apply_exif_orientation=apply_exif_orientation, alpha=alpha,
+    common = dict(on_error=on_error, mask_root=None, apply_exif_orientation=apply_exif_orientation, alpha=alpha,
                   box_tolerance=box_tolerance, max_image_pixels=max_image_pixels)
 
     if split in ("train", "val"):
@@ -574,7 +523,7 @@ def imagenette(
     truth, used_format = read_val_ground_truth(
         gt_path, gt_format, stems, classes, devkit_meta=resolve_path(base, devkit_meta),
         id_map_reference=resolve_path(base, id_map_reference), on_error=on_error, box_tolerance=box_tolerance)
-    original_size = _original_size_lookup(base, gt_path, used_format, original_sizes, stems)
+    original_size = _original_size_lookup(base, gt_path, used_format, original_sizes, stems, box_tolerance)
     records: list[ImageRecord] = []
     problems: list[Problem] = []
     for file in val_files:
@@ -597,7 +546,7 @@ def imagenette(
 
 
 def _original_size_lookup(
-    base: Path, gt: Path, used_format: str, original_sizes: PathLike | None, stems: frozenset[str]
+    base: Path, gt: Path, used_format: str, original_sizes: PathLike | None, stems: frozenset[str], box_tolerance: float
 ) -> Callable[[str, ImageRecord, tuple[int, int]], tuple[int, int] | None]:
     """``(stem, ground-truth record, stored size) -> original (W, H)`` for the ground truth's format.
 
@@ -618,7 +567,7 @@ def _original_size_lookup(
         return lambda stem, record, stored: stored
     source = resolve_path(base, original_sizes)
     assert source is not None
-    sizes = _original_sizes_from(source, stems, lambda image_id: _stem(image_id) in stems)
+    sizes = _original_sizes_from(source, stems, lambda image_id: _stem(image_id) in stems, box_tolerance)
     return lambda stem, record, stored: sizes.get(stem)
 
 

@@ -18,7 +18,7 @@ Decisions, stated once here:
     * Truncated, corrupt, zero-byte, missing and unreadable files raise ``ImageLoadError(path, reason)``.
       Decoding always runs with ``ImageFile.LOAD_TRUNCATED_IMAGES`` off, even if other code switched it on,
       because padding a truncated image with grey would feed the network a different image.
-    * **Image size limit: ``DEFAULT_MAX_IMAGE_PIXELS`` = 89,478,485 pixels** (width x height; Pillow's own
+    * **Image size limit: ``data.max_image_pixels`` = 89,478,485 pixels** (width x height; Pillow's own
       decompression-bomb warning threshold, an RGB image of 256 MiB once decoded). A larger image is refused
       from its header, before any pixel is decoded, naming the file and its size. Measured: loading a JPEG at
       the limit (9459x9459) takes 680 MiB of peak memory and 2.6 s per DataLoader worker, a 4000x4000 one
@@ -56,7 +56,9 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 # restoring each other's value in the wrong order.
 _TRUNCATION_LOCK = threading.Lock()
 
-#: Largest ``width * height`` decoded by default (module docstring); Pillow's ``MAX_IMAGE_PIXELS`` default.
+#: Pillow's own ``MAX_IMAGE_PIXELS`` (a fact of Pillow: ``int(1024 * 1024 * 1024 // 4 // 3)``, module docstring). A
+#: run's limit is ``data.max_image_pixels`` (``configs/data/*.yaml``, whose value this is); here it is the limit of the
+#: loaders called without one (``tests/test_images.py`` does) and of sizes that are never loaded (original images).
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 # The last bytes of a complete file, by Pillow format name (module docstring).
 _END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"\x00\x00\x00\x00IEND\xaeB`\x82"}

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from wsol.data.datasets import SkippedImage, collate_skipping, load_or_skip
 from wsol.data.images import ImageLoadError
-from wsol.io import atomic_torch_save, load_torch_file
+from wsol.io import add_note, atomic_torch_save, check_writable_dir, load_torch_file
 from wsol.models.base import POOLS, CAMNet, global_pool
 
 log = logging.getLogger(__name__)
@@ -209,18 +208,26 @@ def cached_pooled_features(model: CAMNet, source: Any, *, arch: str, cache_dir: 
         # one bar over the whole pass: every batch of every chunk this rank still has to do
         bar = tqdm(total=sum(-(-len(todo) // batch_size) for _, _, todo in todo_chunks), unit="batch", disable=None,
                    desc=f"features ({len(todo_chunks)} of {n_chunks} chunks to do)")
-        for c, part, todo in todo_chunks:
-            t0, skipped = time.time(), {}
-            bar.set_postfix_str(f"chunk {c + 1} of {n_chunks}")
-            pooled = extract_pooled_features(model, source, image_size=image_size, hflip=hflip,
-                                             batch_size=batch_size, num_workers=num_workers, device=device,
-                                             indices=todo, skipped=skipped, bar=bar,
-                                             what=f"features, chunk {c + 1} of {n_chunks}")
-            atomic_torch_save({"key": key, "chunk": c, "first": todo.start, "pooled": pooled,
-                               "seconds": time.time() - t0, "skipped": skipped}, part)
-            log.info("features: chunk %d of %d done (%d images, %.0f s)", c + 1, n_chunks, len(todo),
-                     time.time() - t0)
-        bar.close()
+        mine = len(range(info.rank, n_chunks, info.world_size))
+        kept = mine - len(todo_chunks)  # this process's finished chunks, on disk
+        try:
+            for c, part, todo in todo_chunks:
+                t0, skipped = time.time(), {}
+                bar.set_postfix_str(f"chunk {c + 1} of {n_chunks}")
+                pooled = extract_pooled_features(model, source, image_size=image_size, hflip=hflip,
+                                                 batch_size=batch_size, num_workers=num_workers, device=device,
+                                                 indices=todo, skipped=skipped, bar=bar,
+                                                 what=f"features, chunk {c + 1} of {n_chunks}")
+                atomic_torch_save({"key": key, "chunk": c, "first": todo.start, "pooled": pooled,
+                                   "seconds": time.time() - t0, "skipped": skipped}, part)
+                kept += 1
+                log.info("features: chunk %d of %d done (%d images, %.0f s)", c + 1, n_chunks, len(todo),
+                         time.time() - t0)
+        except (OSError, KeyboardInterrupt) as err:  # disk full, Ctrl-C: say what is kept (one line, wsol.cli)
+            raise add_note(err, f"{kept} of {mine} feature chunks are kept in {path.parent}; the next run with the "
+                                "same inputs continues from them")
+        finally:
+            bar.close()
         barrier()
         if info.is_main:
             parts = [load_torch_file(path.with_name(f"{path.stem}.part{c:05d}.pt"), "feature cache part")
@@ -229,8 +236,12 @@ def cached_pooled_features(model: CAMNet, source: Any, *, arch: str, cache_dir: 
                 raise ValueError(f"{path.parent}: a feature cache part was made for other inputs; delete the parts")
             seconds = round(sum(float(p["seconds"]) for p in parts), 1)
             skipped = {k: v for p in parts for k, v in p.get("skipped", {}).items()}
-            atomic_torch_save({"key": key, "pooled": torch.cat([p["pooled"] for p in parts], 1), "labels": labels,
-                               "image_ids": ids, "seconds": seconds, "skipped": skipped}, path)
+            try:
+                atomic_torch_save({"key": key, "pooled": torch.cat([p["pooled"] for p in parts], 1),
+                                   "labels": labels, "image_ids": ids, "seconds": seconds, "skipped": skipped}, path)
+            except (OSError, KeyboardInterrupt) as err:  # the parts are deleted only once the joined file is there
+                raise add_note(err, f"all {n_chunks} feature chunks are kept in {path.parent}; the next run with the "
+                                    "same inputs joins them without computing them again")
             for stale in path.parent.glob(f"{path.stem}.part*.pt"):  # also parts of an earlier chunk size
                 stale.unlink()
             log.info("pooled features of %d images cached in %s (%.0f s of extraction)", len(records), path, seconds)
@@ -286,22 +297,6 @@ def content_digest(source: Any, workers: int = 8) -> str | None:
         for d in pool.map(one, range(len(source.annotations)), chunksize=64):
             total.update(d)
     return total.hexdigest()
-
-
-def check_writable_dir(folder: Path, what: str) -> None:
-    """Create ``folder`` and write a probe file in it, so that a read-only or missing location is an error before
-    the work whose result goes there, not after it.
-
-    Raises:
-        OSError: naming ``what``, the folder and the reason.
-    """
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise OSError(err.errno, f"{what}: cannot write in {folder} ({err.strerror or err})") from None
 
 
 class PooledFeatureItems(Dataset):

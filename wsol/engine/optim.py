@@ -20,7 +20,7 @@ from torch import nn
 
 __all__ = ["build_param_groups", "build_optimizer", "build_scheduler", "lr_lambda", "SCHEDULES"]
 
-SCHEDULES = ("step", "cosine", "constant")
+from wsol.choices import SCHEDULES  # noqa: E402  (the one list: wsol.choices)
 
 
 def build_param_groups(model: nn.Module, *, lr: float, weight_decay: float, new_layer_lr_mult: float,

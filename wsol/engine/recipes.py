@@ -22,19 +22,20 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from wsol.engine.features import PooledFeatureItems, PooledHead, cached_pooled_features, fit_linear_svm
+from wsol.engine.features import (PooledFeatureItems, PooledFeatures, PooledHead, cached_pooled_features,
+                                  fit_linear_svm)
 from wsol.engine.optim import build_optimizer, build_param_groups, build_scheduler, lr_lambda
 from wsol.engine.trainer import LoopSettings, Trainer, TrainResult, load_resumable, steps_per_epoch
-from wsol.io import atomic_torch_save
+from wsol.io import add_note, atomic_torch_save
 from wsol.methods import MethodNet, new_layer_modules
 from wsol.methods.cam import CAM
 from wsol.models import CAMNet
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RECIPES", "TrainSettings", "train_model", "frozen_modules", "train_fingerprint"]
+__all__ = ["RECIPES", "TrainSettings", "train_model", "train_linear_svm", "frozen_modules", "train_fingerprint"]
 
-RECIPES = ("full", "last_stage", "head", "linear_svm")
+from wsol.choices import RECIPES, SCHEDULE_UNITS  # noqa: E402  (the one list: wsol.choices)
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,8 @@ class TrainSettings:
             raise ValueError(f"train.epochs must be >= 1 (or set train.max_iters), got {self.epochs}")
         if self.max_iters is not None and self.max_iters < 1:
             raise ValueError(f"train.max_iters must be >= 1 or null, got {self.max_iters}")
-        if self.schedule_unit not in ("epoch", "iter"):
-            raise ValueError(f"train.scheduler.unit must be 'epoch' or 'iter', got {self.schedule_unit!r}")
+        if self.schedule_unit not in SCHEDULE_UNITS:
+            raise ValueError(f"train.scheduler.unit must be one of {SCHEDULE_UNITS}, got {self.schedule_unit!r}")
 
 
 def train_fingerprint(settings: TrainSettings, *, seed: int, spec: dict[str, Any], data: dict[str, Any],
@@ -121,6 +122,40 @@ def frozen_modules(model: CAMNet, recipe: str) -> tuple[tuple[nn.Module, ...], l
     frozen = tuple(m for m in model.modules()
                    if id(m) not in trained and not any(id(c) in trained for c in m.modules()))
     return frozen, [model.classifier, *new_layer_modules(model)]
+
+
+def train_linear_svm(model: CAMNet, feats: PooledFeatures, run_dir: Path, *, settings: TrainSettings, seed: int,
+                     spec: dict[str, Any], arch: str, skipped: dict[str, str], started: float) -> TrainResult:
+    """The ``linear_svm`` recipe (the paper's section 4): a linear SVM on the pooled features of ``model.pool``
+    becomes ``model.classifier``; ``model.pt`` is written into ``run_dir``.
+
+    Args:
+        model: the ``CAMNet`` whose classifier (with a bias) receives the SVM's weights.
+        feats: the training images' pooled features (``cached_pooled_features(...).kept()``).
+        run_dir: where ``model.pt`` goes.
+        settings: ``TrainSettings`` (``svm_C``, ``svm_max_iter``).
+        seed: the SVM's ``random_state``.
+        spec: the architecture spec stored with the weights.
+        arch: the architecture's name, for messages.
+        skipped: training images dropped under ``data.on_error=skip`` (recorded in the result).
+        started: ``time.time()`` when the recipe started (the result's seconds include the feature pass).
+
+    Returns:
+        ``TrainResult`` with no optimizer step; ``train_acc`` is the SVM's accuracy on the plain views (a fraction).
+    """
+    weight, bias, info = fit_linear_svm(feats.of(model.pool)[0], feats.labels, C=settings.svm_C, seed=seed,
+                                        max_iter=settings.svm_max_iter)
+    if model.classifier.bias is None:
+        raise ValueError(f"{arch}: the linear SVM needs a classifier with a bias")
+    with torch.no_grad():
+        model.classifier.weight.copy_(weight)
+        model.classifier.bias.copy_(bias)
+    acc = float((feats.of(model.pool)[0] @ weight.T + bias).argmax(1).eq(feats.labels).float().mean())
+    atomic_torch_save({"model": model.state_dict(), "spec": spec}, run_dir / "model.pt")
+    log.info("linear SVM on %d pooled features: train acc %.3f (%s)", len(feats.labels), acc, info)
+    return TrainResult(0, 0.0, float("nan"), acc, time.time() - started,
+                       [{"features_cached": feats.meta.get("cache_hit"), **info}],
+                       skipped=dict(sorted(skipped.items())))
 
 
 def _total_steps(settings: TrainSettings, n: int) -> tuple[int, list[int]]:
@@ -176,19 +211,8 @@ def train_model(model: CAMNet, train_source: Any, run_dir: str | Path, *, settin
         skipped.update(feats.skipped)  # not trained on
         feats = feats.kept()
         if settings.recipe == "linear_svm":
-            weight, bias, info = fit_linear_svm(feats.of(model.pool)[0], feats.labels, C=settings.svm_C, seed=seed,
-                                                max_iter=settings.svm_max_iter)
-            if model.classifier.bias is None:
-                raise ValueError(f"{arch}: the linear SVM needs a classifier with a bias")
-            with torch.no_grad():
-                model.classifier.weight.copy_(weight)
-                model.classifier.bias.copy_(bias)
-            acc = float((feats.of(model.pool)[0] @ weight.T + bias).argmax(1).eq(feats.labels).float().mean())
-            atomic_torch_save({"model": model.state_dict(), "spec": spec}, run_dir / "model.pt")
-            log.info("linear SVM on %d pooled features: train acc %.3f (%s)", len(feats.labels), acc, info)
-            return TrainResult(0, 0.0, float("nan"), acc, time.time() - t0,
-                               [{"features_cached": feats.meta.get("cache_hit"), **info}],
-                               skipped=dict(sorted(skipped.items())))
+            return train_linear_svm(model, feats, run_dir, settings=settings, seed=seed, spec=spec, arch=arch,
+                                    skipped=skipped, started=t0)
         net: nn.Module = MethodNet(PooledHead(model), method)
         dataset = PooledFeatureItems(feats.of(model.pool), feats.labels)
         extra_info = feats.meta
@@ -223,7 +247,11 @@ def train_model(model: CAMNet, train_source: Any, run_dir: str | Path, *, settin
                       state_module=model)
     result = trainer.fit(resume=resume, stop_after=stop_after)
     if trainer.step >= total:
-        atomic_torch_save({"model": model.state_dict(), "spec": spec}, run_dir / "model.pt")
+        try:
+            atomic_torch_save({"model": model.state_dict(), "spec": spec}, run_dir / "model.pt")
+        except OSError as err:
+            raise add_note(err, f"the finished checkpoint (step {trainer.step}) is kept; resuming it trains nothing "
+                                "and writes model.pt")
     if extra_info:
         result.history = result.history + [{"features_cached": extra_info.get("cache_hit"),
                                             "feature_extract_seconds": extra_info.get("extract_seconds")}]

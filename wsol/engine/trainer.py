@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import csv
 import logging
-from contextlib import nullcontext
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,6 +30,7 @@ from wsol.data.datasets import collate_skipping
 from wsol.engine.checkpoint import (fingerprint_diff, get_rng_state, load_checkpoint, save_checkpoint,
                                     set_rng_state)
 from wsol.engine.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, get_dist
+from wsol.io import add_note
 from wsol.methods.base import method_random
 
 log = logging.getLogger(__name__)
@@ -252,11 +253,24 @@ class Trainer:
                 self.skipped[item.image_id] = item.reason
 
     def checkpoint(self, finished: bool = False) -> None:
-        state = self.state_dict(finished)  # every rank: gathers the RNG states
-        if self.dist.is_main:
-            save_checkpoint(self.ckpt_path, state)
-        barrier()
-        self.last_checkpoint_step = self.step
+        """Write ``checkpoints/last.pt`` (rank 0) and record its step.
+
+        Ctrl-C is held back until both are done, so the step a ``TrainingInterrupted`` names is the step of the file
+        on disk (a Ctrl-C between the rename and the bookkeeping made them differ).
+
+        Raises:
+            OSError: the write failed (disk full ...), with a note saying which checkpoint is kept.
+        """
+        with _sigint_deferred():
+            state = self.state_dict(finished)  # every rank: gathers the RNG states
+            if self.dist.is_main:
+                try:
+                    save_checkpoint(self.ckpt_path, state)
+                except OSError as err:
+                    raise add_note(err, "no checkpoint was written yet" if self.last_checkpoint_step is None else
+                                   f"the previous checkpoint (step {self.last_checkpoint_step}) is kept")
+            barrier()
+            self.last_checkpoint_step = self.step
 
     def resume(self, path: str | Path) -> None:
         """Load a checkpoint written by this loop; refuse one made with other settings (``fingerprint``)."""
@@ -280,13 +294,17 @@ class Trainer:
         """``train_log.csv``: rewritten up to the resumed step, so a resume never duplicates rows."""
         if not self.dist.is_main:
             return None, None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        f = open(self.run_dir / "train_log.csv", "w", newline="")
-        writer = csv.writer(f)
-        writer.writerow(LOG_COLUMNS)
-        for row in self.history:
-            writer.writerow([row[k] for k in LOG_COLUMNS])
-        f.flush()
+        path = self.run_dir / "train_log.csv"
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            f = open(path, "w", newline="")
+            writer = csv.writer(f)
+            writer.writerow(LOG_COLUMNS)
+            for row in self.history:
+                writer.writerow([row[k] for k in LOG_COLUMNS])
+            f.flush()
+        except OSError as err:  # a buffered write fails without the file's name: name it
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         return f, writer
 
     # ------------------------------------------------------------------ training
@@ -369,8 +387,11 @@ class Trainer:
                 self.history.append(row)
                 sums = [0.0, 0.0, 0.0]
                 if csv_writer is not None:
-                    csv_writer.writerow([row[k] for k in LOG_COLUMNS])
-                    csv_file.flush()
+                    try:
+                        csv_writer.writerow([row[k] for k in LOG_COLUMNS])
+                        csv_file.flush()
+                    except OSError as err:  # a buffered write fails without the file's name: name it
+                        raise OSError(err.errno, err.strerror or str(err), csv_file.name) from err
                 if bar is not None:
                     bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}")
                 log.info("step %d/%d epoch %.2f lr %.4g loss %.4f acc %.3f", self.step, s.total_steps,
@@ -423,6 +444,33 @@ class Trainer:
         last = self.history[-1] if self.history else {"loss": float("nan"), "acc": float("nan")}
         return TrainResult(self.step, self.epoch + self.pos / self.n, last["loss"], last["acc"], time.time() - t0,
                            list(self.history), self.resumed_from, self._all_skipped())
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) during the block and raise ``KeyboardInterrupt`` after it; a second Ctrl-C raises
+    at once. Only where Python's own handler is in place (the main thread, nobody else's handler)."""
+    import signal
+    import threading
+
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        if pending:
+            raise KeyboardInterrupt
+        pending.append(signum)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
 
 
 def make_dataset_items(inputs: torch.Tensor, labels: torch.Tensor) -> Dataset:

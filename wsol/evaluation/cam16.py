@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from wsol.cam import compute_cams, normalize_cams
-from wsol.dtbox import dt_box, dt_rects_to_xyxy, heuristic_guesses, paste_ten_crop_cams, ten_crop_boxes
+from wsol.dtbox import RELEASED_THRESHOLDS, dt_box, dt_rects_to_xyxy, heuristic_guesses, paste_ten_crop_cams, ten_crop_boxes
 from wsol.evaluation.base import CAMBatch, DatasetEvaluator
 from wsol.evaluation.localization import evaluate_loc
 from wsol.metrics.topk import DevkitErrors
@@ -36,8 +36,8 @@ __all__ = ["GUESS_COLUMNS", "DT_BOX_THRESHOLDS", "TenCropCAMs", "Cam16Localizati
 
 #: The five guesses' classes: ranks 1, 1, 2, 2, 3 (``ILSVRC_evaluate_bbox.m``).
 GUESS_COLUMNS = (0, 0, 1, 1, 2)
-#: The thresholds of the released ``dt_box heatmap.jpg 20 100 110`` call.
-DT_BOX_THRESHOLDS = (20, 100, 110)
+#: The thresholds of the released ``dt_box heatmap.jpg 20 100 110`` call (``wsol.dtbox``'s, named here as before).
+DT_BOX_THRESHOLDS = RELEASED_THRESHOLDS
 
 
 class TenCropCAMs:

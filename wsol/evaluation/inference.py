@@ -157,7 +157,13 @@ def inference_on_dataset(producer: CAMProducer, source: Any, evaluator: DatasetE
 
 def score_cam_store(store: CAMStore, source: Any, evaluator: DatasetEvaluator, *, topk: int,
                     batch_size: int = 256) -> None:
-    """Feed the CAMs of a complete store to ``evaluator`` (this rank's share), keeping ``topk`` predictions."""
+    """Feed the CAMs of a complete store to ``evaluator`` (this rank's share), keeping ``topk`` predictions.
+
+    Raises:
+        ValueError: an image whose stored frame (its ``(width, height)`` when the CAMs were made) differs from the
+            size its record states now (another ``data.render_size``, a resized copy): its boxes would be scored
+            against maps of another frame. Checked before the image is scored; the first such image is named.
+    """
     records = source.annotations.records
     info = get_dist()
     mine = set(shard_indices(len(records), info.rank, info.world_size))
@@ -168,5 +174,29 @@ def score_cam_store(store: CAMStore, source: Any, evaluator: DatasetEvaluator, *
         classes, scores, cams = select_topk(batch["classes"][keep], batch["scores"][keep], batch["cams"][keep], topk)
         if (batch["indices"][keep] >= len(records)).any():
             raise ValueError(f"{store.dir}: image indices beyond the split's {len(records)} images")
-        _process(evaluator, records, batch["indices"][keep].tolist(), batch["sizes"][keep].tolist(), classes, scores,
-                 cams)
+        indices, sizes = batch["indices"][keep].tolist(), batch["sizes"][keep].tolist()
+        _check_frames(store, source, indices, sizes)
+        _process(evaluator, records, indices, sizes, classes, scores, cams)
+
+
+def _check_frames(store: CAMStore, source: Any, indices: Sequence[int], sizes: Sequence[Sequence[int]]) -> None:
+    """Refuse stored maps whose image had another size than the one its record (its boxes) refers to now.
+
+    The record's ``size`` (metadata, or the synthetic render size) is compared; an image with boxes but no recorded
+    size is measured from its file's header when the source has files.
+    """
+    from wsol.data.images import read_image_size
+
+    records = source.annotations.records
+    image_path = getattr(source, "image_path", None)
+    for i, stored in zip(indices, sizes):
+        record = records[i]
+        now = record.size
+        if now is None and len(record.boxes) and image_path is not None:  # as the loader would see it
+            now = read_image_size(image_path(i), apply_exif_orientation=getattr(source, "apply_exif_orientation",
+                                                                                False))
+        if now is not None and tuple(now) != tuple(stored):
+            raise ValueError(f"{store.dir}: image {record.image_id!r} was {stored[0]}x{stored[1]} when its CAMs were "
+                             f"stored but is {now[0]}x{now[1]} here (another data.render_size or a resized copy?): "
+                             "its boxes would be scored against maps of another frame; evaluate the model on these "
+                             "images instead")

@@ -38,7 +38,7 @@ from wsol.posthoc import CAM_METHODS, posthoc_cams
 __all__ = ["PROTOCOLS", "EvalOutput", "ProtocolSettings", "build_evaluator", "producer_kind", "stored_cam_method",
            "evaluate_model", "rescore_store", "settings_summary"]
 
-PROTOCOLS = ("paper", "wsolevaluation", "cam16_heuristics")
+from wsol.choices import PROTOCOLS  # noqa: E402  (the one list: wsol.choices)
 
 
 @dataclass

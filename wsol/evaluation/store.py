@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from wsol.engine.distributed import all_gather_objects, barrier, get_dist
-from wsol.io import atomic_torch_save, atomic_write, atomic_write_json, load_torch_file, safe_join
+from wsol.io import add_note, atomic_torch_save, atomic_write, atomic_write_json, load_torch_file, safe_join
 
 __all__ = ["FORMAT_VERSION", "CAMStore", "CAMStoreWriter", "export_wsoleval_scoremaps", "records_digest",
            "is_complete_store", "check_matches"]
@@ -124,12 +124,19 @@ class CAMStoreWriter:
             raise FileExistsError(f"{self.dir}: holds an incomplete CAM store ({(journals or shards)[0].name} ...); "
                                   "resume it (eval.resume=true), delete it, or choose another run dir")
         barrier()  # every rank has looked before any rank changes the directory
+        where: dict[int, str] = {}  # image index -> the journaled shard holding it
+        files: set[str] = set()
         for journal in journals:
             entry = json.loads(journal.read_text())
             if entry.get("meta") != self.meta:
                 raise ValueError(f"{journal}: cannot resume, this store was written for other inputs "
                                  f"(model, data or settings differ); delete {self.dir} or use another run dir")
             for shard in entry["shards"]:
+                if shard["file"] in files:  # a copied journal: its shards would be indexed twice
+                    raise ValueError(f"{journal}: shard {shard['file']} is journaled twice; delete {self.dir} and "
+                                     "evaluate again")
+                files.add(shard["file"])
+                _claim(where, shard["indices"], shard["file"], self.dir)
                 self.done_indices.update(shard["indices"])
             if int(_JOURNAL_RE.fullmatch(journal.name).group(1)) == self.dist.rank:  # type: ignore[union-attr]
                 self._entries = list(entry["shards"])
@@ -218,20 +225,29 @@ class CAMStoreWriter:
         self._buffer = {k: [v[start:].clone()] for k, v in merged.items()}  # the remainder only
         self._buffered -= start
 
+    def finished_shards(self) -> int:
+        """This process's shards written and journaled so far (resumed ones included)."""
+        return len(self._entries)
+
     def _write_shard(self, shard: dict[str, torch.Tensor]) -> None:
         shard = {k: v.clone() for k, v in shard.items()}  # torch.save of a view writes the whole storage
         taken = {int(_SHARD_RE.fullmatch(e["file"]).group(2)) for e in self._entries}  # type: ignore[union-attr]
         number = max(taken, default=-1) + 1
         name = f"shard_r{self.dist.rank:03d}_{number:05d}.pt"
-        atomic_torch_save(shard, self.dir / name)
         cams = shard["cams"].float()
         finite = torch.isfinite(cams)
-        self._entries.append({"file": name, "count": len(shard["indices"]), "indices": shard["indices"].tolist(),
-                              "max_abs_cam": float(cams[finite].abs().max()) if finite.any() else 0.0,
-                              "nonfinite": int((~finite).sum())})
-        # the journal makes the shard count: a kill before this line only costs the shard's recomputation
-        atomic_write_json(self.dir / f"journal_r{self.dist.rank:03d}.json", {"meta": self.meta,
-                                                                            "shards": self._entries})
+        entry = {"file": name, "count": len(shard["indices"]), "indices": shard["indices"].tolist(),
+                 "max_abs_cam": float(cams[finite].abs().max()) if finite.any() else 0.0,
+                 "nonfinite": int((~finite).sum())}
+        try:
+            atomic_torch_save(shard, self.dir / name)
+            # the journal makes the shard count: a kill before this line only costs the shard's recomputation
+            atomic_write_json(self.dir / f"journal_r{self.dist.rank:03d}.json", {"meta": self.meta,
+                                                                                "shards": [*self._entries, entry]})
+        except OSError as err:  # disk full: the journaled shards stay valid, a rerun continues from them
+            raise add_note(err, f"{len(self._entries)} finished CAM shard(s) are kept in {self.dir}; the same command "
+                                "in this run dir continues from them (eval.resume=true)")
+        self._entries.append(entry)
 
     def close(self) -> None:
         """Write the last partial shard; rank 0 writes ``index.json`` once every rank is done. Idempotent."""
@@ -253,7 +269,11 @@ class CAMStoreWriter:
             index = {"format_version": FORMAT_VERSION, "num_images": num, "dtype": "float16",
                      "cam_shape": cam_shape, "shards": [{k: v for k, v in s.items() if k != "indices"}
                                                         for s in shards], "meta": self.meta}
-            atomic_write_json(self.dir / _INDEX, index)
+            try:
+                atomic_write_json(self.dir / _INDEX, index)
+            except OSError as err:
+                raise add_note(err, f"all {len(shards)} CAM shards are kept in {self.dir}; the same command in this "
+                                    "run dir indexes them without computing them again (eval.resume=true)")
             for j in journals:
                 j.unlink()
         barrier()
@@ -304,9 +324,13 @@ class CAMStore:
         counts = sum(int(s["count"]) for s in index["shards"])
         if counts != index["num_images"]:
             raise ValueError(f"{index_path}: shard counts sum to {counts}, not num_images={index['num_images']}")
+        listed: set[str] = set()
         for entry in index["shards"]:
             if not _SHARD_RE.fullmatch(str(entry["file"])):
                 raise ValueError(f"{index_path}: shard name {entry['file']!r} is not a store shard name")
+            if entry["file"] in listed:  # its images would be scored twice
+                raise ValueError(f"{index_path}: shard {entry['file']} is listed twice")
+            listed.add(entry["file"])
             if not (self.dir / entry["file"]).is_file():
                 raise FileNotFoundError(f"{self.dir / entry['file']}: shard listed in {_INDEX} is missing")
         self.index: dict[str, Any] = index
@@ -334,11 +358,18 @@ class CAMStore:
         return shard
 
     def iter_batches(self, batch_size: int = 256) -> Iterator[dict[str, torch.Tensor]]:
-        """Batches in store order, one shard in memory at a time; ``cams`` as float32 (copies)."""
+        """Batches in store order, one shard in memory at a time; ``cams`` as float32 (copies).
+
+        Raises:
+            ValueError: an image index held by two shards (a copied shard: its images would count twice), naming
+                both files; checked for each shard before any of its batches is yielded.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        where: dict[int, str] = {}  # image index -> the shard holding it
         for entry in self.index["shards"]:
             shard = self._load_shard(entry)
+            _claim(where, shard["indices"], entry["file"], self.dir)
             for start in range(0, int(entry["count"]), batch_size):
                 batch = {k: v[start:start + batch_size].clone() for k, v in shard.items() if k != "cams"}
                 batch["cams"] = shard["cams"][start:start + batch_size].float()
@@ -346,9 +377,30 @@ class CAMStore:
             del shard
 
     def read_indices(self) -> torch.Tensor:
-        """int64 ``[N]``: every stored image index in store order."""
-        return torch.cat([self._load_shard(e)["indices"] for e in self.index["shards"]]
-                         or [torch.zeros(0, dtype=torch.int64)])
+        """int64 ``[N]``: every stored image index in store order (each once: refused as ``iter_batches``)."""
+        where: dict[int, str] = {}
+        parts = []
+        for entry in self.index["shards"]:
+            indices = self._load_shard(entry)["indices"]
+            _claim(where, indices, entry["file"], self.dir)
+            parts.append(indices)
+        return torch.cat(parts or [torch.zeros(0, dtype=torch.int64)])
+
+
+def _claim(where: dict[int, str], indices: torch.Tensor | Sequence[int], file: str, store_dir: Path) -> None:
+    """Record that shard ``file`` holds ``indices``; an index already held (by another shard or twice by this one)
+    is refused, naming the files: its image would be scored twice."""
+    seen: set[int] = set()
+    for i in (indices.tolist() if isinstance(indices, torch.Tensor) else indices):
+        if i in seen or where.setdefault(i, file) != file:
+            raise ValueError(_duplicate_message(store_dir, i, where[i], file))
+        seen.add(i)
+
+
+def _duplicate_message(store_dir: Path, index: int, first: str, second: str) -> str:
+    where = f"both {first} and {second}" if first != second else f"{first} twice"
+    return (f"{store_dir}: image index {index} is stored in {where} (a duplicated shard?): its image would be scored "
+            "twice; delete the store and evaluate again")
 
 
 def iter_journaled_batches(out_dir: str | Path, wanted: set[int],

@@ -5,13 +5,11 @@ Per image, the GT class's CAM becomes a 224x224 score map exactly as that suite 
 ``int(c * 224 / size)`` arithmetic; ``wsol.metrics.boxacc.BoxAccEvaluator`` accumulates BoxAcc(tau) for every tau,
 ``PxAPEvaluator`` the pixel histograms where masks exist (OpenImages30k).
 
-Threshold policy (``tau_policy``), because the best tau of the scored split itself is an oracle:
-    * ``oracle``: wsolevaluation's own number, reported as an upper bound;
-    * ``fixed``: a tau chosen in advance (``tau``);
-    * ``heldout``: the best tau of another split's curve (``heldout_curve``, e.g. ImageNetV2 / CUBV2);
-    * ``crossfold``: when no held-out split with boxes exists (Imagenette: boxes exist only for the ILSVRC val
-      images), the scored images are split into ``folds`` folds by a hash of their id; each fold is scored at the
-      best tau of the OTHER folds' pooled curve, and the counts are summed. No image's tau ever saw that image.
+The threshold policy (``tau_policy``: oracle, fixed, heldout, crossfold) is ``wsol.metrics.threshold``'s, applied to
+the run's curves; for ``crossfold`` the scored images are split into ``folds`` folds by a hash of their id
+(``fold_of``) and one ``BoxAccEvaluator`` accumulates each fold (Imagenette: boxes exist only for the ILSVRC val
+images, so no held-out split with boxes exists).
+
 The headline ``boxacc_at_tau`` is V1 (largest box, IoU 0.5); ``boxacc_v2_at_tau`` applies the same policy to each
 IoU threshold of V2 (each with its own tau) and averages, as MaxBoxAccV2 does.
 """
@@ -29,12 +27,11 @@ from wsol.engine.distributed import all_reduce_sum
 from wsol.evaluation.base import CAMBatch, DatasetEvaluator
 from wsol.metrics.boxacc import BoxAccEvaluator, v2_mean
 from wsol.metrics.pxap import PxAPEvaluator
-from wsol.metrics.scoremap import RESIZE_LENGTH, wsoleval_scoremap
-from wsol.metrics.threshold import accuracy_at_tau, best_tau
+from wsol.metrics.scoremap import RESIZE_LENGTH, scoremap_thresholds, wsoleval_scoremap
+from wsol.metrics.threshold import (TAU_POLICIES, accuracy_at_tau, best_tau, check_tau_policy, crossfold_accuracy,
+                                   policy_tau)
 
 __all__ = ["WsolEvalEvaluator", "TAU_POLICIES", "fold_of"]
-
-TAU_POLICIES = ("oracle", "fixed", "heldout", "crossfold")
 
 
 def fold_of(image_id: str, folds: int) -> int:
@@ -56,27 +53,17 @@ class WsolEvalEvaluator(DatasetEvaluator):
         folds: the ``crossfold`` policy's number of folds (>= 2).
     """
 
-    def __init__(self, cam_curve_interval: float, iou_thresholds: Sequence[int], *, box_method: str = "auto",
-                 load_mask: Callable[[ImageRecord], np.ndarray] | None = None, tau_policy: str = "oracle",
-                 tau: float | None = None, heldout_curve: dict[str, np.ndarray] | None = None,
-                 folds: int = 2) -> None:
-        if tau_policy not in TAU_POLICIES:
-            raise ValueError(f"unknown eval.tau_policy {tau_policy!r}; expected one of {TAU_POLICIES}")
-        if tau_policy == "fixed" and tau is None:
-            raise ValueError("eval.tau_policy=fixed needs eval.tau")
-        if tau_policy == "heldout" and heldout_curve is None:
-            raise ValueError("eval.tau_policy=heldout needs the held-out split's curve")
-        if tau_policy == "crossfold" and folds < 2:
-            raise ValueError(f"eval.tau_folds must be >= 2 for crossfold, got {folds}")
+    def __init__(self, cam_curve_interval: float, iou_thresholds: Sequence[int], *, box_method: str,
+                 load_mask: Callable[[ImageRecord], np.ndarray] | None = None, tau_policy: str, tau: float | None,
+                 heldout_curve: dict[str, np.ndarray] | None = None, folds: int) -> None:
+        self.thresholds = scoremap_thresholds(cam_curve_interval)
+        check_tau_policy(tau_policy, tau=tau, heldout_curve=heldout_curve, folds=folds, grid=self.thresholds)
         self.tau_policy, self.tau, self.heldout_curve = tau_policy, tau, heldout_curve
         self.folds = folds if tau_policy == "crossfold" else 1
         self._boxacc = [BoxAccEvaluator(cam_curve_interval, tuple(iou_thresholds), box_method)
                         for _ in range(self.folds)]
         self.iou_thresholds = tuple(iou_thresholds)
         self.cam_curve_interval = float(cam_curve_interval)
-        self.thresholds = self._boxacc[0].thresholds
-        if tau is not None and tau_policy == "fixed":
-            accuracy_at_tau({"tau": self.thresholds, "x": self.thresholds}, "x", tau)  # on the grid, or raise
         self.load_mask = load_mask
         self._pxap = PxAPEvaluator(cam_curve_interval) if load_mask is not None else None
         self.reset()
@@ -142,7 +129,8 @@ class WsolEvalEvaluator(DatasetEvaluator):
         return out
 
     def _policy(self, total: BoxAccEvaluator, folds: list[BoxAccEvaluator]) -> dict[str, Any]:
-        """``boxacc_at_tau`` (V1) and ``boxacc_v2_at_tau`` under the policy, with the tau(s) used.
+        """``boxacc_at_tau`` (V1) and ``boxacc_v2_at_tau`` under the policy (``wsol.metrics.threshold``), with the
+        tau(s) used.
 
         V2 under a policy follows MaxBoxAccV2's rule with the policy's tau per IoU threshold: the mean over the IoU
         thresholds of BoxAcc at that threshold's tau (``v2_mean``, the same function ``BoxAccEvaluator`` uses).
@@ -151,35 +139,16 @@ class WsolEvalEvaluator(DatasetEvaluator):
         keys = ["boxacc_v1_iou50"] + [f"boxacc_v2_iou{t}" for t in self.iou_thresholds]
         out: dict[str, Any] = {"tau_policy": self.tau_policy, "oracle_tau": best_tau(curve, keys[0])[0]}
         if self.tau_policy == "crossfold":
-            n = np.array([e.n_images for e in folds])
-            accs, fold_taus = [], []
-            for key in keys:
-                correct, taus = 0, []
-                for f, fold in enumerate(folds):
-                    others = self._merged([e for g, e in enumerate(folds) if g != f])
-                    if others.n_images == 0 or fold.n_images == 0:
-                        raise ValueError(f"crossfold: fold {f} or its complement is empty ({n.tolist()} images "
-                                         "per fold); use fewer folds")
-                    tau, _ = best_tau(others.curve(), key)
-                    taus.append(tau)
-                    correct += fold.n_images * accuracy_at_tau(fold.curve(), key, tau) / 100.0
-                accs.append(100.0 * round(correct) / total.n_images)
-                fold_taus.append(taus)
+            n = [e.n_images for e in folds]
+            if min(n) == 0:
+                raise ValueError(f"crossfold: a fold is empty ({n} images per fold); use fewer folds")
+            fold_curves = [e.curve() for e in folds]
+            accs, fold_taus = zip(*(crossfold_accuracy(fold_curves, n, key) for key in keys))
             out.update(boxacc_at_tau=accs[0], boxacc_v2_at_tau=v2_mean(accs[1:]), tau=None,
-                       tau_per_fold=fold_taus[0], tau_folds=self.folds, n_per_fold=n.tolist())
+                       tau_per_fold=fold_taus[0], tau_folds=self.folds, n_per_fold=n)
             return out
-        chosen = []
-        for key in keys:
-            if self.tau_policy == "oracle":
-                chosen.append(best_tau(curve, key)[0])
-            elif self.tau_policy == "fixed":
-                chosen.append(float(self.tau))  # type: ignore[arg-type]
-            else:
-                held = self.heldout_curve
-                assert held is not None
-                if not np.allclose(held["tau"], curve["tau"]):
-                    raise ValueError("the held-out and scored curves use different threshold grids")
-                chosen.append(best_tau(held, key)[0])
+        chosen = [policy_tau(self.tau_policy, curve, key, tau=self.tau, heldout_curve=self.heldout_curve)
+                  for key in keys]
         accs = [accuracy_at_tau(curve, key, tau) for key, tau in zip(keys, chosen)]
         out.update(boxacc_at_tau=accs[0], boxacc_v2_at_tau=v2_mean(accs[1:]), tau=chosen[0],
                    tau_v2=dict(zip(self.iou_thresholds, chosen[1:])))

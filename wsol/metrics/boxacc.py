@@ -33,7 +33,7 @@ each distinct level once and score them all with ONE ``box_iou`` call:
       last. Outer contours nested inside a hole are found by counting: components of ``{u8 > L}`` = Euler
       number + holes; only when some needed level has more than ``{psi > L}`` does a second sweep over
       ``{u8 > L}`` run.
-    * ``"auto"`` (default): ``"fast"`` when numba is importable, else ``"exact"``.
+    * ``"auto"``: ``"fast"`` when numba is importable, else ``"exact"``.
 
 Public API: ``quantise``, ``threshold_levels``, ``scoremap_boxes_at_thresholds`` (the exact per-threshold
 boxes, for inspection), ``level_boxes`` and ``level_ious`` (per level), ``BoxAccEvaluator``
@@ -51,9 +51,11 @@ import cv2
 import numpy as np
 
 from wsol.boxes import box_iou, resize_boxes
+from wsol.choices import BOX_METHODS
 from wsol.metrics.scoremap import check_scoremap, scoremap_thresholds
 
 __all__ = [
+    "BOX_METHODS",
     "BoxAccEvaluator",
     "LevelBoxes",
     "level_boxes",
@@ -290,19 +292,15 @@ class BoxAccEvaluator:
     State is one counter per (curve, tau); no map is stored.
 
     Args:
-        cam_curve_interval: step of the threshold list ``np.arange(0, 1, step)``.
-        iou_thresholds: IoU thresholds in percent for V2 (wsolevaluation: 30, 50, 70).
-        method: ``"auto"``, ``"exact"`` or ``"fast"`` (see the module docstring; all give identical counts).
+        cam_curve_interval: step of the threshold list ``np.arange(0, 1, step)`` (``eval.cam_curve_interval``).
+        iou_thresholds: IoU thresholds in percent for V2 (``eval.iou_thresholds``; wsolevaluation: 30, 50, 70).
+        method: ``"auto"``, ``"exact"`` or ``"fast"`` (``BOX_METHODS``, ``eval.box_method``; see the module docstring;
+            all give identical counts).
     """
 
-    def __init__(
-        self,
-        cam_curve_interval: float = 0.01,
-        iou_thresholds: Sequence[int] = (30, 50, 70),
-        method: str = "auto",
-    ) -> None:
-        if method not in ("auto", "exact", "fast"):
-            raise ValueError(f"method must be 'auto', 'exact' or 'fast'; got {method!r}")
+    def __init__(self, cam_curve_interval: float, iou_thresholds: Sequence[int], method: str) -> None:
+        if method not in BOX_METHODS:
+            raise ValueError(f"method must be one of {BOX_METHODS}; got {method!r}")
         if not iou_thresholds or any(not 0 < t <= 100 for t in iou_thresholds):
             raise ValueError(f"iou_thresholds must be percentages in (0, 100]; got {list(iou_thresholds)!r}")
         if method == "auto":

@@ -28,10 +28,10 @@ class PxAPEvaluator:
     """Accumulates the foreground / background score histograms and computes PxAP.
 
     Args:
-        cam_curve_interval: histogram bin width ``s`` (0.01 default; 0.001 for final numbers).
+        cam_curve_interval: histogram bin width ``s`` (``eval.cam_curve_interval``; 0.001 for final numbers).
     """
 
-    def __init__(self, cam_curve_interval: float = 0.01) -> None:
+    def __init__(self, cam_curve_interval: float) -> None:
         self.thresholds = scoremap_thresholds(cam_curve_interval)
         self.edges = np.append(self.thresholds, [1.0, 2.0, 3.0])
         self.reset()

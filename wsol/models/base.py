@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-POOLS = ("gap", "gmp")
+from wsol.choices import POOLS
+
+__all__ = ["POOLS", "CAMNet", "global_pool"]
 
 
 def global_pool(features: torch.Tensor, pool: str) -> torch.Tensor:
@@ -64,7 +66,7 @@ class CAMNet(nn.Module):
         head: nn.Module,
         num_features: int,
         num_classes: int,
-        pool: str = "gap",
+        pool: str,
         mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
         std: tuple[float, float, float] = (0.229, 0.224, 0.225),
         dropout: float = 0.0,

@@ -18,9 +18,11 @@ zeros kept (43.00, 56.40); thresholds tau with 3 decimals (the finest wsolevalua
 counts as integers. CSV files keep full precision; markdown and the console are rounded.
 
 Modules: ``summary`` (``format_summary``, rounding), ``runs`` (collecting, grouping, aggregating),
-``failures`` (``predictions.csv``, ``classify_failure``), ``study`` (``write_study``, the ``wsol-report`` main).
-None imports torch or matplotlib at import time (``wsol-report --help`` stays fast): figures come from
-``wsol.visualize``, imported when a figure is drawn.
+``failures`` (``predictions.csv``, the failure causes; ``classify_failure`` itself is box geometry, ``wsol.boxes``),
+``study`` (``write_study``, the ``wsol-report`` main), ``overlays`` (the images and CAMs of a run's overlay grid) and
+``visualize_cli`` (the ``wsol-visualize`` main). None imports torch or matplotlib at import time (``wsol-report
+--help`` stays fast): figures are drawn by ``wsol.visualize`` (which imports nothing of the report), imported when a
+figure is drawn.
 """
 
 from wsol.report.failures import (FAILURE_CATEGORIES, PREDICTION_COLUMNS, classify_failure, failure_breakdown,
@@ -29,12 +31,12 @@ from wsol.report.runs import (AGGREGATED, GROUP_COLUMNS, ID_COLUMNS, PAPER_ILSVR
                               aggregate_runs, collect_runs, config_of, describe_sweeps, group_runs, latest_sweeps,
                               mean_std, read_overrides, shared_overrides, sweep_of, varying_config)
 from wsol.report.study import POLICY_COLUMNS, main, write_study
-from wsol.report.summary import (METRICS, TAU_POLICIES, chosen_taus, decimals, format_mean_std, format_summary,
+from wsol.report.summary import (METRICS, TAU_POLICY_MEANINGS, chosen_taus, decimals, format_mean_std, format_summary,
                                  format_value)
 
 __all__ = [
     "AGGREGATED", "FAILURE_CATEGORIES", "GROUP_COLUMNS", "ID_COLUMNS", "METRICS", "PAPER_ILSVRC_VAL",
-    "POLICY_COLUMNS", "PREDICTION_COLUMNS", "TAU_POLICIES", "add_paper_columns", "aggregate_runs", "chosen_taus",
+    "POLICY_COLUMNS", "PREDICTION_COLUMNS", "TAU_POLICY_MEANINGS", "add_paper_columns", "aggregate_runs", "chosen_taus",
     "classify_failure", "collect_runs", "config_of", "decimals", "describe_sweeps", "failure_breakdown",
     "failure_categories", "failure_row", "format_mean_std", "format_summary", "format_value", "group_runs",
     "latest_sweeps", "main", "mean_std", "parse_boxes", "read_overrides", "read_predictions", "shared_overrides",

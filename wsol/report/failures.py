@@ -1,4 +1,8 @@
-"""Why top-1 localization fails: reading ``predictions.csv`` and sorting each error into a cause."""
+"""Why top-1 localization fails: reading ``predictions.csv`` and sorting each error into a cause.
+
+The causes are decided per image from its row: ``wrong_class`` from the classification flags, the others from the
+boxes by ``wsol.boxes.classify_failure`` (box geometry, where the drawing code can use the category names too).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wsol.boxes import FAILURE_CATEGORIES, classify_failure  # noqa: F401  (re-exported: the report's names)
 from wsol.report.summary import is_missing
-
-#: Top-1 localization failure categories, in the order they are tested (``classify_failure``).
-FAILURE_CATEGORIES = ("wrong_class", "several_instances", "too_large", "too_small", "misplaced")
 
 #: Columns every ``predictions.csv`` has (paper protocol; ``pred2..pred5`` are optional, fewer when topk < 5).
 PREDICTION_COLUMNS = (
@@ -78,69 +80,6 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
                              f"for image ids {df.loc[~ok, 'image_id'].tolist()[:3]}")
         df[col] = values
     return df
-
-
-def _areas(boxes: np.ndarray) -> np.ndarray:
-    """Areas of ``[N, 4]`` boxes under the inclusive-pixel convention of ``wsol.boxes.box_iou``."""
-    return (boxes[:, 2] - boxes[:, 0] + 1.0) * (boxes[:, 3] - boxes[:, 1] + 1.0)
-
-
-def _intersections(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Intersection areas of one box with ``[N, 4]`` boxes, inclusive pixels (as ``wsol.boxes.box_iou``)."""
-    w = np.maximum(0.0, np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]) + 1.0)
-    h = np.maximum(0.0, np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]) + 1.0)
-    return w * h
-
-
-def classify_failure(pred_box: np.ndarray, gt_boxes: np.ndarray) -> str:
-    """Why a right-class top-1 guess failed to localize (its box has IoU < 0.5 with every GT box).
-
-    With ``P`` the predicted box, ``G_1..G_n`` the GT boxes of the class (xyxy, inclusive pixels, areas
-    ``(x1 - x0 + 1) * (y1 - y0 + 1)``), ``cover_i = |P ∩ G_i| / |G_i|`` and ``G*`` the GT box of highest
-    IoU with ``P`` (the first on ties), the first rule that holds names the failure:
-
-    1. ``several_instances``: ``n >= 2`` and ``cover_i >= 0.5`` for at least two GT boxes — the box
-       holds at least half of each of two instances (it merged them);
-    2. ``too_large``: ``|P ∩ G*| / |G*| >= 0.5`` and ``|P| > |G*|`` — it holds most of the object but is
-       bigger;
-    3. ``too_small``: ``|P ∩ G*| / |P| >= 0.5`` and ``|P| < |G*|`` — it lies mostly inside the object but
-       is smaller (the typical CAM failure: only the discriminative part);
-    4. ``misplaced``: anything else (mostly outside every GT box, or overlapping one partly without
-       holding most of it or lying mostly inside it).
-
-    ``wrong_class`` (the top-1 class is not a class of the image) is decided before, from the flags, by
-    ``failure_categories``. All ``>=`` are inclusive: exactly half counts.
-
-    Args:
-        pred_box: ``[4]`` the top-1 box.
-        gt_boxes: ``[N, 4]`` with ``N >= 1``.
-
-    Returns:
-        One of ``FAILURE_CATEGORIES[1:]``.
-
-    Raises:
-        ValueError: no GT box, or shapes other than ``[4]`` / ``[N, 4]``.
-    """
-    from wsol.boxes import box_iou  # the one IoU of the project (scipy import kept out of start-up)
-
-    pred = np.asarray(pred_box, dtype=np.float64).reshape(-1)
-    gts = np.asarray(gt_boxes, dtype=np.float64)
-    if pred.shape != (4,) or gts.ndim != 2 or gts.shape[1] != 4:
-        raise ValueError(f"classify_failure: expected pred_box [4] and gt_boxes [N, 4], got "
-                         f"{np.shape(pred_box)} and {np.shape(gt_boxes)}")
-    if len(gts) == 0:
-        raise ValueError("classify_failure: no GT box to compare with")
-    inter = _intersections(pred, gts)
-    gt_area = _areas(gts)
-    pred_area = float(_areas(pred[None])[0])
-    if len(gts) >= 2 and int((inter >= 0.5 * gt_area).sum()) >= 2:
-        return "several_instances"
-    best = int(np.argmax(box_iou(pred, gts)[0]))
-    if inter[best] >= 0.5 * gt_area[best] and pred_area > gt_area[best]:
-        return "too_large"
-    if inter[best] >= 0.5 * pred_area and pred_area < gt_area[best]:
-        return "too_small"
-    return "misplaced"
 
 
 def failure_categories(predictions: pd.DataFrame) -> pd.Series:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from wsol.visualize import BoxAccCurves
 
 #: Threshold-policy columns (wsolevaluation protocol), shown after the metrics when present.
-POLICY_COLUMNS = ["tau_policy", "boxacc_at_tau", "tau", "tau_source", "oracle_tau", "maxboxacc_tau"]
+POLICY_COLUMNS = ["tau_policy", "boxacc_at_tau", "tau", "oracle_tau", "maxboxacc_tau"]
 
 
 # ----------------------------------------------------------------------------- writing a study
@@ -184,7 +184,7 @@ def write_study(df: pd.DataFrame, out: Path, *, force: bool = False, overlays: i
     if pred_runs:
         written += _write_failures(failures, agg, labels, out)
     if overlays > 0 and pred_runs:
-        from wsol.visualize import write_overlay_grid
+        from wsol.report.overlays import write_overlay_grid  # loads torch and the data stack: only when asked
 
         folder = _at(out, "_overlays")
         folder.mkdir(exist_ok=True)
@@ -268,8 +268,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                   + (" (never pooled; --latest keeps only the newest)" if n_sweeps > 1 else ""))
         written = write_study(df, Path(args.out), force=args.force, overlays=args.overlays,
                               overlay_select=args.overlay_select, seed=args.seed)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"wsol-report: error: {err}", file=sys.stderr)
+    except (OSError, ValueError) as err:  # a missing run dir, an existing, read-only or full --out, a bad file
+        from wsol.cli import error_message
+
+        if isinstance(err, OSError) and err.strerror and err.filename is None:  # a buffered write names no file
+            err.filename = f"{args.out}.*"
+        print(f"wsol-report: error: {error_message(err)}", file=sys.stderr)
         raise SystemExit(2) from err
     agg = aggregate_runs(df)
     shared = shared_overrides(df["config"])

@@ -21,8 +21,8 @@ METRICS = {
     "pxap": "PxAP (%)",
 }
 
-#: The policies of ``eval.tau_policy`` and what the chosen tau is.
-TAU_POLICIES = {
+#: What the tau of each ``eval.tau_policy`` is (the keys are ``wsol.choices.TAU_POLICIES``, in that order).
+TAU_POLICY_MEANINGS = {
     "oracle": "the best tau of the scored split itself",
     "fixed": "fixed in advance (eval.tau)",
     "heldout": "chosen on the held-out split (best tau there)",
@@ -102,16 +102,16 @@ def _policy_headline(row: Mapping[str, Any]) -> tuple[str, str, float] | None:
     tau_text = ", ".join(f"{t:.3f}" for t in taus)
     if policy == "oracle":
         return ("maxboxacc", f"MaxBoxAcc, IoU 0.5 (%): upper bound (oracle tau={tau_text}, "
-                             f"{TAU_POLICIES['oracle']}; tau_policy=oracle)", float(row["boxacc_at_tau"]))
+                             f"{TAU_POLICY_MEANINGS['oracle']}; tau_policy=oracle)", float(row["boxacc_at_tau"]))
     if policy == "crossfold":
-        where = f"tau per fold {tau_text}: {TAU_POLICIES['crossfold']}"
+        where = f"tau per fold {tau_text}: {TAU_POLICY_MEANINGS['crossfold']}"
     elif policy == "heldout":
         split = row.get("heldout_split")
         where = f"tau={tau_text} chosen on the held-out split" + (f" {split!r}" if split else "")
-    elif policy in TAU_POLICIES:
-        where = f"tau={tau_text} {TAU_POLICIES[policy]}"
-    else:
-        where = f"tau={tau_text} ({row.get('tau_source', 'source not recorded')})"
+    elif policy in TAU_POLICY_MEANINGS:
+        where = f"tau={tau_text} {TAU_POLICY_MEANINGS[policy]}"
+    else:  # a row of a policy this version does not know: say so rather than guess where its tau came from
+        where = f"tau={tau_text} (unknown policy)"
     return "boxacc_at_tau", f"BoxAcc, IoU 0.5 (%) at {where} (tau_policy={policy})", float(row["boxacc_at_tau"])
 
 
