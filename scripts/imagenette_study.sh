@@ -8,7 +8,8 @@
 # models evaluated at twice their training input, e.g. Lite0 at 448 px: 14x14 maps without a new feature cache),
 # hires (Lite0 GAP trained and evaluated at 448 px), methods (the training-time WSOL methods $METHODS, Lite0
 # last_stage GAP, each seed of $METHOD_SEEDS for every method before the next seed), posthoc (the post-hoc maps
-# $CAM_METHODS of the trained models $POSTHOC_MODELS), report (tables + figures into results/imagenette/),
+# $CAM_METHODS of the trained models $POSTHOC_MODELS), posthoc_subset ($SUBSET_METHODS on the first
+# $SUBSET_PER_CLASS test images of each class), report (tables + figures into results/imagenette/),
 # report_methods (results/methods/). Default: all of them but methods, posthoc and report_methods, in that order.
 # Runs record the commit they were made with, so the script refuses a checkout with uncommitted changes.
 # Every run is a named wsol run under $OUT (default outputs/imagenette); a finished run is not redone, an
@@ -28,8 +29,11 @@ LAST_STAGE_SEEDS=${LAST_STAGE_SEEDS:-$SEEDS}   # last_stage trains Lite0's last 
 POOLS=${POOLS:-gap gmp}                        # head, svm, last_stage and test2x phases
 METHODS=${METHODS:-has acol spg adl cutmix}      # methods phase (configs/method/*; cam is the last_stage phase)
 METHOD_SEEDS=${METHOD_SEEDS:-0 1}
-CAM_METHODS=${CAM_METHODS:-gradcam gradcampp xgradcam layercam scorecam center}   # posthoc phase (cam.method)
+CAM_METHODS=${CAM_METHODS:-gradcam gradcampp xgradcam layercam center}   # posthoc phase (cam.method)
 POSTHOC_MODELS=${POSTHOC_MODELS:-lite0_last_stage_gap_s0 lite0_head_gap_s0 lite1_head_gap_s0 lite2_head_gap_s0}
+SUBSET_METHODS=${SUBSET_METHODS:-cam scorecam}   # posthoc_subset phase: maps too costly for all 500 test images,
+SUBSET_PER_CLASS=${SUBSET_PER_CLASS:-10}         # on the first N of each class (and the CAM on the same images)
+SUBSET_MODELS=${SUBSET_MODELS:-lite0_last_stage_gap_s0}
 PHASES=${*:-head svm baseline last_stage test2x hires report}
 DATA=(data.root="$IMAGENETTE" data.gt="$GT")
 if [[ -n "$(git status --porcelain --untracked-files=no)" ]]; then
@@ -59,15 +63,18 @@ evaluate_pretrained() {  # the unmodified ImageNet model, 1000-way, on the same 
     eval.cam_curve_interval=0.001 hydra.run.dir="$dir/wsoleval" >>"$OUT/logs/baseline_$arch.log" 2>&1
 }
 
-evaluate_posthoc() {  # evaluate_posthoc RUN METHOD: RUN's model with cam.method=METHOD -> posthoc_<RUN>_<METHOD>
-  local src=$1 method=$2 dir="$OUT/posthoc_$1_$2" size
+evaluate_posthoc() {  # evaluate_posthoc RUN METHOD [N]: RUN's model with cam.method=METHOD -> posthoc_<RUN>_<METHOD>
+  # (with N: on the first N test images of each class, data.test_per_class=N -> posthoc_<RUN>_<METHOD>_sub<N>)
+  local src=$1 method=$2 per_class=${3:-} name size subset=()
+  name="posthoc_$1_$2${per_class:+_sub$per_class}"
+  [[ -n $per_class ]] && subset=(data.test_per_class="$per_class")
+  local dir="$OUT/$name"
   size=$("$BIN/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["image_size"])' "$OUT/$src/metrics.json")
-  echo "[$(date +%H:%M:%S)] posthoc_$1_$2"
+  echo "[$(date +%H:%M:%S)] $name"
   "$BIN/wsol-evaluate" checkpoint="$OUT/$src/model.pt" data=imagenette "${DATA[@]}" data.image_size="$size" \
-    cam.method="$method" \
-    eval.save_cams=true hydra.run.dir="$dir" >"$OUT/logs/posthoc_$1_$2.log" 2>&1
+    "${subset[@]}" cam.method="$method" eval.save_cams=true hydra.run.dir="$dir" >"$OUT/logs/$name.log" 2>&1
   "$BIN/wsol-evaluate" cams="$dir/cams" cam.method="$method" eval.protocol=wsolevaluation eval.tau_policy=crossfold \
-    eval.cam_curve_interval=0.001 hydra.run.dir="$dir/wsoleval" >>"$OUT/logs/posthoc_$1_$2.log" 2>&1
+    eval.cam_curve_interval=0.001 hydra.run.dir="$dir/wsoleval" >>"$OUT/logs/$name.log" 2>&1
 }
 
 evaluate_at_2x() {  # evaluate_at_2x RUN: RUN's model on the test images at twice its input size -> <RUN>_test<SIZE>
@@ -110,6 +117,9 @@ for phase in $PHASES; do
       done; done ;;
     posthoc)  # every post-hoc map of every model (the model's own CAM is its run)
       for model in $POSTHOC_MODELS; do for method in $CAM_METHODS; do evaluate_posthoc "$model" "$method"; done; done ;;
+    posthoc_subset)  # Score-CAM costs ~20-30 s per image on 2 CPU cores: 100 images, beside the CAM on them
+      for model in $SUBSET_MODELS; do for method in $SUBSET_METHODS; do
+        evaluate_posthoc "$model" "$method" "$SUBSET_PER_CLASS"; done; done ;;
     report_methods)
       "$BIN/python" scripts/methods_report.py "$OUT" results/methods ;;
     hires)  # 448 px input: Lite0's map becomes 14x14, the resolution the paper's surgery aims for

@@ -9,7 +9,9 @@ Reads the study's run dirs (each: the paper-protocol ``metrics.json`` + ``predic
   (``method=<method>``), EfficientNet-Lite0, ``last_stage`` recipe, GAP;
 * post-hoc maps: ``posthoc_<model run>_<cam.method>``, the model of ``<model run>`` evaluated with ``cam.method=...``
   (the model run's own row is its CAM);
-* the centre baseline: ``posthoc_<model run>_center``.
+* the centre baseline: ``posthoc_<model run>_center``;
+* maps too costly for all test images (Score-CAM): ``posthoc_<model run>_<cam.method>_sub<N>``, on the first N test
+  images of each class, beside ``posthoc_<model run>_cam_sub<N>`` (the model's CAM on the same images).
 
 Writes ``methods.md`` (the tables: every method as its value and its difference from CAM, ± the seed std, in the form
 of wsolevaluation's main table), ``methods.csv`` (one row per method x model: ``method``, ``kind``, ``model``, ``n``,
@@ -44,7 +46,7 @@ HEADERS = {"boxacc_v2_at_tau": "MaxBoxAccV2 @ crossfold τ", "maxboxacc_v2": "Ma
            "top1_loc_err": "top-1 loc err", "gt_known_loc_err": "GT-known loc err", "top1_cls_err": "top-1 cls err"}
 HIGHER_IS_BETTER = {"boxacc_v2_at_tau", "maxboxacc_v2", "boxacc_at_tau", "maxboxacc"}
 TRAINED = re.compile(r"(?P<arch>lite\d)_last_stage_(?P<method>gap|" + "|".join(TRAINING[1:]) + r")_s(?P<seed>\d+)")
-POSTHOC_RUN = re.compile(r"posthoc_(?P<model>.+)_(?P<method>" + "|".join(POSTHOC) + ")")
+POSTHOC_RUN = re.compile(r"posthoc_(?P<model>.+)_(?P<method>cam|" + "|".join(POSTHOC) + r")(?:_sub(?P<sub>\d+))?")
 MODEL_RUN = re.compile(r"(?P<arch>lite\d)_(?P<recipe>head|last_stage)_gap_s(?P<seed>\d+)")
 
 
@@ -77,8 +79,10 @@ def collect(out: Path) -> pd.DataFrame:
             model = MODEL_RUN.fullmatch(m["model"])
             if model is None:
                 continue
-            ident = {"method": m["method"], "kind": "baseline" if m["method"] == "center" else "post-hoc",
-                     "model": f"{model['arch']} {model['recipe']}", "seed": int(model["seed"]),
+            kind = {"center": "baseline", "cam": "training"}.get(m["method"], "post-hoc")
+            label = f"{model['arch']} {model['recipe']}" + (f", first {m['sub']} test images per class"
+                                                             if m["sub"] else "")
+            ident = {"method": m["method"], "kind": kind, "model": label, "seed": int(model["seed"]),
                      "model_run": m["model"]}
         elif m := MODEL_RUN.fullmatch(run.name):  # a head model's own CAM (the post-hoc table's reference)
             if m["recipe"] != "head":
