@@ -113,6 +113,7 @@ def _peer(model, source, suite: Path, work: Path, batch: int,  # noqa: ANN001
 
 def _ours(model, source, work: Path, batch: int, workers: int,  # noqa: ANN001
           device: torch.device = torch.device("cpu"), step: float = 0.01) -> tuple[dict, float, int]:
+    from wsol.conf import yaml_default
     from wsol.evaluation import ProtocolSettings, evaluate_model
     from wsol.evaluation.store import CAMStoreWriter
 
@@ -121,7 +122,7 @@ def _ours(model, source, work: Path, batch: int, workers: int,  # noqa: ANN001
                          cam_method="cam", scorecam_batch_size=64)
     store_dir = work / f"store_{workers}_{len(source.annotations)}_{time.monotonic_ns()}"  # a new store each time
     t0 = time.perf_counter()
-    store = CAMStoreWriter(store_dir, meta={"topk": 5})
+    store = CAMStoreWriter(store_dir, meta={"topk": 5}, shard_size=yaml_default("eval/default", "shard_size"))
     out = evaluate_model(model, source, s, image_size=224, batch_size=batch, num_workers=workers,
                          device=device, store=store)
     seconds = time.perf_counter() - t0
@@ -258,17 +259,19 @@ def main() -> None:
     cv2.setNumThreads(1)
     device = torch.device(args.device)
 
+    from wsol.conf import yaml_data_options
     from wsol.data.datasets import build_source
     from wsol.models import build_model
 
     scratch = Path(tempfile.mkdtemp(prefix="bench_eval_data_"))
     if args.data:
         data = _integer_box_copy(Path(args.data), scratch / "data")
-        source = build_source("wsol_metadata", split="test", root=str(data), num_classes=1000)
+        source = build_source("wsol_metadata", split="test", root=str(data), num_classes=1000,
+                              **yaml_data_options("wsol_metadata"))
         source.metadata_dir = str(data / "metadata")
     else:
-        source = build_source("imagenette", split="test", root=args.imagenette, gt=args.gt, imagenet_labels=True,
-                              num_classes=1000)
+        source = build_source("imagenette", split="test", root=args.imagenette, num_classes=1000,
+                              **yaml_data_options("imagenette", gt=args.gt, imagenet_labels=True))
         source.metadata_dir = str(_metadata_of(source.annotations.records, scratch / "metadata"))
     if args.images:
         source = _first(source, args.images)

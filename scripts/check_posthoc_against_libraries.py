@@ -177,6 +177,7 @@ def _diff(a: Any, b: Any) -> float:
 def run(args: argparse.Namespace) -> str:
     _libraries()
     from wsol.cam import upsample_cams
+    from wsol.conf import yaml_data_options
     from wsol.data.datasets import build_source
     from wsol.data.transforms import build_eval_transform
     from wsol.models import build_model
@@ -184,7 +185,8 @@ def run(args: argparse.Namespace) -> str:
 
     model = build_model("efficientnet_lite0", pretrained=True).eval()
     plain = PlainNet(model).eval()
-    source = build_source("wsol_metadata", split="test", root=str(args.root), num_classes=1000)
+    source = build_source("wsol_metadata", split="test", root=str(args.root), num_classes=1000,
+                          **yaml_data_options("wsol_metadata"))
     transform = build_eval_transform(224, model.mean, model.std)
     n = min(args.images, len(source.annotations))
     x = torch.stack([transform(source.load(i)) for i in range(n)])

@@ -51,13 +51,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def synthetic_source(split: str, n: int, num_classes: int = 4, render_size: int = 32):  # noqa: ANN201
-    """A small synthetic split with the generator settings of configs/data/synthetic.yaml (their only home)."""
-    from omegaconf import OmegaConf
+    """A small synthetic split with the generator settings of configs/data/synthetic.yaml (their only home).
 
+    Every test that builds a dataset takes its options this way (``wsol.conf.yaml_data_options``):
+    ``build_source(name, split=..., root=..., **yaml_data_options(name), **overrides)``.
+    """
+    from wsol.conf import yaml_data_options
     from wsol.data.datasets import build_source
 
-    cfg = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "configs" / "data" / "synthetic.yaml"))
-    options = {k: cfg[k] for k in ("scale_range", "aspect_range", "two_instance_prob", "part_prob",
-                                   "max_distractors", "seed")}
-    return build_source("synthetic", split=split, num_images={split: n}, num_classes=num_classes,
-                        render_size=render_size, **options)
+    options = {**yaml_data_options("synthetic"), "num_images": {split: n}, "render_size": render_size}
+    return build_source("synthetic", split=split, num_classes=num_classes, **options)

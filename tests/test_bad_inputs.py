@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from wsol.conf import yaml_data_options
 from wsol.data.datasets import SkippedImage, build_source, load_or_skip, record_skipped, split_skipped
 from wsol.data.images import ImageLoadError
 from wsol.data.metadata import AnnotationError, read_metadata, write_metadata
@@ -43,6 +44,10 @@ IMAGES = {  # id: (label, (width, height), box)
     "val/c d.jpg": (2, (24, 24), (4, 4, 19, 19)),
 }
 NUM_CLASSES = 3
+#: The readers' options as a run passes them (the format's configs/data/<name>.yaml, their one home).
+ILSVRC_READ = {"box_tolerance": yaml_data_options("ilsvrc")["box_tolerance"]}
+CUB_READ = {"box_tolerance": yaml_data_options("cub")["box_tolerance"]}
+METADATA_READ = {k: yaml_data_options("wsol_metadata")[k] for k in ("box_tolerance", "max_image_pixels")}
 
 
 def _jpeg(size: tuple[int, int], **save: object) -> bytes:
@@ -280,7 +285,8 @@ GROUND_TRUTH: dict[str, Case] = {
 
 
 def _evaluate(root: Path, on_error: str = "raise"):  # noqa: ANN202
-    return build_source("wsol_metadata", split="test", root=root, num_classes=NUM_CLASSES, on_error=on_error)
+    return build_source("wsol_metadata", split="test", root=root, num_classes=NUM_CLASSES, on_error=on_error,
+                        **yaml_data_options("wsol_metadata"))
 
 
 def _check(root: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -456,7 +462,7 @@ def test_image_files(name: str, consumer: str, tmp_path: Path, capsys: pytest.Ca
         # Unchecked files: the problem surfaces when the image is loaded, naming the file.
         on_error = "skip" if consumer == "load-or-skip" else "raise"
         source = build_source("wsol_metadata", split="test", root=root, num_classes=NUM_CLASSES, on_error=on_error,
-                              check_files="none")
+                              **yaml_data_options("wsol_metadata", check_files="none"))
         if case.outcome == "ok":
             assert load_or_skip(source, 1).size == (16, 20)
             return
@@ -480,18 +486,22 @@ def test_size_limit_is_configurable(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     root = _baseline(tmp_path)
     with pytest.raises(AnnotationError, match=r"image_sizes.txt:3: error: size of 'val/c d.jpg' is 24x24 = 576 pixels, "
                                               r"over the image size limit of 500"):
-        build_source("wsol_metadata", split="test", root=root, num_classes=3, max_image_pixels=500)
+        build_source("wsol_metadata", split="test", root=root, num_classes=3,
+                     **yaml_data_options("wsol_metadata", max_image_pixels=500))
     sizes = (root / "metadata" / "image_sizes.txt").read_text()
     (root / "metadata" / "image_sizes.txt").write_text("")  # no sizes: the image header is what is refused
     with pytest.raises(AnnotationError, match=r"c d.jpg: error: 24x24 = 576 pixels exceeds the image size limit of "
                                               r"500 pixels \(max_image_pixels\); refused before decoding"):
-        build_source("wsol_metadata", split="test", root=root, num_classes=3, max_image_pixels=500)
+        build_source("wsol_metadata", split="test", root=root, num_classes=3,
+                     **yaml_data_options("wsol_metadata", max_image_pixels=500))
     (root / "metadata" / "image_sizes.txt").write_text(sizes)
     with pytest.raises(ValueError, match="max_image_pixels must be a positive integer, got 0"):
-        build_source("wsol_metadata", split="test", root=root, num_classes=3, max_image_pixels=0)
+        build_source("wsol_metadata", split="test", root=root, num_classes=3,
+                     **yaml_data_options("wsol_metadata", max_image_pixels=0))
     _huge_jpeg_header(10000, 10000)(root / "images" / "val" / "b.jpg")
     (root / "metadata" / "image_sizes.txt").write_text("val/a.jpg,20,16\nval/b.jpg,10000,10000\nval/c d.jpg,24,24\n")
-    source = build_source("wsol_metadata", split="test", root=root, num_classes=3, max_image_pixels=100_000_000)
+    source = build_source("wsol_metadata", split="test", root=root, num_classes=3,
+                          **yaml_data_options("wsol_metadata", max_image_pixels=100_000_000))
     assert source.annotations.records[1].size == (10000, 10000)  # header check only: the pixels are never decoded
 
 
@@ -651,7 +661,7 @@ def _xml_with_filename(tmp_path: Path, filename: str) -> Path:
 def _devkit_xml(tmp_path: Path, filename: str) -> None:
     from wsol.data.formats import read_devkit_xml
 
-    read_devkit_xml(_xml_with_filename(tmp_path, filename), ["n01440764"], on_error="skip")
+    read_devkit_xml(_xml_with_filename(tmp_path, filename), ["n01440764"], on_error="skip", **ILSVRC_READ)
 
 
 def _kaggle(tmp_path: Path, content: bytes, on_error: str = "skip") -> None:
@@ -659,7 +669,7 @@ def _kaggle(tmp_path: Path, content: bytes, on_error: str = "skip") -> None:
 
     path = tmp_path / "LOC_val_solution.csv"
     path.write_bytes(content)
-    read_kaggle_csv(path, ["n01440764"], on_error=on_error)
+    read_kaggle_csv(path, ["n01440764"], on_error=on_error, **ILSVRC_READ)
 
 
 def _cub(tmp_path: Path, image_path: str, encoding: str = "utf-8") -> None:
@@ -669,7 +679,7 @@ def _cub(tmp_path: Path, image_path: str, encoding: str = "utf-8") -> None:
     (tmp_path / "image_class_labels.txt").write_text("1 1\n")
     (tmp_path / "train_test_split.txt").write_text("1 0\n")
     (tmp_path / "bounding_boxes.txt").write_text("1 1.0 1.0 4.0 4.0\n")
-    read_cub(tmp_path, "test", on_error="skip")
+    read_cub(tmp_path, "test", on_error="skip", **CUB_READ)
 
 
 def _masks(tmp_path: Path, mask: str) -> None:
@@ -678,7 +688,7 @@ def _masks(tmp_path: Path, mask: str) -> None:
     (meta / "image_ids.txt").write_text("test/a.jpg\n")
     (meta / "class_labels.txt").write_text("test/a.jpg,0\n")
     (meta / "localization.txt").write_text(f"test/a.jpg,{mask},test/ignore.png\n")
-    read_metadata(meta, on_error="skip")
+    read_metadata(meta, on_error="skip", **METADATA_READ)
 
 
 def _write(tmp_path: Path, image_id: str) -> None:
@@ -717,7 +727,7 @@ def _devkit_mat(tmp_path: Path, damage: Callable[[bytes], bytes]) -> None:
     objects[0] = (1, np.array([1.0, 1.0, 5.0, 5.0]))
     scipy.io.savemat(path, {"rec": np.array([(objects,)], dtype=[("objects", "O")])})
     path.write_bytes(damage(path.read_bytes()))
-    read_devkit_mat(path, {1: 0}, num_classes=1)
+    read_devkit_mat(path, {1: 0}, num_classes=1, **ILSVRC_READ)
 
 
 def _xml_text(tmp_path: Path, text: bytes) -> None:
@@ -726,7 +736,7 @@ def _xml_text(tmp_path: Path, text: bytes) -> None:
     folder = tmp_path / "xml"
     folder.mkdir()
     (folder / "ILSVRC2012_val_00000001.xml").write_bytes(text)
-    read_devkit_xml(folder, ["n01440764"], on_error="skip")
+    read_devkit_xml(folder, ["n01440764"], on_error="skip", **ILSVRC_READ)
 
 
 def _train_folder_with_loop(tmp_path: Path) -> None:
@@ -741,11 +751,13 @@ def _train_folder_with_loop(tmp_path: Path) -> None:
 
 def _metadata_dir_braces(tmp_path: Path) -> None:
     root = _baseline(tmp_path)
-    build_source("wsol_metadata", split="test", root=root, num_classes=3, metadata_dir="metadata/{splt}")
+    build_source("wsol_metadata", split="test", root=root, num_classes=3,
+                 **yaml_data_options("wsol_metadata", metadata_dir="metadata/{splt}"))
 
 
 def _factory(tmp_path: Path, **options: object) -> None:
-    build_source("wsol_metadata", split="test", root=_baseline(tmp_path), num_classes=3, **options)
+    build_source("wsol_metadata", split="test", root=_baseline(tmp_path), num_classes=3,
+                 **yaml_data_options("wsol_metadata", **options))
 
 
 OTHER_READERS: dict[str, tuple[Callable[[Path], None], tuple[str, ...]]] = {
@@ -756,7 +768,7 @@ OTHER_READERS: dict[str, tuple[Callable[[Path], None], tuple[str, ...]]] = {
     "max-image-pixels-float": (lambda t: _factory(t, max_image_pixels=1e8), ("max_image_pixels must be a positive",)),
     "xml-id-template-unknown-field": (
         lambda t: __import__("wsol.data.formats", fromlist=["x"]).read_devkit_xml(
-            _xml_with_filename(t, "a"), ["n01440764"], id_template="val/{name}.JPEG"),
+            _xml_with_filename(t, "a"), ["n01440764"], id_template="val/{name}.JPEG", **ILSVRC_READ),
         ("id template 'val/{name}.JPEG' cannot be filled", "{filename}, {folder}")),
     "kaggle-field-over-csv-limit": (lambda t: _kaggle(t, b"ImageId,PredictionString\nx,\"" + b"1" * 200_000 + b"\"\n"),
                                     ("LOC_val_solution.csv:2: not a readable CSV line", "field larger than field limit")),
@@ -896,20 +908,21 @@ def test_imagenette_refuses_a_val_image_twice_and_a_training_copy_of_a_test_imag
         with pytest.raises(ValueError, match=r"1 image name\(s\) occur more than once.*ILSVRC2012_val_00000001: "
                                              r"train/n01440764/ILSVRC2012_val_00000001.JPEG, "
                                              r"val/n01440764/more/ILSVRC2012_val_00000001.JPEG"):
-            build_source("imagenette", split=split, root=root, gt=gt)
+            build_source("imagenette", split=split, root=root, **yaml_data_options("imagenette", gt=gt))
     # a byte-identical copy of a test image under a train-style name: caught by content, not by name
     root = _tree(tmp_path / "b")
     shutil.copy(root / "val" / TENCH / "ILSVRC2012_val_00000002.JPEG", root / "train" / TENCH / "n01440764_99.JPEG")
     for split in ("train", "val"):
         try:
-            build_source("imagenette", split=split, root=root, val_fraction=0.5)
+            build_source("imagenette", split=split, root=root, **yaml_data_options("imagenette", val_fraction=0.5))
         except ValueError as err:
             assert ("would train on copies of test images" in str(err)
                     and "train/n01440764/n01440764_99.JPEG = val/n01440764/ILSVRC2012_val_00000002.JPEG" in str(err))
             break
     else:
         pytest.fail("the copy was in neither training split")
-    assert len(build_source("imagenette", split="test", root=root, gt=gt).annotations) == 4  # scoring is unaffected
+    test = build_source("imagenette", split="test", root=root, **yaml_data_options("imagenette", gt=gt))
+    assert len(test.annotations) == 4  # scoring is unaffected
 
 
 # ----------------------------------------------------------------------------- the head recipe's feature cache
@@ -923,7 +936,7 @@ def _features(root: Path, cache: Path, on_error: str = "raise", check_files: str
     torch.manual_seed(0)
     model = build_model("small_cnn", num_classes=NUM_CLASSES, width=4)
     source = build_source("wsol_metadata", split="test", root=root, num_classes=NUM_CLASSES, on_error=on_error,
-                          check_files=check_files)
+                          **yaml_data_options("wsol_metadata", check_files=check_files))
     return cached_pooled_features(model, source, arch="small_cnn", cache_dir=cache, image_size=16, hflip=False,
                                   batch_size=2, num_workers=0, device=torch.device("cpu"), data_root=str(root),
                                   chunk_size=chunk_size)
@@ -985,7 +998,8 @@ def test_a_batch_larger_than_the_training_split_is_refused_before_the_feature_pa
         bias_lr_mult=1.0, schedule="constant", schedule_unit="iter", milestones=(), gamma=0.1, warmup_iters=0,
         amp=False, channels_last=False, sync_bn=False, num_workers=0, checkpoint_every=10, snapshot_every=None,
         log_every=1, feature_cache=True, svm_C=1.0, svm_max_iter=10)
-    source = build_source("wsol_metadata", split="test", root=_baseline(tmp_path / "ds"), num_classes=NUM_CLASSES)
+    source = build_source("wsol_metadata", split="test", root=_baseline(tmp_path / "ds"), num_classes=NUM_CLASSES,
+                          **yaml_data_options("wsol_metadata"))
     with pytest.raises(ValueError, match="the training set has 3 images, fewer than one batch of 64"):
         train_model(build_model("small_cnn", num_classes=NUM_CLASSES, width=4), source, tmp_path / "run",
                     settings=settings, seed=0, spec=model_spec("small_cnn", NUM_CLASSES, "gap", {"width": 4}),

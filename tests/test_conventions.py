@@ -100,50 +100,22 @@ def _keys(config: str) -> set[str]:
 _GENERIC = {"batch_size", "num_workers", "resume", "split", "method", "protocol", "also", "predictions", "save_cams",
             "export_scoremaps", "name", "defaults"}
 WATCHED = ((_keys("eval/default") | _keys("cam/default") | _keys("train/default")) - _GENERIC) | {
-    "alpha", "apply_exif_orientation", "box_tolerance", "max_image_pixels", "check_files"}
+    "alpha", "apply_exif_orientation", "box_tolerance", "max_image_pixels", "check_files", "train_check_files"}
 #: Parameter names that are a watched setting under another name.
 ALIASES = {"threshold": "cam_threshold", "folds": "tau_folds", "tolerance": "box_tolerance",
-           "max_pixels": "max_image_pixels"}
+           "max_pixels": "max_image_pixels", "warmup_steps": "warmup_iters"}
 
-_BAD_INPUTS = "tests/test_bad_inputs.py calls it without the option"
-#: ``module.qualname(parameter)`` -> why a default is allowed there. PENDING entries wait for callers this change
-#: could not edit; each must go when they pass the option (the test fails on an entry that is no longer needed).
+#: ``module.qualname(parameter)`` -> why a default is allowed there: a value that is not a second copy of a setting.
 ALLOWED_DEFAULTS = {
-    # PENDING: callers in files outside this change rely on these defaults (see the issue 18 report)
-    "wsol.data.formats.read_devkit_xml(box_tolerance)": f"PENDING: {_BAD_INPUTS} (lines 649, 724, 753)",
-    "wsol.data.formats.read_kaggle_csv(box_tolerance)": f"PENDING: {_BAD_INPUTS} (line 657)",
-    "wsol.data.formats.read_devkit_mat(box_tolerance)": f"PENDING: {_BAD_INPUTS} (line 715)",
-    "wsol.data.cub.read_cub(box_tolerance)": f"PENDING: {_BAD_INPUTS} (line 667)",
-    "wsol.data.metadata.read_metadata(box_tolerance)": f"PENDING: {_BAD_INPUTS} (line 676)",
-    "wsol.data.metadata.read_metadata(max_image_pixels)": f"PENDING: {_BAD_INPUTS} (line 676)",
-    **{f"wsol.data.images.{fn}({p})": "PENDING: tests/test_images.py calls the loaders without them"
-       for fn, ps in (("read_image_size", ("apply_exif_orientation", "max_pixels")),
-                      ("load_rgb", ("apply_exif_orientation", "alpha", "max_pixels")),
-                      ("check_image", ("apply_exif_orientation", "alpha", "max_pixels"))) for p in ps},
-    **{f"wsol.data.real.wsol_metadata({p})": "PENDING: build_source('wsol_metadata') without the options in "
-       "tests/test_bad_inputs.py, test_posthoc.py, test_real_data.py, scripts/bench_eval.py, "
-       "scripts/check_posthoc_against_libraries.py"
-       for p in ("check_files", "apply_exif_orientation", "alpha", "box_tolerance", "max_image_pixels")},
-    **{f"wsol.data.imagenette.imagenette({p})": "PENDING: build_source('imagenette') without the options in "
-       "tests/test_bad_inputs.py, test_imagenette.py, test_gpu.py, scripts/bench_eval.py"
-       for p in ("check_files", "apply_exif_orientation", "alpha", "box_tolerance", "max_image_pixels")},
-    "wsol.evaluation.store.CAMStoreWriter.__init__(shard_size)": "PENDING: wsol/evaluation/store.py is outside this "
-                                                                 "change; tests/test_store.py, test_posthoc.py build "
-                                                                 "writers without it (wsol/jobs.py passes it)",
-    **{f"wsol.engine.trainer.LoopSettings.__init__({p})": "PENDING: wsol/engine/ is outside this change "
-       "(recipes.train_model, its one caller, passes every one)"
-       for p in ("amp", "channels_last", "checkpoint_every", "snapshot_every", "log_every")},
-    **{f"wsol.engine.optim.lr_lambda({p})": "PENDING: wsol/engine/ is outside this change (recipes.train_model passes "
-       "it; tests/test_engine.py relies on it)" for p in ("milestones", "gamma")},
     # not a second value: None means "the protocol settings' own tau_policy" (the held-out split is scored as oracle)
     "wsol.evaluation.protocols.build_evaluator(tau_policy)": "None = the settings' value, an override",
 }
 #: ``module.NAME`` -> why a ``DEFAULT_*`` constant exists.
 ALLOWED_CONSTANTS = {
     "wsol.dtbox.DEFAULT_THRESHOLDS": "a fact of the released dt_box.cpp (its built-in fallback), not a setting",
-    "wsol.data.images.DEFAULT_MAX_IMAGE_PIXELS": "Pillow's own limit (a fact); the value of the PENDING loader "
-                                                "defaults and of never-loaded original sizes",
-    "wsol.data.validation.DEFAULT_BOX_TOLERANCE": "PENDING: the value of the PENDING reader defaults above",
+    "wsol.data.images.DEFAULT_MAX_IMAGE_PIXELS": "Pillow's own limit (a fact), the limit of sizes that are never "
+                                                "loaded: data=imagenette's original ILSVRC2012 val images, whose sizes "
+                                                "map the boxes onto the stored files (no loader takes a default)",
 }
 
 
@@ -187,7 +159,7 @@ def test_no_second_default_of_a_setting() -> None:
 
 
 def test_no_default_constants_but_the_listed_facts() -> None:
-    # a DEFAULT_* constant is a second home for a value; the ones left are facts or PENDING (ALLOWED_CONSTANTS)
+    # a DEFAULT_* constant is a second home for a value; the ones left are facts (ALLOWED_CONSTANTS)
     defined = {f"{m.__name__}.{name}" for m in _wsol_modules() for name in vars(m)
                if name.startswith("DEFAULT_") and _assigns(m, name)}
     assert defined == set(ALLOWED_CONSTANTS)

@@ -8,11 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 import scipy.io
-from omegaconf import OmegaConf
 from PIL import Image
 
-from wsol import CONFIG_DIR
-from wsol.config import COMMON_DATA_KEYS
+from wsol.conf import yaml_data_options
 from wsol.data.datasets import DATASETS, build_source
 from wsol.data.formats import (
     devkit_ids_to_labels,
@@ -29,10 +27,16 @@ from wsol.data.formats import (
 from wsol.data.images import ImageLoadError
 from wsol.data.metadata import AnnotationError, read_metadata
 
+
 def _options(name: str, **overrides: Any) -> dict[str, Any]:
     """The factory options of ``configs/data/<name>.yaml`` (their one home), ``on_error="raise"``, and ``overrides``."""
-    node = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "data" / f"{name}.yaml"))
-    return {**{k: v for k, v in node.items() if k not in COMMON_DATA_KEYS}, "on_error": "raise", **overrides}
+    return {**yaml_data_options(name), "on_error": "raise", **overrides}
+
+
+#: The readers' options as a run passes them (the format's configs/data/<name>.yaml, their one home).
+ILSVRC_READ = {"box_tolerance": yaml_data_options("ilsvrc")["box_tolerance"]}
+CUB_READ = {"box_tolerance": yaml_data_options("cub")["box_tolerance"]}
+METADATA_READ = {k: yaml_data_options("wsol_metadata")[k] for k in ("box_tolerance", "max_image_pixels")}
 
 
 # Four classes in a deliberately unsorted devkit order: devkit id 1 is the LAST class in sorted order.
@@ -88,7 +92,7 @@ def _xml_folder(tmp_path: Path) -> Path:
 
 
 def test_devkit_xml_golden(tmp_path: Path) -> None:
-    annotations = read_devkit_xml(_xml_folder(tmp_path), WNIDS)
+    annotations = read_devkit_xml(_xml_folder(tmp_path), WNIDS, **ILSVRC_READ)
     first, second = annotations.records
     assert (first.image_id, first.label, first.size) == ("val/ILSVRC2012_val_00000001.JPEG", 2, (500, 375))
     np.testing.assert_array_equal(first.boxes, [[111, 108, 441, 193]])
@@ -99,12 +103,13 @@ def test_devkit_xml_golden(tmp_path: Path) -> None:
 def test_devkit_xml_label_file_cross_check(tmp_path: Path) -> None:
     folder = _xml_folder(tmp_path)
     (tmp_path / "gt.txt").write_text("1\n2\n")  # devkit ids: 1 = n02119789, 2 = n01443537
-    annotations = read_devkit_xml(folder, WNIDS, label_file=tmp_path / "gt.txt", id_to_label=DEVKIT_TO_LABEL)
+    annotations = read_devkit_xml(folder, WNIDS, label_file=tmp_path / "gt.txt", id_to_label=DEVKIT_TO_LABEL,
+                                  **ILSVRC_READ)
     assert [r.label for r in annotations.records] == [2, 1]
     # A label file read with the wrong class order (labels used as if sorted) is caught, image by image.
     (tmp_path / "wrong.txt").write_text("3\n2\n")
     with pytest.raises(AnnotationError, match=r"ILSVRC2012_val_00000001.xml: error: label file says class 3 \(n09999999\)"):
-        read_devkit_xml(folder, WNIDS, label_file=tmp_path / "wrong.txt", id_to_label=DEVKIT_TO_LABEL)
+        read_devkit_xml(folder, WNIDS, label_file=tmp_path / "wrong.txt", id_to_label=DEVKIT_TO_LABEL, **ILSVRC_READ)
 
 
 def test_devkit_xml_bad_objects(tmp_path: Path) -> None:
@@ -116,7 +121,7 @@ def test_devkit_xml_bad_objects(tmp_path: Path) -> None:
     (folder / "ILSVRC2012_val_00000007.xml").write_text(
         _xml("ILSVRC2012_val_00000007", (50, 40), [("n01440764", (0, 0, 5, 5)), ("n01443537", (0, 0, 5, 5))])
     )
-    annotations = read_devkit_xml(folder, WNIDS, on_error="skip")
+    annotations = read_devkit_xml(folder, WNIDS, on_error="skip", **ILSVRC_READ)
     assert len(annotations) == 2
     skipped = annotations.skipped
     assert "inverted" in skipped["val/ILSVRC2012_val_00000003.JPEG"]
@@ -135,12 +140,12 @@ def test_kaggle_csv_golden_and_errors(tmp_path: Path) -> None:
         "ILSVRC2012_val_00000001,n02119789 111 108 441 193 \n"
     )
     wnids = read_synsets(_synsets(tmp_path / "LOC_synset_mapping.txt"))[0]
-    annotations = read_kaggle_csv(csv_path, wnids)
+    annotations = read_kaggle_csv(csv_path, wnids, **ILSVRC_READ)
     assert [r.image_id for r in annotations.records] == ["val/ILSVRC2012_val_00000001.JPEG", "val/ILSVRC2012_val_00000002.JPEG"]
     assert [r.label for r in annotations.records] == [2, 1]
     np.testing.assert_array_equal(annotations.records[1].boxes, [[0, 0, 49, 39], [3, 4, 5, 6]])
     # Same content as the XML reader gives.
-    xml = read_devkit_xml(_xml_folder(tmp_path), WNIDS)
+    xml = read_devkit_xml(_xml_folder(tmp_path), WNIDS, **ILSVRC_READ)
     for a, b in zip(annotations.records, xml.records):
         assert a.image_id == b.image_id and a.label == b.label
         np.testing.assert_array_equal(a.boxes, b.boxes)
@@ -152,7 +157,8 @@ def test_kaggle_csv_golden_and_errors(tmp_path: Path) -> None:
         "ILSVRC2012_val_00000004,n02119789 1 1 2 2 n01440764 1 1 2 2\n"
         "ILSVRC2012_val_00000005,n02119789 10 10 2 2\n"
     )
-    annotations = read_kaggle_csv(csv_path, wnids, sizes={"val/ILSVRC2012_val_00000001.JPEG": (400, 300)}, on_error="skip")
+    annotations = read_kaggle_csv(csv_path, wnids, sizes={"val/ILSVRC2012_val_00000001.JPEG": (400, 300)},
+                                  on_error="skip", **ILSVRC_READ)
     assert len(annotations) == 0
     assert "duplicate ImageId" in annotations.skipped["val/ILSVRC2012_val_00000001.JPEG"]
     assert "LOC_val_solution.csv:2" in annotations.skipped["val/ILSVRC2012_val_00000001.JPEG"]  # box beyond 400 px
@@ -175,16 +181,16 @@ def _write_cache_mat(path: Path, images: list[list[tuple[int, tuple[int, int, in
 def test_devkit_mat_golden_and_mapping(tmp_path: Path) -> None:
     mat = tmp_path / "cache_groundtruth.mat"
     _write_cache_mat(mat, [[(1, (111, 108, 441, 193))], [(2, (0, 0, 49, 39)), (2, (3, 4, 5, 6))], [(4, (1, 2, 3, 4))]])
-    annotations = read_devkit_mat(mat, DEVKIT_TO_LABEL, num_classes=4)
+    annotations = read_devkit_mat(mat, DEVKIT_TO_LABEL, num_classes=4, **ILSVRC_READ)
     assert [r.image_id for r in annotations.records] == [f"val/ILSVRC2012_val_{i:08d}.JPEG" for i in (1, 2, 3)]
     assert [r.label for r in annotations.records] == [2, 1, 0]  # devkit ids 1, 2, 4 in sorted-WNID order
     np.testing.assert_array_equal(annotations.records[1].boxes, [[0, 0, 49, 39], [3, 4, 5, 6]])
     # Inferring the id map against the XML-derived annotations of the same images gives the same map.
-    reference = read_devkit_xml(_xml_folder(tmp_path), WNIDS)
+    reference = read_devkit_xml(_xml_folder(tmp_path), WNIDS, **ILSVRC_READ)
     assert infer_devkit_id_map(mat, reference) == {1: 2, 2: 1}
     # Unmapped ids, images without objects and inconsistent pairings are errors.
     _write_cache_mat(mat, [[(9, (1, 1, 2, 2))], [], [(2, (1, 1, 2, 2))]])
-    skipped = read_devkit_mat(mat, DEVKIT_TO_LABEL, num_classes=4, on_error="skip").skipped
+    skipped = read_devkit_mat(mat, DEVKIT_TO_LABEL, num_classes=4, on_error="skip", **ILSVRC_READ).skipped
     assert "devkit id 9 not in the id map" in skipped["val/ILSVRC2012_val_00000001.JPEG"]
     assert "rec(2) has no object" in skipped["val/ILSVRC2012_val_00000002.JPEG"]
     _write_cache_mat(mat, [[(1, (1, 1, 2, 2))], [(1, (1, 1, 2, 2))]])
@@ -198,7 +204,8 @@ def test_blacklist(tmp_path: Path) -> None:
     (tmp_path / "bl.txt").write_text("2\nx\n")
     with pytest.raises(ValueError, match="bl.txt:2"):
         read_blacklist(tmp_path / "bl.txt")
-    annotations = read_devkit_xml(_xml_folder(tmp_path), WNIDS, blacklist={"val/ILSVRC2012_val_00000002.JPEG", "val/ILSVRC2012_val_00000036.JPEG"})
+    annotations = read_devkit_xml(_xml_folder(tmp_path), WNIDS, **ILSVRC_READ,
+                                  blacklist={"val/ILSVRC2012_val_00000002.JPEG", "val/ILSVRC2012_val_00000036.JPEG"})
     assert annotations.blacklist == {"val/ILSVRC2012_val_00000002.JPEG"}  # only ids of this split
 
 
@@ -223,14 +230,14 @@ def _cub_root(tmp_path: Path) -> Path:
 
 def test_cub_text_golden(tmp_path: Path) -> None:
     root = _cub_root(tmp_path)
-    test = read_cub(root, "test")
+    test = read_cub(root, "test", **CUB_READ)
     assert [r.image_id.split("/")[1] for r in test.records] == ["Black_Footed_Albatross_0046_18.jpg", "Black_Footed_Albatross_0002_55.jpg"]
     np.testing.assert_array_equal(test.records[0].boxes, [[60, 27, 385, 331]])  # x1 = x + w
     assert test.records[0].label == 0 and test.num_classes == 200
-    assert len(read_cub(root, "train")) == 3 and len(read_cub(root, "all")) == 5
+    assert len(read_cub(root, "train", **CUB_READ)) == 3 and len(read_cub(root, "all", **CUB_READ)) == 5
     (root / "image_class_labels.txt").write_text("1 1\n2 201\n3 1\n4 1\n")
     (root / "bounding_boxes.txt").write_text("1 60.0 27.0 -5.0 304.0\n2 139.0 30.0 153.0 264.0\n3 14 112 388 186\n4 1 1 1 1\n5 1 1 1 1\n")
-    bad = read_cub(root, "all", on_error="skip")
+    bad = read_cub(root, "all", on_error="skip", **CUB_READ)
     assert [r.image_id.split("_")[-2] for r in bad.records] == ["0002", "0074"]
     assert "class id 201" in bad.skipped["001.Black_footed_Albatross/Black_Footed_Albatross_0009_34.jpg"]
     assert "bounding_boxes.txt:1" in bad.skipped["001.Black_footed_Albatross/Black_Footed_Albatross_0046_18.jpg"]
@@ -239,10 +246,11 @@ def test_cub_text_golden(tmp_path: Path) -> None:
 
 def test_cub_text_matches_wsolevaluation_metadata(shared_data: Path, tmp_path: Path) -> None:
     """The x y w h -> xyxy choice reproduces wsolevaluation's localization.txt for the same images."""
-    converted = read_cub(_cub_root(tmp_path), "all")
+    converted = read_cub(_cub_root(tmp_path), "all", **CUB_READ)
     reference = {}
     for split in ("train", "test"):
-        for r in read_metadata(shared_data / "wsolevaluation_metadata" / "CUB" / split, num_classes=200).records:
+        for r in read_metadata(shared_data / "wsolevaluation_metadata" / "CUB" / split, num_classes=200,
+                               **METADATA_READ).records:
             reference[r.image_id] = r
     for record in converted.records:
         assert record.label == reference[record.image_id].label
@@ -292,7 +300,8 @@ def _dataset(tmp_path: Path) -> Path:
 
 def test_wsol_metadata_factory_loads(tmp_path: Path) -> None:
     root = _dataset(tmp_path)
-    source = build_source("wsol_metadata", split="test", root=root, num_classes=2, on_error="raise")
+    source = build_source("wsol_metadata", **_options("wsol_metadata", split="test", root=root, num_classes=2,
+                                                      on_error="raise"))
     assert len(source.annotations) == 3 and source.load(1).size == (40, 30) and source.load(1).mode == "RGB"
     assert {"wsol_metadata", "ilsvrc", "cub", "openimages"} <= set(DATASETS.names())
 
@@ -310,8 +319,10 @@ def test_factory_bad_images_raise_or_skip(tmp_path: Path, damage, reason: str) -
     root = _dataset(tmp_path)
     damage(root / "images" / "val" / "b.jpg")
     with pytest.raises(AnnotationError, match=reason):
-        build_source("wsol_metadata", split="test", root=root, num_classes=2, on_error="raise")
-    source = build_source("wsol_metadata", split="test", root=root, num_classes=2, on_error="skip")
+        build_source("wsol_metadata", **_options("wsol_metadata", split="test", root=root, num_classes=2,
+                                                 on_error="raise"))
+    source = build_source("wsol_metadata", **_options("wsol_metadata", split="test", root=root, num_classes=2,
+                                                      on_error="skip"))
     assert [r.image_id for r in source.annotations.records] == ["val/a.jpg", "val/c.jpg"]
     assert list(source.annotations.skipped) == ["val/b.jpg"] and reason in source.annotations.skipped["val/b.jpg"]
 
@@ -323,13 +334,16 @@ def test_truncated_image_found_by_the_default_check_or_at_load(tmp_path: Path) -
     # The default check reads the header and the JPEG end marker: the truncated file is skipped when the split
     # is built, and listed (metrics.json's "skipped").
     for level in ("header", "decode"):
-        source = build_source("wsol_metadata", split="test", root=root, num_classes=2, on_error="skip", check_files=level)
+        source = build_source("wsol_metadata", **_options("wsol_metadata", split="test", root=root, num_classes=2,
+                                                          on_error="skip", check_files=level))
         assert list(source.annotations.skipped) == ["val/c.jpg"]
         assert "c.jpg: error: truncated image data" in source.annotations.skipped["val/c.jpg"]
     with pytest.raises(AnnotationError, match="c.jpg: error: truncated image data"):
-        build_source("wsol_metadata", split="test", root=root, num_classes=2, on_error="raise")
+        build_source("wsol_metadata", **_options("wsol_metadata", split="test", root=root, num_classes=2,
+                                                 on_error="raise"))
     # Unchecked files: loading the image fails loudly, naming the file.
-    unchecked = build_source("wsol_metadata", split="test", root=root, num_classes=2, check_files="none")
+    unchecked = build_source("wsol_metadata", **_options("wsol_metadata", split="test", root=root, num_classes=2,
+                                                         check_files="none"))
     assert len(unchecked.annotations) == 3
     with pytest.raises(ImageLoadError, match="c.jpg: truncated"):
         unchecked.load(2)
@@ -392,7 +406,8 @@ def test_openimages_factory_checks_masks(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("subset", "count"), [("acuity227", 217), ("original", 20)])
 def test_shared_mini_sets_through_factory(shared_data: Path, subset: str, count: int) -> None:
-    source = build_source("wsol_metadata", split="test", root=shared_data / "ilsvrc_val_mini" / subset, num_classes=1000, on_error="raise")
+    source = build_source("wsol_metadata", **_options("wsol_metadata", split="test", num_classes=1000,
+                                                      root=shared_data / "ilsvrc_val_mini" / subset))
     assert len(source.annotations) == count and not source.annotations.skipped
     image = source.load(0)
     assert image.mode == "RGB" and image.size == source.annotations.records[0].size
@@ -412,7 +427,8 @@ def test_shared_cub_and_openimages_factories(shared_data: Path) -> None:
 @pytest.mark.slow
 def test_shared_devkit_mat_equals_wsolevaluation_test_metadata(shared_data: Path) -> None:
     """All 50,000 ILSVRC val images: the mapped devkit .mat == wsolevaluation ILSVRC/test (labels and boxes)."""
-    reference = read_metadata(shared_data / "wsolevaluation_metadata" / "ILSVRC" / "test", num_classes=1000)
+    reference = read_metadata(shared_data / "wsolevaluation_metadata" / "ILSVRC" / "test", num_classes=1000,
+                              **METADATA_READ)
     mat = shared_data / "cam_repo" / "ilsvrc2014_devkit_val_cache_groundtruth.mat"
     id_map = infer_devkit_id_map(mat, reference)
     assert len(id_map) == 1000 and sorted(id_map.values()) == list(range(1000))
@@ -420,7 +436,7 @@ def test_shared_devkit_mat_equals_wsolevaluation_test_metadata(shared_data: Path
     # 3 Siberian husky, whose sorted-WNID labels are read from categories1000.mat.
     wnids = read_synsets(shared_data / "cam_repo" / "categories1000.mat")[0]
     assert [id_map[i] for i in (1, 2, 3)] == [wnids.index(w) for w in ("n02119789", "n02100735", "n02110185")] == [278, 212, 250]
-    converted = read_devkit_mat(mat, id_map)
+    converted = read_devkit_mat(mat, id_map, **ILSVRC_READ)
     assert len(converted) == len(reference) == 50000
     boxes = 0
     for a, b in zip(converted.records, reference.records):
@@ -484,16 +500,16 @@ def test_readers_read_only_the_selected_images(tmp_path: Path) -> None:
 
     folder = _xml_folder(tmp_path)
     (folder / "ILSVRC2012_val_00000003.xml").write_text("broken")  # never parsed
-    xml = read_devkit_xml(folder, WNIDS, select=only_first)
+    xml = read_devkit_xml(folder, WNIDS, select=only_first, **ILSVRC_READ)
     assert [r.image_id for r in xml.records] == ["val/ILSVRC2012_val_00000001.JPEG"]
     csv_path = tmp_path / "LOC_val_solution.csv"
     csv_path.write_text("ImageId,PredictionString\nILSVRC2012_val_00000002,n07777777 1 2 3\n"
                         "ILSVRC2012_val_00000001,n02119789 111 108 441 193\n")
-    kaggle = read_kaggle_csv(csv_path, WNIDS, select=only_first)
+    kaggle = read_kaggle_csv(csv_path, WNIDS, select=only_first, **ILSVRC_READ)
     assert [(r.image_id, r.label) for r in kaggle.records] == [("val/ILSVRC2012_val_00000001.JPEG", 2)]
     mat = tmp_path / "gt.mat"
     _write_cache_mat(mat, [[(1, (111, 108, 441, 193))], [(99, (9, 9, 1, 1))]])  # record 2: unknown id, inverted box
-    assert len(read_devkit_mat(mat, DEVKIT_TO_LABEL, num_classes=4, select=only_first)) == 1
+    assert len(read_devkit_mat(mat, DEVKIT_TO_LABEL, num_classes=4, select=only_first, **ILSVRC_READ)) == 1
     meta = tmp_path / "meta"
     meta.mkdir()
     (meta / "image_ids.txt").write_text("val/ILSVRC2012_val_00000002.JPEG\nval/ILSVRC2012_val_00000001.JPEG\n")
@@ -502,8 +518,8 @@ def test_readers_read_only_the_selected_images(tmp_path: Path) -> None:
     (meta / "localization.txt").write_text("val/ILSVRC2012_val_00000002.JPEG,9,9,1,1\n"
                                            "val/ILSVRC2012_val_00000001.JPEG,111,108,441,193\n")
     with pytest.raises(AnnotationError):
-        read_metadata(meta)
-    selected = read_metadata(meta, select=only_first)
+        read_metadata(meta, **METADATA_READ)
+    selected = read_metadata(meta, select=only_first, **METADATA_READ)
     assert [(r.image_id, r.label, r.size) for r in selected.records] == [("val/ILSVRC2012_val_00000001.JPEG", 2, (500, 375))]
     with pytest.raises(AnnotationError, match="no image id selected"):
-        read_metadata(meta, select=lambda image_id: False)
+        read_metadata(meta, select=lambda image_id: False, **METADATA_READ)

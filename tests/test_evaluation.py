@@ -16,6 +16,7 @@ from torch import nn
 
 from conftest import synthetic_source
 from wsol import CONFIG_DIR
+from wsol.conf import yaml_data_options
 from wsol.config import source_from_cfg
 from wsol.data.datasets import build_source
 from wsol.data.records import ImageRecord
@@ -480,8 +481,9 @@ def test_an_image_unreadable_at_load_time_is_skipped_and_listed(tmp_path: Path) 
     torch.manual_seed(0)
     model = build_model("small_cnn", num_classes=3, width=4)
     kw = dict(image_size=32, batch_size=2, num_workers=0, device=CPU)
-    skip = build_source("wsol_metadata", split="test", root=str(tmp_path), num_classes=3, on_error="skip")
-    strict = build_source("wsol_metadata", split="test", root=str(tmp_path), num_classes=3)
+    options = yaml_data_options("wsol_metadata")
+    skip = build_source("wsol_metadata", split="test", root=str(tmp_path), num_classes=3, on_error="skip", **options)
+    strict = build_source("wsol_metadata", split="test", root=str(tmp_path), num_classes=3, **options)
     (tmp_path / "images" / "img2.png").write_bytes(b"not a png any more")
     out = evaluate_model(model, skip, _settings("paper"), **kw)
     assert out.metrics["n_images"] == 3 and list(skip.annotations.skipped) == ["img2.png"]

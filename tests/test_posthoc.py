@@ -18,7 +18,7 @@ from torch import nn
 from conftest import synthetic_source
 from wsol import CONFIG_DIR
 from wsol.cam import compute_cams
-from wsol.conf import CamMethod
+from wsol.conf import CamMethod, yaml_data_options, yaml_default
 from wsol.config import check_values, config_fingerprint
 from wsol.data.records import Annotations
 from wsol.evaluation import ProtocolSettings, evaluate_model, rescore_store
@@ -338,7 +338,8 @@ def test_a_store_without_the_key_holds_cams(tmp_path: Path) -> None:
     model = build_model("small_cnn", num_classes=4, width=4)
     source = synthetic_source("test", 6, 4)
     evaluate_model(model, source, _settings(), image_size=32, batch_size=6, num_workers=0, device=CPU,
-                   store=CAMStoreWriter(tmp_path / "cams", meta={"topk": 3}))
+                   store=CAMStoreWriter(tmp_path / "cams", meta={"topk": 3},
+                                        shard_size=yaml_default("eval/default", "shard_size")))
     assert "cam_method" not in json.loads((tmp_path / "cams" / "index.json").read_text())["meta"]
     rescore_store(CAMStore(tmp_path / "cams"), source, _settings())
     with pytest.raises(ValueError, match="holds cam.method=cam maps, cam.method=scorecam was asked"):
@@ -353,7 +354,7 @@ def test_every_posthoc_map_on_real_images_with_lite0(shared_data: Path) -> None:
     from wsol.data.transforms import build_eval_transform
 
     source = build_source("wsol_metadata", split="test", root=str(shared_data / "ilsvrc_val_mini" / "original"),
-                          num_classes=1000)
+                          num_classes=1000, **yaml_data_options("wsol_metadata"))
     model = build_model("efficientnet_lite0", pretrained=True).eval()
     transform = build_eval_transform(224, model.mean, model.std)
     records = source.annotations.records[:3]

@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from wsol.conf import yaml_data_options
 from wsol.data.metadata import read_metadata
 from wsol.prepare import main
+
+#: read_metadata's options as a run passes them (configs/data/wsol_metadata.yaml, their one home)
+METADATA_READ = {k: yaml_data_options("wsol_metadata")[k] for k in ("box_tolerance", "max_image_pixels")}
 
 XML = (
     "<annotation><folder>val</folder><filename>{name}</filename><size><width>{w}</width><height>{h}</height></size>"
@@ -39,7 +43,7 @@ def test_devkit_xml_to_metadata_then_check(tmp_path: Path, capsys: pytest.Captur
     assert "2 images, 2 boxes" in capsys.readouterr().out
     assert (out / "localization.txt").read_text() == "val/ILSVRC2012_val_00000001.JPEG,1,2,30,20\nval/ILSVRC2012_val_00000002.JPEG,0,0,39,29\n"
     assert (out / "class_labels.txt").read_text() == "val/ILSVRC2012_val_00000001.JPEG,1\nval/ILSVRC2012_val_00000002.JPEG,0\n"
-    assert read_metadata(out, num_classes=2).blacklist == {"val/ILSVRC2012_val_00000002.JPEG"}
+    assert read_metadata(out, num_classes=2, **METADATA_READ).blacklist == {"val/ILSVRC2012_val_00000002.JPEG"}
     assert main(["check", "--root", str(root), "--images-dir", str(root), "--num-classes", "2", "--level", "decode"]) == 0
     assert "0 error(s)" in capsys.readouterr().out
 
@@ -92,7 +96,7 @@ def test_kaggle_needs_sizes_from_images_and_skip_bad(tmp_path: Path, capsys: pyt
     assert "lies outside the 40x30 image" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert main([*args, "--skip-bad"]) == 0
-    annotations = read_metadata(tmp_path / "out", num_classes=2)
+    annotations = read_metadata(tmp_path / "out", num_classes=2, **METADATA_READ)
     assert [r.image_id for r in annotations.records] == ["val/ILSVRC2012_val_00000001.JPEG"]
     assert annotations.records[0].size == (40, 30)
 
@@ -107,7 +111,7 @@ def test_cub_conversion(tmp_path: Path) -> None:
     (root / "train_test_split.txt").write_text("1 0\n2 1\n")
     (root / "bounding_boxes.txt").write_text("1 10.0 5.0 39.0 34.0\n2 0 0 1 1\n")
     assert main(["cub", "--cub-root", str(root), "--split", "test", "--out", str(tmp_path / "out")]) == 0
-    annotations = read_metadata(tmp_path / "out", num_classes=200)
+    annotations = read_metadata(tmp_path / "out", num_classes=200, **METADATA_READ)
     assert len(annotations) == 1 and annotations.records[0].size == (50, 40)
     np.testing.assert_array_equal(annotations.records[0].boxes, [[10, 5, 49, 39]])
 
@@ -148,10 +152,11 @@ def test_rerun_into_the_same_out_needs_force_and_leaves_no_stale_blacklist(tmp_p
     assert main(base) == 1
     assert f"error: {out} already holds metadata (image_ids.txt, class_labels.txt, image_sizes.txt, " \
            "localization.txt, blacklist.txt); pass --force to replace it" in capsys.readouterr().err
-    assert read_metadata(out, num_classes=2).blacklist == {"val/ILSVRC2012_val_00000002.JPEG"}
+    assert read_metadata(out, num_classes=2, **METADATA_READ).blacklist == {"val/ILSVRC2012_val_00000002.JPEG"}
     # ... and with --force the folder is the new conversion: the old blacklist would have dropped image 2
     assert main(base + ["--force"]) == 0
-    assert not (out / "blacklist.txt").exists() and read_metadata(out, num_classes=2).blacklist == frozenset()
+    assert not (out / "blacklist.txt").exists()
+    assert read_metadata(out, num_classes=2, **METADATA_READ).blacklist == frozenset()
 
 
 def test_unwritable_out_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

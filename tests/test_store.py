@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from conftest import synthetic_source
+from wsol.conf import yaml_default
 from wsol.data.datasets import build_source
 from wsol.evaluation import ProtocolSettings, evaluate_model, rescore_store
 from wsol.evaluation.store import CAMStore, CAMStoreWriter, check_matches, export_wsoleval_scoremaps, records_digest
@@ -21,6 +22,8 @@ from wsol.models import build_model
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 META = {"dataset": "toy", "split": "val", "topk": 2}
+#: The run's shard size (eval.shard_size, its one home) where a test is not about shards.
+SHARD_SIZE = yaml_default("eval/default", "shard_size")
 
 
 def _batch(start: int, b: int, seed: int) -> Batch:
@@ -114,10 +117,10 @@ def test_interrupted_write_leaves_a_recognisably_incomplete_store(tmp_path: Path
         CAMStore(tmp_path / "s")
     # A new writer refuses to mix its shards with the stale ones, and never overwrites a complete store.
     with pytest.raises(FileExistsError, match="incomplete CAM store"):
-        CAMStoreWriter(tmp_path / "s", meta=META)
+        CAMStoreWriter(tmp_path / "s", meta=META, shard_size=SHARD_SIZE)
     _write(tmp_path / "t", [_batch(0, 2, 0)])
     with pytest.raises(FileExistsError, match="already there"):
-        CAMStoreWriter(tmp_path / "t", meta=META)
+        CAMStoreWriter(tmp_path / "t", meta=META, shard_size=SHARD_SIZE)
 
 
 def test_missing_corrupt_and_mismatched_shards_name_the_file(tmp_path: Path) -> None:
@@ -157,7 +160,7 @@ def test_unsupported_format_version(tmp_path: Path) -> None:
 def test_fp16_overflow_is_refused_naming_the_image(tmp_path: Path) -> None:
     idx, sizes, classes, scores, cams = _batch(10, 3, 0)
     cams[1, 0, 0, 0] = -7e4  # beyond -65504: float16 would give -inf
-    writer = CAMStoreWriter(tmp_path / "s", meta=META)
+    writer = CAMStoreWriter(tmp_path / "s", meta=META, shard_size=SHARD_SIZE)
     with pytest.raises(ValueError, match=r"image indices \[11\] exceeds the float16 range"):
         writer.add(idx, sizes, classes, scores, cams)
     cams[1, 0, 0, 0] = 65504.0  # the largest float16 is fine
@@ -176,7 +179,7 @@ def test_nonfinite_cams_are_stored_faithfully_and_counted(tmp_path: Path) -> Non
 
 
 def test_writer_rejects_bad_batches(tmp_path: Path) -> None:
-    writer = CAMStoreWriter(tmp_path / "s", meta=META)
+    writer = CAMStoreWriter(tmp_path / "s", meta=META, shard_size=SHARD_SIZE)
     idx, sizes, classes, scores, cams = _batch(0, 2, 0)
     with pytest.raises(ValueError, match="inconsistent batch shapes"):
         writer.add(idx, sizes, classes, scores, cams[:1])
@@ -193,7 +196,7 @@ def test_writer_rejects_bad_batches(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="closed"):
         writer.add(*_batch(5, 1, 0))
     with pytest.raises(ValueError, match="JSON-serialisable"):
-        CAMStoreWriter(tmp_path / "u", meta={"arch": object()})
+        CAMStoreWriter(tmp_path / "u", meta={"arch": object()}, shard_size=SHARD_SIZE)
 
 
 # ----------------------------------------------------------------------------- wsolevaluation export
@@ -366,7 +369,8 @@ def test_rescoring_against_images_of_another_size_is_refused_naming_one(tmp_path
     model = build_model("small_cnn", num_classes=4, width=4)
     source = synthetic_source("test", 8, 4, render_size=32)
     evaluate_model(model, source, _settings("paper"), image_size=32, batch_size=4, num_workers=0,
-                   device=torch.device("cpu"), store=CAMStoreWriter(tmp_path / "cams", meta={"topk": 3}))
+                   device=torch.device("cpu"),
+                   store=CAMStoreWriter(tmp_path / "cams", meta={"topk": 3}, shard_size=SHARD_SIZE))
     bigger = synthetic_source("test", 8, 4, render_size=64)
     check_matches(records_digest(source.annotations.records), bigger.annotations.records, "s")  # ids, labels agree
     with pytest.raises(ValueError, match=r"image 'test/000000.png' was 32x32 when its CAMs were stored but is 64x64 "

@@ -143,6 +143,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from wsol import CONFIG_DIR
     from wsol.boxes import box_iou
+    from wsol.conf import yaml_default
     from wsol.evaluation.store import CAMStoreWriter
     from wsol.config import source_from_cfg
 
@@ -161,7 +162,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     scores = np.stack([np.linspace(0.9, 0.4, 6), np.full(6, 0.05), np.full(6, 0.1)], 1)
     cams = torch.zeros(6, 3, 4, 4)
     cams[:, :, 1, 2] = 5.0  # a peak in every map
-    with CAMStoreWriter(run / "cams", meta={"topk": 2, "split": "val"}) as writer:
+    with CAMStoreWriter(run / "cams", meta={"topk": 2, "split": "val"},
+                        shard_size=yaml_default("eval/default", "shard_size")) as writer:
         writer.add(torch.tensor(indices), torch.tensor([records[i].size for i in indices]), torch.as_tensor(classes),
                    torch.as_tensor(scores, dtype=torch.float32), cams)
     rows = []

@@ -7,7 +7,8 @@ Choices are Enums built from the library's own tuples (``wsol.choices``), so the
 optimizer is chosen by config with Hydra's ``_target_`` (``configs/train/optimizer/*.yaml``) and instantiated by the
 entry point; the data node's keys are checked against the selected dataset factory's signature (``wsol.config``)
 since each dataset has its own options. The argparse tools (``wsol-score``, ``wsol-prepare``) read their defaults
-from the same YAML files (``yaml_default``), so that a value has one home for them too.
+from the same YAML files (``yaml_default``), and scripts and tests that build a dataset take its options from its
+data config (``yaml_data_options``), so that a value has one home for them too.
 
 Run directories (``configs/hydra/default.yaml``): ``outputs/<task>/<name>`` when ``name`` is set (a stable place that
 ``train.resume=auto`` and re-launched sweeps find again), the run dir of ``train.resume=PATH`` when it names one,
@@ -29,7 +30,8 @@ from wsol import CONFIG_DIR
 from wsol.choices import BOX_METHODS, CAM_METHODS, POOLS, PROTOCOLS, RECIPES, SCHEDULE_UNITS, SCHEDULES, TAU_POLICIES
 
 __all__ = ["RunSchema", "TrainRootSchema", "EvaluateSchema", "Protocol", "CamMethod", "TauPolicy", "BoxMethod", "Pool",
-           "Recipe", "Schedule", "ScheduleUnit", "register_configs", "run_dir_for", "yaml_default"]
+           "Recipe", "Schedule", "ScheduleUnit", "register_configs", "run_dir_for", "yaml_default",
+           "yaml_data_options"]
 
 
 def _choice(name: str, values: tuple[str, ...]) -> type[Enum]:
@@ -203,6 +205,33 @@ def yaml_default(config: str, key: str) -> Any:
     if value is absent:
         raise KeyError(f"configs/{config}.yaml has no value for {key!r}")
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def yaml_data_options(name: str, **overrides: Any) -> dict[str, Any]:
+    """The dataset options of ``configs/data/<name>.yaml`` (its factory's keyword arguments), ``overrides`` on top.
+
+    A script or test that builds a dataset outside a Hydra run passes them as ``source_from_cfg`` does for a run, so
+    the factory's required options (``check_files``, ``alpha``, ``box_tolerance`` ...) get their one value:
+    ``build_source(name, split=..., root=..., num_classes=..., **yaml_data_options(name, check_files="none"))``. The
+    keys every data config has (``wsol.config.COMMON_DATA_KEYS``: ``root``, ``num_classes``, ``on_error`` ...) are
+    not options and are left out, and so is a required value (``???``, e.g. ``imagenette``'s ``gt``): the caller
+    passes it, as an override or an argument.
+
+    Raises:
+        KeyError: an override that is not an option of the file (a typo would otherwise reach the factory as a
+            second value or an unknown keyword).
+        FileNotFoundError: there is no ``configs/data/<name>.yaml``.
+    """
+    from wsol.config import COMMON_DATA_KEYS  # noqa: PLC0415  (config imports this module lazily)
+
+    node = OmegaConf.load(Path(CONFIG_DIR) / "data" / f"{name}.yaml")
+    keys = [key for key in node if key not in COMMON_DATA_KEYS]
+    unknown = sorted(set(overrides) - set(keys))
+    if unknown:
+        raise KeyError(f"configs/data/{name}.yaml has no option {unknown}; its options are: {', '.join(keys)}")
+    values = OmegaConf.to_container(node)
+    options = {key: values[key] for key in keys if not OmegaConf.is_missing(node, key)}  # type: ignore[index]
+    return {**options, **overrides}
 
 
 _registered = False

@@ -18,7 +18,6 @@ import numpy as np
 from wsol.data.geometry import xywh_to_xyxy
 from wsol.data.records import Annotations, ImageRecord
 from wsol.data.validation import (
-    DEFAULT_BOX_TOLERANCE,
     OnError,
     Problem,
     box_problem,
@@ -58,7 +57,7 @@ def read_cub(
     *,
     num_classes: int = 200,
     on_error: OnError = "raise",
-    box_tolerance: float = DEFAULT_BOX_TOLERANCE,
+    box_tolerance: float,
     sizes: Mapping[str, tuple[int, int]] | None = None,
 ) -> Annotations:
     """CUB-200-2011's text files: ``images.txt``, ``image_class_labels.txt``, ``train_test_split.txt``,
@@ -70,7 +69,7 @@ def read_cub(
         split: ``"train"`` (``is_training_image`` 1), ``"test"`` (0) or ``"all"``.
         num_classes: CUB class ids are 1-based; labels are ``id - 1`` in ``[0, num_classes)``.
         on_error: ``"raise"`` or ``"skip"``.
-        box_tolerance: pixels a box may overshoot its image.
+        box_tolerance: pixels a box may overshoot its image (``data.box_tolerance``).
         sizes: ``{image_id: (width, height)}`` (the text files hold none).
 
     Returns:

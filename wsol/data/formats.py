@@ -46,7 +46,6 @@ from wsol.data.devkit import (  # noqa: F401  (re-exported: the names callers im
 )
 from wsol.data.records import Annotations, ImageRecord
 from wsol.data.validation import (  # noqa: F401  (match_blacklist re-exported)
-    DEFAULT_BOX_TOLERANCE,
     OnError,
     Problem,
     box_problem,
@@ -96,7 +95,7 @@ def read_devkit_xml(
     id_template: str = "val/{filename}.JPEG",
     blacklist: Iterable[str] = (),
     on_error: OnError = "raise",
-    box_tolerance: float = DEFAULT_BOX_TOLERANCE,
+    box_tolerance: float,
     select: Callable[[str], bool] | None = None,
 ) -> Annotations:
     """The devkit's per-image XML files (``Annotations/CLS-LOC/val/*.xml``), every box of every image.
@@ -113,7 +112,7 @@ def read_devkit_xml(
         id_template: image id from the XML's ``<filename>`` (without extension) and ``<folder>``.
         blacklist: image ids excluded from localization scoring.
         on_error: ``"raise"`` or ``"skip"``.
-        box_tolerance: pixels a box may overshoot its image.
+        box_tolerance: pixels a box may overshoot its image (``data.box_tolerance``).
         select: when given, only the XML files whose image id (``id_template`` applied to the XML file's stem,
             which the devkit names after its image, with an empty ``{folder}``) it accepts are parsed.
 
@@ -233,7 +232,7 @@ def read_kaggle_csv(
     sizes: Mapping[str, tuple[int, int]] | None = None,
     blacklist: Iterable[str] = (),
     on_error: OnError = "raise",
-    box_tolerance: float = DEFAULT_BOX_TOLERANCE,
+    box_tolerance: float,
     select: Callable[[str], bool] | None = None,
 ) -> Annotations:
     """Kaggle's ``LOC_val_solution.csv`` (or ``LOC_train_solution.csv``): ``ImageId,PredictionString``.
@@ -250,7 +249,7 @@ def read_kaggle_csv(
         sizes: ``{image_id: (width, height)}``.
         blacklist: image ids excluded from localization scoring.
         on_error: ``"raise"`` or ``"skip"``.
-        box_tolerance: pixels a box may overshoot its image.
+        box_tolerance: pixels a box may overshoot its image (``data.box_tolerance``).
         select: when given, only the rows whose image id it accepts are read; the others are skipped unchecked.
 
     Returns:
@@ -371,7 +370,7 @@ def read_devkit_mat(
     sizes: Mapping[str, tuple[int, int]] | None = None,
     blacklist: Iterable[str] = (),
     on_error: OnError = "raise",
-    box_tolerance: float = DEFAULT_BOX_TOLERANCE,
+    box_tolerance: float,
     select: Callable[[str], bool] | None = None,
     objects: list[list[tuple[int, np.ndarray]]] | None = None,
 ) -> Annotations:
@@ -389,7 +388,7 @@ def read_devkit_mat(
         sizes: ``{image_id: (width, height)}`` to check boxes against (the ``.mat`` holds no sizes).
         blacklist: image ids excluded from localization scoring.
         on_error: ``"raise"`` or ``"skip"``.
-        box_tolerance: pixels a box may overshoot its image.
+        box_tolerance: pixels a box may overshoot its image (``data.box_tolerance``).
         select: when given, only the images whose id it accepts are kept; the others are skipped unchecked.
         objects: the file's content when already read by ``read_devkit_mat_objects`` (it takes seconds).
 

@@ -54,7 +54,6 @@ from wsol.data.images import DEFAULT_MAX_IMAGE_PIXELS, AlphaPolicy, ImageLoadErr
 from wsol.data.metadata import IMAGE_IDS, read_metadata
 from wsol.data.records import Annotations, ImageRecord
 from wsol.data.validation import (
-    DEFAULT_BOX_TOLERANCE,
     OnError,
     Problem,
     box_problem,
@@ -343,7 +342,9 @@ def _original_sizes_from(
     for path in walk_image_files(source):
         stem = _stem(path.name)
         if stem in stems:
-            sizes[stem] = read_image_size(path)
+            # As the sizes a ground truth states: the stored pixels of the original file (the devkit's <size>
+            # ignores EXIF), under Pillow's own limit only (never loaded, see read_metadata above).
+            sizes[stem] = read_image_size(path, apply_exif_orientation=False, max_pixels=DEFAULT_MAX_IMAGE_PIXELS)
     return sizes
 
 
@@ -408,6 +409,7 @@ def read_val_ground_truth(
 def imagenette(
     split: str,
     root: PathLike,
+    *,
     gt: PathLike | None = None,
     gt_format: GtFormat = "auto",
     variant: Variant = "auto",
@@ -420,15 +422,17 @@ def imagenette(
     test_per_class: int | None = None,
     on_error: OnError = "raise",
     num_classes: int | None = None,
-    check_files: CheckLevel = "header",
-    train_check_files: CheckLevel = "none",
-    apply_exif_orientation: bool = False,
-    alpha: AlphaPolicy = "white",
-    box_tolerance: float = DEFAULT_BOX_TOLERANCE,
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    check_files: CheckLevel,
+    train_check_files: CheckLevel,
+    apply_exif_orientation: bool,
+    alpha: AlphaPolicy,
+    box_tolerance: float,
+    max_image_pixels: int,
 ) -> FileImageSource:
     """Imagenette2 / Imagewoof2 at any resolution: train/val on ImageNet-train files, test on the ILSVRC2012 val
     images with their official boxes (see the module docstring for the splits and the box mapping).
+
+    The file checks and the image and box options are required: their one home is ``configs/data/imagenette.yaml``.
 
     Args:
         split: ``"train"``, ``"val"`` (carved from the training files) or ``"test"`` (the val images).
@@ -528,7 +532,8 @@ def imagenette(
     problems: list[Problem] = []
     for file in val_files:
         record, problem = _val_image_record(base, file, truth.get(Path(file.name).stem), gt_path, classes, label_of,
-                                            original_size, apply_exif_orientation, box_tolerance, max_image_pixels)
+                                            original_size, apply_exif_orientation, alpha, box_tolerance,
+                                            max_image_pixels)
         if record is not None:
             records.append(record)
         if problem is not None:
@@ -580,6 +585,7 @@ def _val_image_record(
     label_of: dict[str, int],
     original_size: Callable[[str, ImageRecord, tuple[int, int]], tuple[int, int] | None],
     apply_exif_orientation: bool,
+    alpha: AlphaPolicy,
     box_tolerance: float,
     max_image_pixels: int,
 ) -> tuple[ImageRecord | None, Problem | None]:
@@ -600,7 +606,8 @@ def _val_image_record(
         return problem(f"in class folder {file.wnid} (ImageNet-1k label {folder_index}) but the ground truth {gt} "
                        f"labels it {truth.label} ({_wnid_of(truth.label)})")
     try:
-        stored = check_image(path, apply_exif_orientation=apply_exif_orientation, max_pixels=max_image_pixels)
+        stored = check_image(path, apply_exif_orientation=apply_exif_orientation, alpha=alpha,
+                             max_pixels=max_image_pixels)
     except ImageLoadError as error:
         return None, Problem(error.path, None, error.reason, file.image_id)
     stem = Path(file.name).stem

@@ -57,8 +57,9 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 _TRUNCATION_LOCK = threading.Lock()
 
 #: Pillow's own ``MAX_IMAGE_PIXELS`` (a fact of Pillow: ``int(1024 * 1024 * 1024 // 4 // 3)``, module docstring). A
-#: run's limit is ``data.max_image_pixels`` (``configs/data/*.yaml``, whose value this is); here it is the limit of the
-#: loaders called without one (``tests/test_images.py`` does) and of sizes that are never loaded (original images).
+#: run's limit is ``data.max_image_pixels`` (``configs/data/*.yaml``, whose value this is), which every loader takes as
+#: a required argument; this constant is only the limit of sizes that are never loaded (``wsol.data.imagenette``'s
+#: original ILSVRC2012 val images, whose sizes map the boxes but whose pixels are never decoded).
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 # The last bytes of a complete file, by Pillow format name (module docstring).
 _END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"\x00\x00\x00\x00IEND\xaeB`\x82"}
@@ -114,7 +115,7 @@ def check_max_pixels(max_pixels: int) -> int:
     return max_pixels
 
 
-def _open(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
+def _open(path: Path, max_pixels: int) -> Image.Image:
     """``Image.open`` with the file-level failures and the size limit turned into ``ImageLoadError``."""
     max_pixels = check_max_pixels(max_pixels)
     if not path.exists():
@@ -141,8 +142,8 @@ def _open(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image
     return image
 
 
-def read_image_size(path: str | os.PathLike[str], *, apply_exif_orientation: bool = False,
-                    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[int, int]:
+def read_image_size(path: str | os.PathLike[str], *, apply_exif_orientation: bool,
+                    max_pixels: int) -> tuple[int, int]:
     """``(width, height)`` from the file header only (fast; the pixels are not decoded).
 
     Args:
@@ -197,9 +198,9 @@ def load_rgb(
     path: str | os.PathLike[str],
     *,
     expected_size: tuple[int, int] | None = None,
-    apply_exif_orientation: bool = False,
-    alpha: AlphaPolicy = "white",
-    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    apply_exif_orientation: bool,
+    alpha: AlphaPolicy,
+    max_pixels: int,
 ) -> Image.Image:
     """Decode ``path`` fully into an 8-bit RGB image.
 
@@ -207,10 +208,12 @@ def load_rgb(
         path: image file.
         expected_size: ``(width, height)`` the annotations refer to (``image_sizes.txt``, XML
             ``<size>``); a different decoded size raises ``ImageSizeMismatchError``.
-        apply_exif_orientation: rotate/flip by the EXIF orientation tag (default False: annotations of
-            ILSVRC, CUB and OpenImages refer to the stored pixels; see the module docstring).
-        alpha: ``"white"`` composites transparent pixels on white, ``"drop"`` discards the alpha channel.
-        max_pixels: images with more pixels are refused before decoding (module docstring).
+        apply_exif_orientation: rotate/flip by the EXIF orientation tag (``data.apply_exif_orientation``, false in
+            the configs: annotations of ILSVRC, CUB and OpenImages refer to the stored pixels; module docstring).
+        alpha: ``"white"`` composites transparent pixels on white, ``"drop"`` discards the alpha channel
+            (``data.alpha``).
+        max_pixels: images with more pixels are refused before decoding (``data.max_image_pixels``; module
+            docstring).
 
     Returns:
         An RGB ``PIL.Image`` whose pixels are fully loaded (the file is closed).
@@ -276,9 +279,9 @@ def check_image(
     *,
     level: CheckImageLevel = "header",
     expected_size: tuple[int, int] | None = None,
-    apply_exif_orientation: bool = False,
-    alpha: AlphaPolicy = "white",
-    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    apply_exif_orientation: bool,
+    alpha: AlphaPolicy,
+    max_pixels: int,
 ) -> tuple[int, int]:
     """Check that ``load_rgb`` will succeed on ``path``, as cheaply as the level allows.
 

@@ -29,10 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from wsol.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels
+from wsol.data.images import check_max_pixels
 from wsol.data.records import Annotations, ImageRecord
 from wsol.data.validation import (  # noqa: F401  (re-exported: the names callers import from this module)
-    DEFAULT_BOX_TOLERANCE,
     MAX_LABEL,
     AnnotationError,
     OnError,
@@ -345,10 +344,10 @@ def read_metadata(
     *,
     num_classes: int | None = None,
     on_error: OnError = "raise",
-    box_tolerance: float = DEFAULT_BOX_TOLERANCE,
+    box_tolerance: float,
     class_names: list[str] | None = None,
     select: Callable[[str], bool] | None = None,
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_image_pixels: int,
 ) -> Annotations:
     """Read a metadata folder into ``Annotations``, applying the ``on_error`` policy.
 
@@ -358,12 +357,10 @@ def read_metadata(
         num_classes: the dataset's class count (labels outside ``[0, num_classes)`` are errors);
             ``None`` infers ``max(label) + 1``.
         on_error: ``"raise"`` or ``"skip"`` (see the module docstring).
-        box_tolerance: pixels a box may overshoot its image before it is an error (``data.box_tolerance``; the
-            default is kept only for callers that do not pass it yet, see ``validation.DEFAULT_BOX_TOLERANCE``).
+        box_tolerance: pixels a box may overshoot its image before it is an error (``data.box_tolerance``).
         class_names: optional names, index = label.
         select: read only the image ids for which it is true (see ``collect_metadata``).
-        max_image_pixels: largest image size (pixels) ``image_sizes.txt`` may state (``data.max_image_pixels``;
-            the default likewise).
+        max_image_pixels: largest image size (pixels) ``image_sizes.txt`` may state (``data.max_image_pixels``).
 
     Returns:
         The split's ``Annotations`` in ``image_ids.txt`` order.

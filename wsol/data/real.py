@@ -28,9 +28,9 @@ from wsol.data.files import (  # noqa: F401  (re-exported: the names callers imp
     check_image_files,
 )
 from wsol.data.ground_truth import GtFormat, LabelSpace, read_ilsvrc_ground_truth
-from wsol.data.images import DEFAULT_MAX_IMAGE_PIXELS, AlphaPolicy
+from wsol.data.images import AlphaPolicy
 from wsol.data.metadata import read_metadata, resolve_metadata_dir
-from wsol.data.validation import DEFAULT_BOX_TOLERANCE, OnError, check_on_error, resolve_path
+from wsol.data.validation import OnError, check_on_error, resolve_path
 
 
 def _default_images_dir(base: Path, images_dir: PathLike | None) -> Path:
@@ -46,18 +46,21 @@ def _default_images_dir(base: Path, images_dir: PathLike | None) -> Path:
 def wsol_metadata(
     split: str,
     root: PathLike,
+    *,
     metadata_dir: PathLike | None = None,
     images_dir: PathLike | None = None,
     on_error: OnError = "raise",
     num_classes: int | None = None,
-    check_files: CheckLevel = "header",
+    check_files: CheckLevel,
     mask_root: PathLike | None = None,
-    apply_exif_orientation: bool = False,
-    alpha: AlphaPolicy = "white",
-    box_tolerance: float = DEFAULT_BOX_TOLERANCE,
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    apply_exif_orientation: bool,
+    alpha: AlphaPolicy,
+    box_tolerance: float,
+    max_image_pixels: int,
 ) -> FileImageSource:
     """Any data set in wsolevaluation metadata format: ``root/images/<image_id>`` + ``root/metadata/*.txt``.
+
+    ``check_files`` and the image and box options are required: their one home is ``configs/data/wsol_metadata.yaml``.
 
     Args:
         split: the split name (selects ``root/metadata/<split>`` when it exists).

@@ -34,7 +34,7 @@ from wsol.data.geometry import boxes_inverted, boxes_outside
 from wsol.data.records import Annotations, ImageRecord
 from wsol.io import unsafe_path_message
 
-__all__ = ["DEFAULT_BOX_TOLERANCE", "MAX_LABEL", "AnnotationError", "OnError", "Problem", "Severity", "box_problem",
+__all__ = ["MAX_LABEL", "AnnotationError", "OnError", "Problem", "Severity", "box_problem",
            "check_box_tolerance", "check_on_error", "finalize_annotations", "label_problem", "match_blacklist",
            "parse_float", "parse_int", "read_text", "read_text_lines", "resolve_path", "unsafe_path_problems"]
 
@@ -43,10 +43,6 @@ logger = logging.getLogger(__name__)
 OnError = Literal["raise", "skip"]
 Severity = Literal["error", "warning"]
 
-#: The box tolerance of the readers that tests/test_bad_inputs.py (and the ``wsol_metadata`` / ``imagenette``
-#: factories' callers) still call without one; the run default is ``data.box_tolerance`` (``configs/data/*.yaml``).
-#: Rescaled float boxes overshoot the last pixel by up to one pixel (see ``geometry.boxes_outside``).
-DEFAULT_BOX_TOLERANCE = 1.0
 _MAX_PROBLEMS_IN_MESSAGE = 20
 #: Largest label accepted when the class count is unknown: any framework's int32 class index.
 MAX_LABEL = 2**31 - 1

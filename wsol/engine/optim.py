@@ -67,17 +67,18 @@ def build_optimizer(groups: list[dict], factory: Callable[..., torch.optim.Optim
         raise ValueError(f"train.optimizer: {err}") from err
 
 
-def lr_lambda(name: str, *, total_steps: int, milestones: Sequence[int] = (), gamma: float = 0.1,
-              warmup_steps: int = 0) -> Callable[[int], float]:
+def lr_lambda(name: str, *, total_steps: int, milestones: Sequence[int], gamma: float,
+              warmup_steps: int) -> Callable[[int], float]:
     """The lr factor at optimizer step ``step`` (0-based: the factor used for the ``step+1``-th update).
 
     Args:
         name: ``step`` (x ``gamma`` at each milestone, Caffe's "step"/"multistep"), ``cosine`` (half cosine from 1 to
             0 over ``total_steps``), ``constant``.
         total_steps: length of the run in optimizer steps.
-        milestones: ``step`` schedule, in optimizer steps.
-        gamma: ``step`` schedule factor.
-        warmup_steps: linear warm-up ``(step + 1) / warmup_steps`` over the first steps (0: none).
+        milestones: ``step`` schedule, in optimizer steps (``train.scheduler.milestones``, converted to steps).
+        gamma: ``step`` schedule factor (``train.scheduler.gamma``).
+        warmup_steps: linear warm-up ``(step + 1) / warmup_steps`` over the first steps, 0 for none
+            (``train.scheduler.warmup_iters``).
     """
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; expected one of {SCHEDULES}")

@@ -124,6 +124,9 @@ def steps_per_epoch(num_images: int, batch_size: int) -> int:
 class LoopSettings:
     """How the loop runs (the optimisation itself is the optimizer + scheduler given to ``Trainer``).
 
+    Every field is required: the run settings' one home is ``configs/train/*.yaml`` (``recipes.train_model`` passes
+    them).
+
     Attributes:
         total_steps: optimizer steps of the whole run.
         batch_size: images per optimizer step over all ranks and micro-batches.
@@ -141,12 +144,12 @@ class LoopSettings:
     batch_size: int
     accumulate_grad_batches: int
     seed: int
-    amp: bool = False
-    channels_last: bool = False
-    num_workers: int = 0
-    checkpoint_every: int = 1000
-    snapshot_every: int | None = None
-    log_every: int = 20
+    amp: bool
+    channels_last: bool
+    num_workers: int
+    checkpoint_every: int
+    snapshot_every: int | None
+    log_every: int
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "batch_size", "accumulate_grad_batches", "checkpoint_every", "log_every"):

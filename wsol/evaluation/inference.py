@@ -193,8 +193,9 @@ def _check_frames(store: CAMStore, source: Any, indices: Sequence[int], sizes: S
         record = records[i]
         now = record.size
         if now is None and len(record.boxes) and image_path is not None:  # as the loader would see it
-            now = read_image_size(image_path(i), apply_exif_orientation=getattr(source, "apply_exif_orientation",
-                                                                                False))
+            # a source with files (``FileImageSource``) carries the data config's image options
+            now = read_image_size(image_path(i), apply_exif_orientation=source.apply_exif_orientation,
+                                  max_pixels=source.max_image_pixels)
         if now is not None and tuple(now) != tuple(stored):
             raise ValueError(f"{store.dir}: image {record.image_id!r} was {stored[0]}x{stored[1]} when its CAMs were "
                              f"stored but is {now[0]}x{now[1]} here (another data.render_size or a resized copy?): "

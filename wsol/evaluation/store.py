@@ -93,7 +93,7 @@ class CAMStoreWriter:
     Args:
         out_dir: the store directory (created if needed).
         meta: JSON-serialisable description (module docstring); must hold ``topk``.
-        shard_size: images per shard (bounds the reader's memory and the work a kill can cost).
+        shard_size: images per shard (bounds the reader's memory and the work a kill can cost; ``eval.shard_size``).
         resume: continue an incomplete store with the same ``meta`` (its finished indices are in
             ``done_indices``); without it, a directory holding a store or shards is refused.
 
@@ -102,7 +102,7 @@ class CAMStoreWriter:
         FileExistsError: ``out_dir`` already holds a complete store, or shards while ``resume`` is false.
     """
 
-    def __init__(self, out_dir: str | Path, *, meta: dict[str, Any], shard_size: int = 1024,
+    def __init__(self, out_dir: str | Path, *, meta: dict[str, Any], shard_size: int,
                  resume: bool = False) -> None:
         if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
             raise ValueError(f"shard_size must be an int >= 1, got {shard_size!r}")
