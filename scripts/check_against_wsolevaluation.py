@@ -24,6 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+# wsol's own modules first: the reference checkout holds a package also named ``wsol``, which would shadow ours once
+# its folder is on sys.path (reference_scores puts it there)
+from wsol.score import main as score_main
+
 
 def reference_scores(suite: Path, scoremap_root: Path, metadata_dir: Path, step: float,
                      iou_thresholds: list[int]) -> dict[str, float]:
@@ -61,8 +65,6 @@ def main() -> int:
     with contextlib.redirect_stdout(io.StringIO()):
         ref = reference_scores(args.wsolevaluation, args.scoremap_root, args.gt / "metadata",
                                args.cam_curve_interval, args.iou_thresholds)
-    from wsol.score import main as score_main
-
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         rc = score_main(["scoremaps", "--scoremap-root", str(args.scoremap_root), "--gt", str(args.gt),

@@ -22,6 +22,7 @@ from wsol.metrics import BoxAccEvaluator, PxAPEvaluator  # noqa: E402
 from wsol.metrics.threshold import best_tau, check_tau_policy, crossfold_accuracy, policy_tau  # noqa: E402
 from wsol.metrics.boxacc import (  # noqa: E402
     _numba_available,
+    _workspace,
     level_boxes,
     level_ious,
     max_over_level_ranges,
@@ -283,13 +284,10 @@ def test_nested_contours_take_the_second_sweep() -> None:
     from wsol.metrics import kernels
 
     u8 = quantise(_ring_with_peak())
-    psi, _, hole_order = kernels.fill_holes(u8)
-    need = np.ones(256, dtype=bool)
-    n_outer = kernels.sweep_components(*kernels.pixel_order(psi), *u8.shape, True, need)[4]
-    n_holes = kernels.sweep_holes(psi, *hole_order, need)[3]
-    nested = kernels.euler_numbers(u8) + n_holes - n_outer
+    _, n_outer, n_holes, nested = kernels.level_structure(u8, _workspace(*u8.shape))
     # u8: ring 153, moat 51, peak 229. Levels 51..152: ring + peak (2 outer), one hole; psi fills the moat.
     assert nested[51:153].tolist() == [1] * 102 and not nested[:51].any() and not nested[153:].any()
+    assert n_outer[:153].tolist() == [1] * 153 and n_holes[51:153].tolist() == [1] * 102
     peak = [5, 5, 6, 6]
     ring_box, hole_box = [1, 1, 10, 10], [2, 2, 9, 9]
     boxes = level_boxes(_ring_with_peak(), np.array([100]), "fast")
@@ -298,7 +296,9 @@ def test_nested_contours_take_the_second_sweep() -> None:
 
 @needs_numba
 def test_kernels_against_reference_computations() -> None:
-    """psi against scipy's binary hole filling, Euler numbers and hole counts against OpenCV's contours."""
+    """psi against scipy's binary hole filling; top-level outer contours, nested outer contours and holes at
+    every level against OpenCV's contours (RETR_EXTERNAL: the top-level ones; RETR_CCOMP: every outer one on
+    the first level of its hierarchy, every hole on the second)."""
     from wsol.metrics import kernels
 
     rng = np.random.default_rng(11)
@@ -306,24 +306,154 @@ def test_kernels_against_reference_computations() -> None:
     for trial in range(40):
         h, w = rng.integers(1, 16, 2)
         u8 = (rng.integers(0, 4, (h, w)) * 70).astype(np.uint8) if trial % 2 else rng.integers(0, 256, (h, w), dtype=np.uint8)
-        psi, psi_order, hole_order = kernels.fill_holes(u8)
-        n_holes = kernels.sweep_holes(psi, *hole_order, np.ones(256, dtype=bool))[3]
-        euler = kernels.euler_numbers(u8)
-        start, order = psi_order
-        ys, xs = np.divmod(order, w + 2)
-        assert (np.diff(psi[ys - 1, xs - 1].astype(int)) >= 0).all() and sorted(order) == sorted(set(order))
-        assert len(order) == h * w and (start[1:] - start[:-1] == np.bincount(psi.ravel(), minlength=256)).all()
-        hole_start, holes = hole_order
-        hy, hx = np.divmod(holes, w + 2)
-        assert (psi[hy - 1, hx - 1] > u8[hy - 1, hx - 1]).all() and len(holes) == (psi > u8).sum()
-        assert (np.diff(u8[hy - 1, hx - 1].astype(int)) >= 0).all()
+        psi, n_outer, n_holes, nested = kernels.level_structure(u8, _workspace(h, w))
         for level in range(255):
             mask = u8 > level
             np.testing.assert_array_equal(psi > level, ndimage.binary_fill_holes(mask, structure=four))
             contours, hierarchy = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
             n_out = 0 if hierarchy is None else int((hierarchy[0][:, 3] < 0).sum())
-            holes = len(contours) - n_out
-            assert (euler[level], n_holes[level]) == (n_out - holes, holes), (trial, level)
+            top = len(cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0])
+            got = (n_outer[level], nested[level], n_holes[level])
+            assert got == (top, n_out - top, len(contours) - n_out), (trial, level)
+
+
+# ------------------------------------------------------------- the fast path against the exact oracle
+def _hostile_maps() -> list[tuple[str, np.ndarray]]:
+    """Maps that stress the fast path: many components, holes and nested contours, ties, plateaus at the
+    thresholds' levels, constant, thin and one-pixel maps, a max below 1, and a noisy 224x224 CAM."""
+    rng = np.random.default_rng(19)
+    maps = [("uniform noise", rng.random((40, 40))),
+            ("sparse salt", rng.random((48, 48)) * (rng.random((48, 48)) < 0.05))]
+    yy, xx = np.mgrid[0:24, 0:24]
+    # one 8-connected component whose every background pixel is a hole (4-isolated), over a gradient
+    maps.append(("checkerboard", ((xx + yy) % 2) * (0.3 + 0.7 * xx / 23)))
+    r = np.hypot(xx - 11.5, yy - 11.5)
+    maps.append(("concentric rings", (np.floor(r / 2) % 2) * (1 - r / 20).clip(0, 1)))  # contours nested many deep
+    nested = np.zeros((21, 21))
+    for k, v in enumerate((0.5, 0.1, 0.7, 0.2, 0.9, 0.3)):  # ring, moat, ring, moat, ring, peak: three nestings
+        nested[k + 1 : 20 - k, k + 1 : 20 - k] = v
+    maps.append(("ring in a ring in a ring", nested))
+    # plateaus exactly at the levels of a 0.1 step (values k / 10: u8 25, 51, ...; the levels int(tau * 255))
+    maps.append(("plateaus at tau levels", np.floor(rng.random((24, 24)) * 10) / 10))
+    squares = np.zeros((40, 40))
+    for y0, x0 in rng.integers(0, 38, (14, 2)):
+        squares[y0 : y0 + 2, x0 : x0 + 2] = 0.8  # equal squares (some merge): ties of contour area for V1
+    squares[39, ::3] = 0.8  # single pixels and lines: contour area 0, ties among them
+    maps.append(("equal squares and dots", squares))
+    u_shapes = np.ones((30, 30))
+    u_shapes[5:25:4, 0:20] = 0.2  # dents open to the left edge: never holes
+    u_shapes[5:25:4, 22:28] = 0.1  # closed slots: holes
+    maps.append(("dents and slots", u_shapes))
+    maps += [("zeros", np.zeros((16, 16))), ("ones", np.ones((16, 16))), ("constant 0.5", np.full((9, 13), 0.5)),
+             ("one pixel", np.array([[0.3]])), ("one bright pixel", np.array([[1.0]])),
+             ("row", rng.random((1, 50))), ("column", rng.random((50, 1))), ("2x2", rng.random((2, 2))),
+             ("max below 1", 0.37 * rng.random((32, 32)))]
+    whole = np.zeros((40, 40))
+    whole[1:39, 1:39] = 1.0  # a box of the whole map; the single peak pixel below is a one-pixel box
+    maps.append(("whole map", whole))
+    peak = np.zeros((40, 40))
+    peak[17, 23] = 1.0
+    maps.append(("one-pixel peak", peak))
+    maps.append(("noisy 224 CAM", wsoleval_scoremap(rng.standard_normal((28, 28)))))
+    return maps
+
+
+def _hostile_gt(rng: np.random.Generator, m: np.ndarray) -> np.ndarray:
+    """Random GT boxes on the map: the whole map, a one-pixel box, a box around the brightest pixel, two random."""
+    h, w = m.shape
+    y, x = np.unravel_index(np.argmax(m), m.shape)
+    gt = [[0, 0, w - 1, h - 1], [x, y, x, y], [max(x - 2, 0), max(y - 2, 0), min(x + 3, w - 1), min(y + 3, h - 1)]]
+    for _ in range(2):
+        (x0, x1), (y0, y1) = sorted(rng.integers(0, w, 2)), sorted(rng.integers(0, h, 2))
+        gt.append([x0, y0, x1, y1])
+    return np.array(gt)
+
+
+def _boxes_by_level(boxes, levels: range) -> dict[int, set[tuple[int, ...]]]:  # noqa: ANN001  (LevelBoxes)
+    """The distinct V2 boxes of each level, from ``LevelBoxes`` records (each valid over a range of levels)."""
+    out: dict[int, set[tuple[int, ...]]] = {level: set() for level in levels}
+    for box, lo, hi in zip(map(tuple, boxes.v2.tolist()), boxes.v2_lo.tolist(), boxes.v2_hi.tolist()):
+        first = max(lo, levels.start)
+        first += -(first - levels.start) % levels.step  # the first level of ``levels`` at or above lo
+        for level in range(first, min(hi, levels.stop - 1) + 1, levels.step):
+            out[level].add(box)
+    return out
+
+
+@needs_numba
+@pytest.mark.parametrize("name", [name for name, _ in _hostile_maps()])
+def test_fast_path_matches_exact_on_hostile_maps(name: str) -> None:
+    """Count by count (V1 at IoU 50, V2 at 30/50/70, every threshold) and box by box (every level)."""
+    names = [n for n, _ in _hostile_maps()]
+    m = dict(_hostile_maps())[name]
+    rng = np.random.default_rng(names.index(name))
+    gt = _hostile_gt(rng, m)
+    for step in (0.001, 0.01, 0.1):
+        counts = {}
+        for method in ("exact", "fast"):
+            ev = BoxAccEvaluator(cam_curve_interval=step, iou_thresholds=(30, 50, 70), method=method)
+            ev.update([m], [gt])
+            counts[method] = ev.counts()
+        np.testing.assert_array_equal(counts["fast"], counts["exact"], err_msg=f"step {step}")
+    levels = range(0, 255, 3)
+    exact, fast = level_boxes(m, np.array(levels), "exact"), level_boxes(m, np.array(levels), "fast")
+    np.testing.assert_array_equal(fast.v1, exact.v1)
+    assert _boxes_by_level(fast, levels) == _boxes_by_level(exact, levels)
+
+
+@needs_numba
+def test_fast_path_batches_match_exact_map_by_map() -> None:
+    """A [B, H, W] batch (one kernel call; an all-zero map after others), float32 maps, and a list of maps of
+    different shapes (the scratch buffer of one shape reused after another's) give the exact path's counts."""
+    rng = np.random.default_rng(23)
+    cams = [wsoleval_scoremap(rng.standard_normal((g, g)) + 3 * np.exp(-((np.mgrid[0:g, 0:g] - g / 2) ** 2).sum(0) / g))
+            for g in (7, 14, 7, 14, 28)]
+    cams.insert(3, np.zeros((224, 224)))  # an empty mask after non-empty ones: its box is [0, 0, 0, 0] at tau 0
+    gts = [_hostile_gt(rng, m) for m in cams]
+    gts[3] = np.array([[0, 0, 0, 0], [5, 5, 9, 9]])  # the empty mask's box [0, 0, 0, 0] is right, for V1 too
+    for maps in (np.stack(cams), np.stack(cams).astype(np.float32)):
+        exact = BoxAccEvaluator(cam_curve_interval=0.001, iou_thresholds=(30, 50, 70), method="exact")
+        exact.update(list(maps), gts)
+        fast = BoxAccEvaluator(cam_curve_interval=0.001, iou_thresholds=(30, 50, 70), method="fast")
+        fast.update(maps, gts)
+        np.testing.assert_array_equal(fast.counts(), exact.counts())
+    mixed = [m for name, m in _hostile_maps() if name in ("uniform noise", "2x2", "checkerboard", "one pixel")]
+    mixed.append(mixed[0])
+    gts = [_hostile_gt(rng, m) for m in mixed]
+    counts = []
+    for method in ("exact", "fast"):
+        ev = BoxAccEvaluator(cam_curve_interval=0.01, iou_thresholds=(30, 50, 70), method=method)
+        ev.update(mixed, gts)
+        counts.append(ev.counts())
+    np.testing.assert_array_equal(counts[1], counts[0])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_invalid_map_rejects_the_whole_batch_and_names_the_map(method: str) -> None:
+    """As wsolevaluation's check_scoremap_validity: a NaN, an infinity or a value outside [0, 1] is an error, never
+    a score; the batch counts as a whole or not at all, and the message names the map and the value."""
+    gt = np.array([[2, 2, 4, 3]])
+    for bad_value, match in ((np.nan, "score map 1 contains NaN"), (np.inf, r"score map 1 must lie in \[0, 1\]"),
+                             (-0.25, r"min=-0.25"), (1.5, r"max=1.5")):
+        bad = UNIMODAL.copy()
+        bad[1, 3] = bad_value
+        ev = BoxAccEvaluator(cam_curve_interval=0.25, iou_thresholds=(30, 50, 70), method=method)
+        for maps in ([UNIMODAL, bad, UNIMODAL], np.stack([UNIMODAL, bad, UNIMODAL])):
+            with pytest.raises(ValueError, match=match):
+                ev.update(maps, [gt] * 3)
+            assert ev.n_images == 0 and not ev.counts().any()
+        ev.update([UNIMODAL], [gt])
+        assert ev.n_images == 1 and ev.curve()["boxacc_v1_iou50"].tolist() == [100.0] * 4
+    ev = BoxAccEvaluator(cam_curve_interval=0.25, iou_thresholds=(30, 50, 70), method=method)
+    with pytest.raises(ValueError, match="score map 1 has no GT box"):
+        ev.update([UNIMODAL, UNIMODAL], [gt, np.zeros((0, 4))])
+    bad = UNIMODAL.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="score map 0 contains NaN"):  # the first problem in batch order
+        ev.update([bad, UNIMODAL], [gt, np.zeros((0, 4))])
+    with pytest.raises(ValueError, match="floating"):
+        ev.update([UNIMODAL, (UNIMODAL * 255).astype(np.uint8)], [gt, gt])
+    assert ev.n_images == 0
 
 
 def test_max_over_level_ranges_hand_made() -> None:

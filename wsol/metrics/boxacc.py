@@ -16,11 +16,13 @@ follow ``wsol.metrics.scoremap``:
     * ``maxboxacc`` = max over tau of V1 BoxAcc at IoU 50; ``maxboxacc_v2`` = MEAN over the IoU thresholds
       (30, 50, 70) of the max over tau of V2 BoxAcc, each IoU threshold taking ITS OWN best tau.
 
-The result at ``tau`` depends only on the integer level ``L``, so both implementations produce the boxes of
-each distinct level once and score them all with ONE ``box_iou`` call:
-    * ``"exact"``: OpenCV thresholds and traces contours at every distinct level, as wsolevaluation does.
-    * ``"fast"``: one sweep over the nested level sets (``wsol.metrics.kernels``, numba). Identity with the
-      exact path rests on three facts, each checked against OpenCV in ``tests/test_metrics.py``:
+The result at ``tau`` depends only on the integer level ``L``:
+    * ``"exact"``: OpenCV thresholds and traces contours at every distinct level, as wsolevaluation does, and
+      every box of a map is scored with ONE ``box_iou`` call. It is the oracle the tests hold the fast path to.
+    * ``"fast"``: one sweep over the nested level sets per map, all in numba (``wsol.metrics.kernels``): one
+      kernel call scores a whole ``[B, H, W]`` batch (a sequence of maps: one call per map) and adds its
+      correct-image counts, with its scratch memory reused from call to call (``_workspace``). Identity with
+      the exact path rests on three facts, each checked against OpenCV in ``tests/test_metrics.py``:
       (1) the outer contours are the 8-connected components of ``{u8 > L}``, with bounding rect = pixel
       box, and the hole contours are the 4-connected components of ``{u8 <= L}`` that do not touch the
       edge, with bounding rect = pixel box grown by one pixel on each side; (2) ``cv2.contourArea`` of an
@@ -32,7 +34,7 @@ each distinct level once and score them all with ONE ``box_iou`` call:
       raster order of their first pixel, so a V1 tie goes to the tied component whose first pixel comes
       last. Outer contours nested inside a hole are found by counting: components of ``{u8 > L}`` = Euler
       number + holes; only when some needed level has more than ``{psi > L}`` does a second sweep over
-      ``{u8 > L}`` run.
+      ``{u8 > L}`` run. The IoUs are ``box_iou``'s operations on the same integers, so bit for bit the same.
     * ``"auto"``: ``"fast"`` when numba is importable, else ``"exact"``.
 
 Public API: ``quantise``, ``threshold_levels``, ``scoremap_boxes_at_thresholds`` (the exact per-threshold
@@ -44,6 +46,7 @@ needs no torch; numba is imported only by the fast path.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -151,37 +154,38 @@ def _level_boxes_exact(u8: np.ndarray, levels: np.ndarray) -> LevelBoxes:
 def _level_boxes_fast(u8: np.ndarray, levels: np.ndarray) -> LevelBoxes:
     """The level-set sweep (``wsol.metrics.kernels``; its docstring states the contour-box conventions)."""
     kernels = _fast_kernels()
-    height, width = u8.shape
     need = np.zeros(N_LEVELS, dtype=np.bool_)
     need[levels] = True
     u8 = np.ascontiguousarray(u8)
-    psi, psi_order, hole_order = kernels.fill_holes(u8)
-    # Without holes psi == u8 and {psi > L} == {u8 > L}: the sweep below gives every contour and the largest.
-    # Otherwise it gives V1 and the top-level outer contours: components of the filled level sets {psi > L}.
-    outer, outer_lo, outer_hi, largest, n_outer = kernels.sweep_components(*psi_order, height, width, True, need)
-    if len(hole_order[1]) == 0:
-        holes = np.zeros((0, 4), np.int32)
-        holes_lo = holes_hi = np.zeros(0, np.int32)
-    else:
-        holes, holes_lo, holes_hi, n_holes = kernels.sweep_holes(psi, *hole_order, need)
-        # Components of {u8 > L} = Euler number + holes; any beyond those of {psi > L} lie inside a hole.
-        nested = kernels.euler_numbers(u8) + n_holes - n_outer
-        if (nested[levels] > 0).any():
-            outer, outer_lo, outer_hi, _, _ = kernels.sweep_components(
-                *kernels.pixel_order(u8), height, width, False, need)
-    v2, lo, hi = [outer], [outer_lo], [outer_hi]
-    if len(holes):
-        v2.append(holes)
-        lo.append(holes_lo)
-        hi.append(holes_hi)
+    boxes, lo, hi, largest, n_outer = kernels.level_records(u8, need, _workspace(*u8.shape))
     empty = levels[n_outer[levels] == 0]
     if len(empty):  # {u8 > L} is empty (L >= u8.max()): the single box [0, 0, 0, 0]
-        v2.append(np.zeros((len(empty), 4), np.int32))
-        lo.append(empty)
-        hi.append(empty)
-    v2, lo, hi = (np.concatenate(a) if len(a) > 1 else a[0] for a in (v2, lo, hi))
-    v1 = largest[levels]  # zeros at an empty level
-    return LevelBoxes(levels, v1, v2, lo, hi)
+        boxes = np.concatenate([boxes, np.zeros((len(empty), 4), np.int32)])
+        lo = np.concatenate([lo, empty.astype(np.int32)])
+        hi = np.concatenate([hi, empty.astype(np.int32)])
+    return LevelBoxes(levels, largest[levels], boxes, lo, hi)
+
+
+_scratch = threading.local()
+_MAX_KEPT_WORKSPACE = 64 * 2**20
+
+
+def _workspace(height: int, width: int) -> np.ndarray:
+    """The kernels' scratch buffer for maps of this shape (``kernels.workspace_size``: ~4 MB at 224x224), kept
+    per thread (the kernels release the GIL) for the next call, so that no map pays for allocating it and
+    faulting its pages in. A few shapes are kept, and none over 64 MB (a map over ~800k pixels gets its own)."""
+    size = _fast_kernels().workspace_size(height, width)
+    if size > _MAX_KEPT_WORKSPACE:
+        return np.empty(size, np.uint8)
+    cache = getattr(_scratch, "buffers", None)
+    if cache is None:
+        cache = _scratch.buffers = {}
+    buffer = cache.get((height, width))
+    if buffer is None:
+        if len(cache) >= 4:
+            cache.clear()
+        buffer = cache[(height, width)] = np.empty(size, np.uint8)
+    return buffer
 
 
 def level_boxes(scoremap: np.ndarray, levels: np.ndarray | None = None, method: str = "exact") -> LevelBoxes:
@@ -314,11 +318,13 @@ class BoxAccEvaluator:
     def reset(self) -> None:
         """Forget everything accumulated so far."""
         self.n_images = 0
-        self._correct_v1 = np.zeros(len(self.thresholds), dtype=np.int64)
-        self._correct_v2 = {t: np.zeros(len(self.thresholds), dtype=np.int64) for t in self.iou_thresholds}
+        # row 0: V1 correct-image counts per tau; row 1 + j: V2 counts at iou_thresholds[j]
+        self._correct = np.zeros((1 + len(self.iou_thresholds), len(self.thresholds)), dtype=np.int64)
 
     def update(self, scoremaps: np.ndarray | Sequence[np.ndarray], gt_boxes: Sequence[np.ndarray]) -> None:
         """Score a batch of maps.
+
+        The batch counts as a whole or not at all: if a map is invalid, nothing of the batch is added.
 
         Args:
             scoremaps: ``[B, H, W]`` float maps in ``[0, 1]`` (e.g. from ``wsoleval_scoremap``), or a
@@ -328,28 +334,70 @@ class BoxAccEvaluator:
 
         Raises:
             ValueError: on a batch-size mismatch, an image without GT box, or an invalid map (named by
-                its index in the batch).
+                its index in the batch; the first problem in batch order is reported).
         """
         if len(scoremaps) != len(gt_boxes):
             raise ValueError(f"{len(scoremaps)} score maps but {len(gt_boxes)} GT box arrays")
-        for i, (scoremap, boxes) in enumerate(zip(scoremaps, gt_boxes)):
-            u8 = quantise(check_scoremap(scoremap, i))
+        gts = []
+        for i, boxes in enumerate(gt_boxes):
             gt = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
             if len(gt) == 0:
+                for earlier in range(i + 1):  # a problem with an earlier map, or this one, comes first
+                    check_scoremap(scoremaps[earlier], earlier)
                 raise ValueError(f"score map {i} has no GT box; wsolevaluation needs one per image")
-            # the levels of the taus, nondecreasing: their distinct values and, per tau, its level's index
-            levels_of_tau = threshold_levels(self.thresholds, int(u8.max()))
-            first = np.empty(len(levels_of_tau), dtype=bool)
-            first[:1] = True
-            np.not_equal(levels_of_tau[1:], levels_of_tau[:-1], out=first[1:])
-            levels, inverse = levels_of_tau[first], np.cumsum(first) - 1
-            v1, v2 = score_level_boxes(_level_boxes(u8, levels, self.method), gt)
-            v1, v2 = v1[inverse], v2[inverse]
-            self._correct_v1 += v1 >= 50 / 100
-            for t in self.iou_thresholds:
-                # t / 100 exactly as wsolevaluation writes it (0.7 is not 70 / 100 after rounding otherwise).
-                self._correct_v2[t] += v2 >= t / 100
-            self.n_images += 1
+            gts.append(gt)
+        counts = np.zeros_like(self._correct)
+        if self.method == "fast":
+            self._count_fast(scoremaps, gts, counts)
+        else:
+            for i, (scoremap, gt) in enumerate(zip(scoremaps, gts)):
+                self._count_exact(quantise(check_scoremap(scoremap, i)), gt, counts)
+        self._correct += counts
+        self.n_images += len(gts)
+
+    def _count_exact(self, u8: np.ndarray, gt: np.ndarray, counts: np.ndarray) -> None:
+        # the levels of the taus, nondecreasing: their distinct values and, per tau, its level's index
+        levels_of_tau = threshold_levels(self.thresholds, int(u8.max()))
+        first = np.empty(len(levels_of_tau), dtype=bool)
+        first[:1] = True
+        np.not_equal(levels_of_tau[1:], levels_of_tau[:-1], out=first[1:])
+        levels, inverse = levels_of_tau[first], np.cumsum(first) - 1
+        v1, v2 = score_level_boxes(_level_boxes_exact(u8, levels), gt)
+        v1, v2 = v1[inverse], v2[inverse]
+        counts[0] += v1 >= 50 / 100
+        for j, t in enumerate(self.iou_thresholds):
+            # t / 100 exactly as wsolevaluation writes it (0.7 is not 70 / 100 after rounding otherwise).
+            counts[1 + j] += v2 >= t / 100
+
+    def _count_fast(self, scoremaps: np.ndarray | Sequence[np.ndarray], gts: list[np.ndarray],
+                    counts: np.ndarray) -> None:
+        """One kernel call for a ``[B, H, W]`` float32/float64 array, else one per map (``kernels.boxacc_counts``)."""
+        kernels = _fast_kernels()
+        iou = np.array([t / 100 for t in self.iou_thresholds], dtype=np.float64)
+        if (isinstance(scoremaps, np.ndarray) and scoremaps.ndim == 3 and scoremaps.dtype in (np.float32, np.float64)
+                and scoremaps.shape[1] * scoremaps.shape[2] > 0):
+            batches = [(np.ascontiguousarray(scoremaps), 0)]
+        else:
+            batches = []
+            for i, scoremap in enumerate(scoremaps):
+                scoremap = np.asarray(scoremap)
+                if scoremap.ndim != 2 or not np.issubdtype(scoremap.dtype, np.floating) or scoremap.size == 0:
+                    for earlier in range(i):  # a problem with an earlier map comes first
+                        check_scoremap(scoremaps[earlier], earlier)
+                    # raises for the first two; an empty map fails on its max as on the exact path
+                    self._count_exact(quantise(check_scoremap(scoremap, i)), gts[i], counts)
+                    continue
+                if scoremap.dtype not in (np.float32, np.float64):
+                    scoremap = scoremap.astype(np.float64)
+                batches.append((np.ascontiguousarray(scoremap)[None], i))
+        for maps, first in batches:
+            gt = np.concatenate(gts[first : first + len(maps)])
+            gt_start = np.zeros(len(maps) + 1, dtype=np.int64)
+            np.cumsum([len(g) for g in gts[first : first + len(maps)]], out=gt_start[1:])
+            bad = kernels.boxacc_counts(maps, gt, gt_start, self.thresholds, iou, _workspace(*maps.shape[1:]), counts)
+            if bad >= 0:
+                check_scoremap(maps[bad], first + bad)  # raises, naming the value
+                raise AssertionError("unreachable: the kernel rejected a valid map")
 
     def counts(self) -> np.ndarray:
         """int64 ``[len(iou_thresholds) + 2, T]`` state: row 0 the V1 correct-image counts per tau,
@@ -358,7 +406,7 @@ class BoxAccEvaluator:
         the sum gives the evaluator of all their images."""
         extra = np.zeros(len(self.thresholds), dtype=np.int64)
         extra[0] = self.n_images
-        return np.stack([self._correct_v1] + [self._correct_v2[t] for t in self.iou_thresholds] + [extra])
+        return np.concatenate([self._correct, extra[None]])
 
     def load_counts(self, counts: np.ndarray) -> None:
         """Replace the state by ``counts`` (the layout of ``counts()``)."""
@@ -366,17 +414,16 @@ class BoxAccEvaluator:
         if counts.shape != (len(self.iou_thresholds) + 2, len(self.thresholds)):
             raise ValueError(f"counts of shape {counts.shape} do not fit this evaluator "
                              f"({len(self.iou_thresholds) + 2} x {len(self.thresholds)})")
-        self._correct_v1 = counts[0].copy()
-        self._correct_v2 = {t: counts[1 + j].copy() for j, t in enumerate(self.iou_thresholds)}
+        self._correct = counts[:-1].copy()
         self.n_images = int(counts[-1, 0])
 
     def curve(self) -> dict[str, np.ndarray]:
         """BoxAcc (percent) at every threshold: ``tau``, ``boxacc_v1_iou50``, ``boxacc_v2_iou{t}``."""
         if self.n_images == 0:
             raise ValueError("BoxAccEvaluator: no image was scored")
-        out = {"tau": self.thresholds.copy(), "boxacc_v1_iou50": self._correct_v1 * 100.0 / self.n_images}
-        for t in self.iou_thresholds:
-            out[f"boxacc_v2_iou{t}"] = self._correct_v2[t] * 100.0 / self.n_images
+        out = {"tau": self.thresholds.copy(), "boxacc_v1_iou50": self._correct[0] * 100.0 / self.n_images}
+        for j, t in enumerate(self.iou_thresholds):
+            out[f"boxacc_v2_iou{t}"] = self._correct[1 + j] * 100.0 / self.n_images
         return out
 
     def compute(self) -> dict[str, float | int]:
