@@ -121,7 +121,7 @@ for phase in $PHASES; do
       for model in $SUBSET_MODELS; do for method in $SUBSET_METHODS; do
         evaluate_posthoc "$model" "$method" "$SUBSET_PER_CLASS"; done; done ;;
     report_methods)
-      "$BIN/python" scripts/methods_report.py "$OUT" results/methods ;;
+      "$BIN/python" scripts/methods_report.py "$OUT" results/methods --committed-cam results/imagenette/runs.csv ;;
     hires)  # 448 px input: Lite0's map becomes 14x14, the resolution the paper's surgery aims for
       run lite0_head_gap_448_s0 imagenette/lite0_head model.pool=gap seed=0 data.image_size=448 ;;
     report)

@@ -1,6 +1,6 @@
 """The method table of the Imagenette study (``scripts/imagenette_study.sh report_methods``) -> ``results/methods/``.
 
-    python scripts/methods_report.py outputs/imagenette results/methods
+    python scripts/methods_report.py outputs/imagenette results/methods [--committed-cam results/imagenette/runs.csv]
 
 Reads the study's run dirs (each: the paper-protocol ``metrics.json`` + ``predictions.csv`` + the CAM store, and
 ``wsoleval/metrics.json``, the stored maps re-scored under wsolevaluation with the crossfold τ):
@@ -17,14 +17,17 @@ Writes ``methods.md`` (the tables: every method as its value and its difference 
 of wsolevaluation's main table), ``methods.csv`` (one row per method x model: ``method``, ``kind``, ``model``, ``n``,
 mean and std of every metric, the difference from CAM), ``runs.csv`` (every run) and ``overlays.png`` (the same test
 images, one column per method: the map of the ground-truth class, its box at the paper's 20 % threshold and its IoU).
+With ``--committed-cam``, a CAM seed (``lite0_last_stage_gap_s<seed>``) with no run dir under ``outputs`` is taken
+from the Imagenette study's committed runs table (its row: the same run, scored the same way), so the CAM seeds
+that study already made count without training them again; the ``source`` column says where each row came from.
 Refuses runs made from a dirty tree (``git_commit`` ending in ``-dirty``): a committed number must come from a commit.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +67,26 @@ def _row(run: Path) -> dict:
                                           "oracle_tau")})
     row.update(run=run.name, train_seconds=paper.get("train_seconds", 0.0), eval_seconds=paper.get("eval_seconds"),
                wsoleval_seconds=wsol.get("eval_seconds"), git_commit=paper.get("git_commit"),
-               cam_method=paper.get("cam_method", "cam"), n_images=paper.get("n_images"))
+               cam_method=paper.get("cam_method", "cam"), n_images=paper.get("n_images"), source=str(run))
     return row
+
+
+def committed_cam_rows(table: Path, have: set[str]) -> list[dict]:
+    """The CAM seeds of the Imagenette study's committed runs table that ``have`` (run dirs found) lacks."""
+    runs = pd.read_csv(table)
+    rows = []
+    for _, r in runs.iterrows():
+        m = TRAINED.fullmatch(str(r["run"]))
+        if m is None or m["method"] != "gap" or r["run"] in have:
+            continue
+        require_clean_commit(r.to_dict(), f"{table} (row {r['run']})")
+        row = {k: r.get(k) for k in ("top1_cls_err", "top5_cls_err", "top1_loc_err", "top5_loc_err",
+                                     "gt_known_loc_err", "boxacc_at_tau", "maxboxacc", "boxacc_v2_at_tau",
+                                     "maxboxacc_v2", "oracle_tau", "train_seconds", "eval_seconds",
+                                     "wsoleval_seconds", "git_commit")}
+        rows.append({"method": "cam", "kind": "training", "model": f"{m['arch']} last_stage", "seed": int(m["seed"]),
+                     **row, "run": r["run"], "cam_method": "cam", "n_images": None, "source": str(table)})
+    return rows
 
 
 def _model_label(arch: str, recipe: str, seed: int, sub: str | None) -> str:
@@ -73,12 +94,13 @@ def _model_label(arch: str, recipe: str, seed: int, sub: str | None) -> str:
     return f"{arch} {recipe}, seed-{seed} model" + (f", first {sub} test images per class" if sub else "")
 
 
-def collect(out: Path) -> pd.DataFrame:
+def collect(out: Path, committed_cam: Path | None = None) -> pd.DataFrame:
     """Every training-time-method and post-hoc run under ``out``, with its method, kind and model.
 
     Training-time rows (``kind == "training"``) are grouped as ``lite0 last_stage`` over seeds. Post-hoc rows are
     grouped per trained model (``<arch> <recipe>, seed-<s> model``); each such group gets that model's own CAM
     (its run dir, or ``posthoc_<run>_cam_sub<N>`` on a subset) as its ``cam`` row (``kind == "reference"``).
+    ``committed_cam``: see :func:`committed_cam_rows`.
     """
     rows, references = [], {}
     for run in sorted(p for p in out.iterdir() if (p / "metrics.json").is_file()):
@@ -96,6 +118,8 @@ def collect(out: Path) -> pd.DataFrame:
                          "model_run": m["model"], **_row(run)})
             if not m["sub"]:
                 references[label] = (out / m["model"], int(model["seed"]))
+    if committed_cam is not None:
+        rows += committed_cam_rows(committed_cam, {r["run"] for r in rows})
     for label, (run, seed) in sorted(references.items()):  # each post-hoc model's own CAM, on the same images
         rows.append({"method": "cam", "kind": "reference", "model": label, "seed": seed, "model_run": run.name,
                      **_row(run)})
@@ -186,9 +210,9 @@ def overlays(out: Path, df: pd.DataFrame, dest: Path, n_images: int = 6, seed: i
     return path
 
 
-def main(out: Path, dest: Path) -> None:
+def main(out: Path, dest: Path, committed_cam: Path | None = None) -> None:
     dest.mkdir(parents=True, exist_ok=True)
-    df = collect(out)
+    df = collect(out, committed_cam)
     df.to_csv(dest / "runs.csv", index=False)
     agg = aggregate(df)
     agg.to_csv(dest / "methods.csv", index=False)
@@ -209,4 +233,9 @@ def main(out: Path, dest: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("out", type=Path, help="the study's output folder (run dirs)")
+    parser.add_argument("dest", type=Path, help="where the tables and figure go (results/methods)")
+    parser.add_argument("--committed-cam", type=Path, help="the Imagenette study's committed runs.csv")
+    args = parser.parse_args()
+    main(args.out, args.dest, args.committed_cam)

@@ -14,7 +14,7 @@ import torch
 from conftest import synthetic_source
 from wsol.data.datasets import WSOLDataset, build_source
 from wsol.data.transforms import build_train_transform
-from wsol.engine.checkpoint import load_checkpoint, load_model_file, model_spec
+from wsol.engine.checkpoint import load_checkpoint, load_model_file, model_spec, save_checkpoint
 from wsol.engine.features import (PooledFeatures, PooledHead, cached_pooled_features, extract_pooled_features,
                                   fit_linear_svm)
 from wsol.engine.optim import build_param_groups, lr_lambda
@@ -66,6 +66,18 @@ def test_resume_is_exact_and_the_log_has_no_duplicates(tmp_path: Path) -> None:
     log_a = (tmp_path / "a" / "train_log.csv").read_text()
     assert log_a == (tmp_path / "b" / "train_log.csv").read_text()  # rewritten to the resumed step: no duplicates
     assert log_a.count("\n") == 1 + result.steps
+
+
+def test_resumed_run_counts_the_training_time_of_its_earlier_processes(tmp_path: Path) -> None:
+    _, partial = _train(tmp_path, stop_after=3)
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    state = load_checkpoint(ckpt)
+    assert 0 < state["seconds"] <= partial.seconds
+    state["seconds"] = 1000.0  # as if the first process had trained for 1000 s before it was stopped
+    save_checkpoint(ckpt, state)
+    _, resumed = _train(tmp_path, resume=ckpt)
+    assert 1000.0 < resumed.seconds < 1000.0 + 600  # train_seconds of the run: both processes, not the last one only
+    assert load_checkpoint(ckpt)["seconds"] > 1000.0
 
 
 def test_resume_is_exact_with_dropout_and_loader_workers(tmp_path: Path) -> None:

@@ -170,7 +170,8 @@ class TrainResult:
     epochs: float
     final_loss: float
     train_acc: float
-    seconds: float
+    seconds: float  # training wall time up to the last step, over every process of a resumed run (each up to its
+    # last checkpoint; the steps an interrupted process redid after it are not counted twice)
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # training images dropped under data.on_error=skip
@@ -232,6 +233,8 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.last_checkpoint_step: int | None = None
         self.resumed_from: int | None = None
+        self.seconds_before = 0.0  # training seconds of the earlier processes of a resumed run (to their checkpoint)
+        self._t0 = time.time()
         self.skipped: dict[str, str] = {}  # image id -> load error, images dropped under on_error="skip"
         self._ddp: nn.Module | None = None
 
@@ -241,6 +244,7 @@ class Trainer:
         return {"model": self.state_module.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "step": self.step, "epoch": self.epoch, "pos": self.pos,
                 "rng": rngs, "fingerprint": self.fingerprint, "history": list(self.history), "finished": finished,
+                "seconds": self.seconds_before + time.time() - self._t0,
                 "skipped": self._all_skipped(), **self.state_extra}
 
     def _all_skipped(self) -> dict[str, str]:
@@ -288,6 +292,7 @@ class Trainer:
         self.step, self.epoch, self.pos = int(state["step"]), int(state["epoch"]), int(state["pos"])
         self.history = list(state["history"])
         self.skipped = dict(state.get("skipped", {}))
+        self.seconds_before = float(state.get("seconds", 0.0))
         set_rng_state(rngs[self.dist.rank])
         self.last_checkpoint_step = self.resumed_from = self.step
         log.info("resumed from %s at step %d (epoch %d, image %d of it)", path, self.step, self.epoch, self.pos)
@@ -420,7 +425,7 @@ class Trainer:
         if resume is not None:
             self.resume(resume)
         s = self.settings
-        t0 = time.time()
+        self._t0 = time.time()
         done = self.step >= s.total_steps
         bar = None if done or not self.dist.is_main else tqdm(total=s.total_steps, initial=self.step, desc="train",
                                                                unit="step", dynamic_ncols=True, disable=None)
@@ -445,7 +450,8 @@ class Trainer:
         if not done or self.last_checkpoint_step != self.step:
             self.checkpoint(finished=finished)
         last = self.history[-1] if self.history else {"loss": float("nan"), "acc": float("nan")}
-        return TrainResult(self.step, self.epoch + self.pos / self.n, last["loss"], last["acc"], time.time() - t0,
+        return TrainResult(self.step, self.epoch + self.pos / self.n, last["loss"], last["acc"],
+                           self.seconds_before + time.time() - self._t0,
                            list(self.history), self.resumed_from, self._all_skipped())
 
 

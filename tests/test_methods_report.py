@@ -1,0 +1,88 @@
+"""scripts/methods_report.py: grouping, seed statistics, differences from CAM, the committed CAM seeds, verdicts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def report():
+    spec = importlib.util.spec_from_file_location("methods_report", ROOT / "scripts" / "methods_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(out: Path, name: str, v2_at_tau: float, loc: float, commit: str = "abc123") -> None:
+    run = out / name
+    (run / "wsoleval").mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({
+        "top1_cls_err": 2.0, "top5_cls_err": 0.2, "top1_loc_err": loc, "top5_loc_err": loc - 1, "gt_known_loc_err": loc,
+        "train_seconds": 60.0, "eval_seconds": 6.0, "git_commit": commit, "n_images": 500}))
+    (run / "wsoleval" / "metrics.json").write_text(json.dumps({
+        "boxacc_at_tau": v2_at_tau + 1, "maxboxacc": v2_at_tau + 2, "boxacc_v2_at_tau": v2_at_tau,
+        "maxboxacc_v2": v2_at_tau + 1, "oracle_tau": 0.2, "eval_seconds": 1.0, "git_commit": commit}))
+
+
+def _committed(path: Path, rows: list[tuple[str, float, str]]) -> Path:
+    pd.DataFrame([{"run": run, "top1_cls_err": 2.0, "top5_cls_err": 0.2, "top1_loc_err": 41.0, "top5_loc_err": 40.0,
+                   "gt_known_loc_err": 41.0, "boxacc_at_tau": v + 1, "maxboxacc": v + 2, "boxacc_v2_at_tau": v,
+                   "maxboxacc_v2": v + 1, "oracle_tau": 0.2, "train_seconds": 60.0, "eval_seconds": 6.0,
+                   "wsoleval_seconds": 1.0, "git_commit": commit} for run, v, commit in rows]).to_csv(path, index=False)
+    return path
+
+
+def test_committed_cam_seed_counts_and_run_dirs_win(report, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _run(out, "lite0_last_stage_gap_s0", 56.0, 41.0)
+    _run(out, "lite0_last_stage_adl_s0", 61.0, 40.0)
+    _run(out, "lite0_last_stage_adl_s1", 63.0, 38.0)
+    # s0 is also in the table (another value): the run dir wins; s1 only in the table: it counts; a head row is no CAM seed
+    table = _committed(tmp_path / "runs.csv", [("lite0_last_stage_gap_s0", 99.0, "c0"),
+                                                ("lite0_last_stage_gap_s1", 58.0, "c1"),
+                                                ("lite0_head_gap_s0", 10.0, "c2")])
+    df = report.collect(out, table)
+    cam = df[df.method == "cam"].sort_values("seed")
+    assert cam.boxacc_v2_at_tau.tolist() == [56.0, 58.0]
+    assert cam.source.tolist() == [str(out / "lite0_last_stage_gap_s0"), str(table)]
+    agg = report.aggregate(df).set_index("method")
+    # CAM mean 57, sample std sqrt(2); ADL mean 62, std sqrt(2); difference +5
+    assert agg.loc["cam", "boxacc_v2_at_tau"] == pytest.approx(57.0)
+    assert agg.loc["cam", "boxacc_v2_at_tau_std"] == pytest.approx(math.sqrt(2))
+    assert agg.loc["adl", "boxacc_v2_at_tau_vs_cam"] == pytest.approx(5.0)
+    assert agg.loc["adl", "top1_loc_err_vs_cam"] == pytest.approx(39.0 - 41.0)
+    assert agg.loc["adl", "n"] == 2 and agg.loc["adl", "seeds"] == "0 1"
+    # |+5| > 2 x sqrt(2) = 2.83: beyond the spread
+    assert "| ADL | +5.00 | 1.41 | better than CAM |" in report.verdicts(agg.reset_index(), df)
+
+
+def test_within_spread_and_one_seed_verdicts(report, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for seed, v in ((0, 56.0), (1, 60.0)):
+        _run(out, f"lite0_last_stage_gap_s{seed}", v, 41.0)
+    _run(out, "lite0_last_stage_has_s0", 55.0, 50.0)
+    _run(out, "lite0_last_stage_has_s1", 59.0, 50.0)
+    _run(out, "lite0_last_stage_spg_s0", 70.0, 30.0)
+    df = report.collect(out)
+    text = report.verdicts(report.aggregate(df), df)
+    assert "| HaS | -1.00 | 2.83 | within 2 × seed std: no difference shown |" in text
+    assert "| SPG | +12.00 | nan | one seed: no spread to judge against |" in text
+
+
+def test_dirty_rows_are_refused(report, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _run(out, "lite0_last_stage_gap_s0", 56.0, 41.0)
+    table = _committed(tmp_path / "runs.csv", [("lite0_last_stage_gap_s1", 58.0, "c1-dirty")])
+    with pytest.raises(ValueError, match=r"row lite0_last_stage_gap_s1.*uncommitted"):
+        report.collect(out, table)
+    _run(out, "lite0_last_stage_adl_s0", 61.0, 40.0, commit="abc-dirty")
+    with pytest.raises(ValueError, match="lite0_last_stage_adl_s0"):
+        report.collect(out)
