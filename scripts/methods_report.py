@@ -162,21 +162,31 @@ def table(agg: pd.DataFrame, models: list[str]) -> str:
 
 
 def verdicts(agg: pd.DataFrame, df: pd.DataFrame) -> str:
-    """Which training-time method beats CAM beyond the seed spread (|difference| > 2 x the larger seed std)."""
-    lines = ["| method | MaxBoxAccV2 @ τ − CAM | larger seed std | verdict |", "|---|---|---|---|"]
+    """Which training-time method beats CAM beyond the seed spread (|difference| > 2 x the larger seed std).
+
+    A method with one seed is judged against CAM's seed std alone (the recipe's seed spread as CAM shows it), and
+    says so; with one CAM seed there is no spread to judge against.
+    """
+    lines = ["| method | seeds | MaxBoxAccV2 @ τ − CAM | seed std judged against | verdict |", "|---|---|---|---|---|"]
     col = "boxacc_v2_at_tau"
     cam = df[(df.method == "cam") & (df.kind == "training") & (df.model == "lite0 last_stage")][col].astype(float)
     _, cam_std = mean_std(cam.tolist())
     for _, r in agg[(agg.kind == "training") & (agg.model == "lite0 last_stage") & (agg.method != "cam")].iterrows():
-        spread = np.nanmax([cam_std, r[f"{col}_std"]]) if len(cam) > 1 and r.n > 1 else float("nan")
         d = r[f"{col}_vs_cam"]
+        if len(cam) < 2:
+            spread, source = float("nan"), "—"
+        elif r.n < 2:
+            spread, source = cam_std, f"{cam_std:.2f} (CAM's; one seed of {LABELS[r.method]})"
+        else:
+            spread = float(np.nanmax([cam_std, r[f"{col}_std"]]))
+            source = f"{spread:.2f} (the larger of CAM's and {LABELS[r.method]}'s)"
         if np.isnan(spread):
-            verdict = "one seed: no spread to judge against"
+            verdict = "one CAM seed: no spread to judge against"
         elif abs(d) <= 2 * spread:
             verdict = "within 2 × seed std: no difference shown"
         else:
             verdict = "better than CAM" if d > 0 else "worse than CAM"
-        lines.append(f"| {LABELS[r.method]} | {d:+.2f} | {spread:.2f} | {verdict} |")
+        lines.append(f"| {LABELS[r.method]} | {r.seeds} | {d:+.2f} | {source} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 

@@ -61,7 +61,8 @@ def test_committed_cam_seed_counts_and_run_dirs_win(report, tmp_path: Path) -> N
     assert agg.loc["adl", "top1_loc_err_vs_cam"] == pytest.approx(39.0 - 41.0)
     assert agg.loc["adl", "n"] == 2 and agg.loc["adl", "seeds"] == "0 1"
     # |+5| > 2 x sqrt(2) = 2.83: beyond the spread
-    assert "| ADL | +5.00 | 1.41 | better than CAM |" in report.verdicts(agg.reset_index(), df)
+    assert "| ADL | 0 1 | +5.00 | 1.41 (the larger of CAM's and ADL's) | better than CAM |" in \
+        report.verdicts(agg.reset_index(), df)
 
 
 def test_within_spread_and_one_seed_verdicts(report, tmp_path: Path) -> None:
@@ -73,8 +74,21 @@ def test_within_spread_and_one_seed_verdicts(report, tmp_path: Path) -> None:
     _run(out, "lite0_last_stage_spg_s0", 70.0, 30.0)
     df = report.collect(out)
     text = report.verdicts(report.aggregate(df), df)
-    assert "| HaS | -1.00 | 2.83 | within 2 × seed std: no difference shown |" in text
-    assert "| SPG | +12.00 | nan | one seed: no spread to judge against |" in text
+    assert "| HaS | 0 1 | -1.00 | 2.83 (the larger of CAM's and HaS's) | within 2 × seed std: no difference shown |" in text
+    # one SPG seed: judged against CAM's std (2.83): +12 > 5.66
+    assert "| SPG | 0 | +12.00 | 2.83 (CAM's; one seed of SPG) | better than CAM |" in text
+    _run(out, "lite0_last_stage_acol_s0", 61.0, 41.0)  # +3 is within 2 x 2.83
+    assert "| ACoL | 0 | +3.00 | 2.83 (CAM's; one seed of ACoL) | within 2 × seed std: no difference shown |" in \
+        report.verdicts(report.aggregate(report.collect(out)), report.collect(out))
+
+
+def test_one_cam_seed_judges_nothing(report, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _run(out, "lite0_last_stage_gap_s0", 56.0, 41.0)
+    _run(out, "lite0_last_stage_adl_s0", 66.0, 41.0)
+    _run(out, "lite0_last_stage_adl_s1", 66.0, 41.0)
+    df = report.collect(out)
+    assert "| ADL | 0 1 | +10.00 | — | one CAM seed: no spread to judge against |" in report.verdicts(report.aggregate(df), df)
 
 
 def test_dirty_rows_are_refused(report, tmp_path: Path) -> None:
