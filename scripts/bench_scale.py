@@ -25,11 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import load_conditions  # noqa: E402
-from make_ilsvrc_like import make  # noqa: E402
+from _bench import load_conditions
+from make_ilsvrc_like import make
 
-from wsol.conf import yaml_default  # noqa: E402
+from wsol.conf import yaml_default
 
 TIMING_KEYS = {"eval_seconds", "git_commit", "wall_seconds", "versions", "device_name", "started", "finished"}
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -61,3 +63,16 @@ def synthetic_source(split: str, n: int, num_classes: int = 4, render_size: int 
 
     options = {**yaml_data_options("synthetic"), "num_images": {split: n}, "render_size": render_size}
     return build_source("synthetic", split=split, num_classes=num_classes, **options)
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` as a module (the scripts are not a package); its folder on ``sys.path`` for its imports."""
+    import sys
+
+    folder = Path(__file__).resolve().parents[1] / "scripts"
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from conftest import load_script
 
 from wsol.data.formats import read_devkit_xml, read_synsets
 
-ROOT = Path(__file__).resolve().parents[1]
 SOURCE = {  # three val images as wsolevaluation's metadata has them; the fourth is not asked for
     "image_ids.txt": "val/ILSVRC2012_val_00000001.JPEG\nval/ILSVRC2012_val_00000002.JPEG\n"
                      "val/ILSVRC2012_val_00000003.JPEG\nval/ILSVRC2012_val_00000004.JPEG\n",
@@ -27,10 +26,7 @@ SOURCE = {  # three val images as wsolevaluation's metadata has them; the fourth
 
 @pytest.fixture(scope="module")
 def gen():
-    spec = importlib.util.spec_from_file_location("make_ilsvrc_like", ROOT / "scripts" / "make_ilsvrc_like.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_ilsvrc_like")
 
 
 @pytest.fixture()

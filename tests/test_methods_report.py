@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
+from conftest import load_script
 
 @pytest.fixture(scope="module")
 def report():
-    spec = importlib.util.spec_from_file_location("methods_report", ROOT / "scripts" / "methods_report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("methods_report")
 
 
 def _run(out: Path, name: str, v2_at_tau: float, loc: float, commit: str = "abc123") -> None:
