@@ -67,7 +67,7 @@ def _row(run: Path) -> dict:
                                           "oracle_tau")})
     row.update(run=run.name, train_seconds=paper.get("train_seconds", 0.0), eval_seconds=paper.get("eval_seconds"),
                wsoleval_seconds=wsol.get("eval_seconds"), git_commit=paper.get("git_commit"),
-               cam_method=paper.get("cam_method", "cam"), n_images=paper.get("n_images"), source=str(run))
+               cam_method=paper.get("cam_method", "cam"), n_images=paper.get("n_images"), source="run folder")
     return row
 
 
@@ -216,7 +216,7 @@ def overlays(out: Path, df: pd.DataFrame, dest: Path, n_images: int = 6, seed: i
         columns.append(panels)
     grid = [columns[c][i] for i in range(len(ids)) for c in range(len(columns))]
     path = dest / "overlays.png"
-    save_figure(draw_overlay_grid(grid, ncols=len(columns), panel_inches=1.9), path, dpi=110)
+    save_figure(draw_overlay_grid(grid, ncols=len(columns), panel_inches=1.9), path, dpi=80)
     return path
 
 

@@ -46,7 +46,7 @@ def test_committed_cam_seed_counts_and_run_dirs_win(report, tmp_path: Path) -> N
     df = report.collect(out, table)
     cam = df[df.method == "cam"].sort_values("seed")
     assert cam.boxacc_v2_at_tau.tolist() == [56.0, 58.0]
-    assert cam.source.tolist() == [str(out / "lite0_last_stage_gap_s0"), str(table)]
+    assert cam.source.tolist() == ["run folder", str(table)]
     agg = report.aggregate(df).set_index("method")
     # CAM mean 57, sample std sqrt(2); ADL mean 62, std sqrt(2); difference +5
     assert agg.loc["cam", "boxacc_v2_at_tau"] == pytest.approx(57.0)
