@@ -216,7 +216,7 @@ def overlays(out: Path, df: pd.DataFrame, dest: Path, n_images: int = 6, seed: i
         columns.append(panels)
     grid = [columns[c][i] for i in range(len(ids)) for c in range(len(columns))]
     path = dest / "overlays.png"
-    save_figure(draw_overlay_grid(grid, ncols=len(columns), panel_inches=1.9), path, dpi=80)
+    save_figure(draw_overlay_grid(grid, ncols=len(columns), panel_inches=1.9), path, dpi=64)
     return path
 
 
