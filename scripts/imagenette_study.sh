@@ -121,11 +121,12 @@ for phase in $PHASES; do
       for model in $SUBSET_MODELS; do for method in $SUBSET_METHODS; do
         evaluate_posthoc "$model" "$method" "$SUBSET_PER_CLASS"; done; done ;;
     report_methods)
-      "$BIN/python" scripts/methods_report.py "$OUT" results/methods --committed-cam results/imagenette/runs.csv ;;
+      "$BIN/python" scripts/methods_report.py "$OUT" results/methods --committed results/methods/runs.csv \
+        --committed results/imagenette/runs.csv ;;
     hires)  # 448 px input: Lite0's map becomes 14x14, the resolution the paper's surgery aims for
       run lite0_head_gap_448_s0 imagenette/lite0_head model.pool=gap seed=0 data.image_size=448 ;;
     report)
-      "$BIN/python" scripts/imagenette_report.py "$OUT" results/imagenette ;;
+      "$BIN/python" scripts/imagenette_report.py "$OUT" results/imagenette --committed results/imagenette ;;
     *) echo "unknown phase $phase" >&2; exit 2 ;;
   esac
 done

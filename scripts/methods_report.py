@@ -1,6 +1,7 @@
 """The method table of the Imagenette study (``scripts/imagenette_study.sh report_methods``) -> ``results/methods/``.
 
-    python scripts/methods_report.py outputs/imagenette results/methods [--committed-cam results/imagenette/runs.csv]
+    python scripts/methods_report.py outputs/imagenette results/methods \
+        [--committed results/methods/runs.csv --committed results/imagenette/runs.csv]
 
 Reads the study's run dirs (each: the paper-protocol ``metrics.json`` + ``predictions.csv`` + the CAM store, and
 ``wsoleval/metrics.json``, the stored maps re-scored under wsolevaluation with the crossfold τ):
@@ -17,9 +18,12 @@ Writes ``methods.md`` (the tables: every method as its value and its difference 
 of wsolevaluation's main table), ``methods.csv`` (one row per method x model: ``method``, ``kind``, ``model``, ``n``,
 mean and std of every metric, the difference from CAM), ``runs.csv`` (every run) and ``overlays.png`` (the same test
 images, one column per method: the map of the ground-truth class, its box at the paper's 20 % threshold and its IoU).
-With ``--committed-cam``, a CAM seed (``lite0_last_stage_gap_s<seed>``) with no run dir under ``outputs`` is taken
-from the Imagenette study's committed runs table (its row: the same run, scored the same way), so the CAM seeds
-that study already made count without training them again; the ``source`` column says where each row came from.
+With ``--committed RUNS_CSV`` (repeatable), a run with no run dir under ``outputs`` counts through the row of a
+committed runs table: this report's own ``runs.csv`` (runs of earlier sessions whose dirs are not on this machine)
+and the Imagenette study's (its CAM seeds and trained models: the same runs, scored the same way), so finished runs
+are not trained again; the ``source`` column says where each row came from (``run folder`` or the table), and
+``git_commit`` the commit it was made with. The overlay grid needs every column's CAM store: when one is missing, an
+existing ``overlays.png`` is kept (and the report says so).
 Refuses runs made from a dirty tree (``git_commit`` ending in ``-dirty``): a committed number must come from a commit.
 """
 
@@ -33,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wsol.report.runs import mean_std, require_clean_commit
+from wsol.report.runs import committed_rows, mean_std, require_clean_commit
 
 TRAINING = ("cam", "has", "acol", "spg", "adl", "cutmix")
 POSTHOC = ("gradcam", "gradcampp", "xgradcam", "layercam", "scorecam", "center")
@@ -53,7 +57,14 @@ POSTHOC_RUN = re.compile(r"posthoc_(?P<model>.+)_(?P<method>cam|" + "|".join(POS
 MODEL_RUN = re.compile(r"(?P<arch>lite\d)_(?P<recipe>head|last_stage)_gap_s(?P<seed>\d+)")
 
 
+PAPER_COLUMNS = ("top1_cls_err", "top5_cls_err", "top1_loc_err", "top5_loc_err", "gt_known_loc_err")
+WSOL_COLUMNS = ("boxacc_at_tau", "maxboxacc", "boxacc_v2_at_tau", "maxboxacc_v2", "oracle_tau")
+ROW_COLUMNS = PAPER_COLUMNS + WSOL_COLUMNS + ("train_seconds", "eval_seconds", "wsoleval_seconds", "git_commit",
+                                              "cam_method", "n_images", "source")
+
+
 def _row(run: Path) -> dict:
+    """One run dir's numbers: the paper protocol's ``metrics.json`` and wsolevaluation's ``wsoleval/metrics.json``."""
     paper = json.loads((run / "metrics.json").read_text())
     wsol_path = run / "wsoleval" / "metrics.json"
     if not wsol_path.is_file():
@@ -61,32 +72,11 @@ def _row(run: Path) -> dict:
     wsol = json.loads(wsol_path.read_text())
     for name, m in (("metrics.json", paper), ("wsoleval/metrics.json", wsol)):
         require_clean_commit(m, run / name)
-    row = {k: paper.get(k) for k in ("top1_cls_err", "top5_cls_err", "top1_loc_err", "top5_loc_err",
-                                     "gt_known_loc_err")}
-    row.update({k: wsol.get(k) for k in ("boxacc_at_tau", "maxboxacc", "boxacc_v2_at_tau", "maxboxacc_v2",
-                                          "oracle_tau")})
-    row.update(run=run.name, train_seconds=paper.get("train_seconds", 0.0), eval_seconds=paper.get("eval_seconds"),
+    row = {k: paper.get(k) for k in PAPER_COLUMNS} | {k: wsol.get(k) for k in WSOL_COLUMNS}
+    row.update(train_seconds=paper.get("train_seconds", 0.0), eval_seconds=paper.get("eval_seconds"),
                wsoleval_seconds=wsol.get("eval_seconds"), git_commit=paper.get("git_commit"),
                cam_method=paper.get("cam_method", "cam"), n_images=paper.get("n_images"), source="run folder")
     return row
-
-
-def committed_cam_rows(table: Path, have: set[str]) -> list[dict]:
-    """The CAM seeds of the Imagenette study's committed runs table that ``have`` (run dirs found) lacks."""
-    runs = pd.read_csv(table)
-    rows = []
-    for _, r in runs.iterrows():
-        m = TRAINED.fullmatch(str(r["run"]))
-        if m is None or m["method"] != "gap" or r["run"] in have:
-            continue
-        require_clean_commit(r.to_dict(), f"{table} (row {r['run']})")
-        row = {k: r.get(k) for k in ("top1_cls_err", "top5_cls_err", "top1_loc_err", "top5_loc_err",
-                                     "gt_known_loc_err", "boxacc_at_tau", "maxboxacc", "boxacc_v2_at_tau",
-                                     "maxboxacc_v2", "oracle_tau", "train_seconds", "eval_seconds",
-                                     "wsoleval_seconds", "git_commit")}
-        rows.append({"method": "cam", "kind": "training", "model": f"{m['arch']} last_stage", "seed": int(m["seed"]),
-                     **row, "run": r["run"], "cam_method": "cam", "n_images": None, "source": str(table)})
-    return rows
 
 
 def _model_label(arch: str, recipe: str, seed: int, sub: str | None) -> str:
@@ -94,35 +84,52 @@ def _model_label(arch: str, recipe: str, seed: int, sub: str | None) -> str:
     return f"{arch} {recipe}, seed-{seed} model" + (f", first {sub} test images per class" if sub else "")
 
 
-def collect(out: Path, committed_cam: Path | None = None) -> pd.DataFrame:
-    """Every training-time-method and post-hoc run under ``out``, with its method, kind and model.
+def collect(out: Path, committed: list[Path] | tuple[Path, ...] = ()) -> pd.DataFrame:
+    """Every training-time-method and post-hoc run, with its method, kind and model.
 
+    The runs are the run dirs under ``out`` and, for the runs without one, the rows of the ``committed`` runs
+    tables (``wsol.report.runs.committed_rows``: this report's own ``runs.csv``, the Imagenette study's ``runs.csv``).
     Training-time rows (``kind == "training"``) are grouped as ``lite0 last_stage`` over seeds. Post-hoc rows are
     grouped per trained model (``<arch> <recipe>, seed-<s> model``); each such group gets that model's own CAM
-    (its run dir, or ``posthoc_<run>_cam_sub<N>`` on a subset) as its ``cam`` row (``kind == "reference"``).
-    ``committed_cam``: see :func:`committed_cam_rows`.
+    (its run, or ``posthoc_<run>_cam_sub<N>`` on a subset) as its ``cam`` row (``kind == "reference"``). Every row
+    used must come from a clean commit.
     """
+    found = {run.name: run for run in sorted(out.iterdir()) if (run / "metrics.json").is_file()}
+    tables = committed_rows(committed, found)
+    cache: dict[str, dict] = {}
+
+    def numbers(name: str) -> dict:
+        if name not in cache:
+            if name in found:
+                cache[name] = _row(found[name])
+            else:
+                row = tables[name]
+                require_clean_commit(row, f"{row['source']} (row {name})")
+                cache[name] = {k: row.get(k) for k in ROW_COLUMNS} | {"cam_method": row.get("cam_method") or "cam"}
+        return cache[name]
+
     rows, references = [], {}
-    for run in sorted(p for p in out.iterdir() if (p / "metrics.json").is_file()):
-        if m := TRAINED.fullmatch(run.name):
+    for name in sorted(set(found) | set(tables)):
+        if m := TRAINED.fullmatch(name):
             method = "cam" if m["method"] == "gap" else m["method"]
             rows.append({"method": method, "kind": "training", "model": f"{m['arch']} last_stage",
-                         "seed": int(m["seed"]), **_row(run)})
-        elif m := POSTHOC_RUN.fullmatch(run.name):
+                         "seed": int(m["seed"]), "run": name, **numbers(name)})
+        elif m := POSTHOC_RUN.fullmatch(name):
             model = MODEL_RUN.fullmatch(m["model"])
             if model is None:
                 continue
             label = _model_label(model["arch"], model["recipe"], int(model["seed"]), m["sub"])
             kind = {"center": "baseline", "cam": "reference"}.get(m["method"], "post-hoc")
             rows.append({"method": m["method"], "kind": kind, "model": label, "seed": int(model["seed"]),
-                         "model_run": m["model"], **_row(run)})
+                         "model_run": m["model"], "run": name, **numbers(name)})
             if not m["sub"]:
-                references[label] = (out / m["model"], int(model["seed"]))
-    if committed_cam is not None:
-        rows += committed_cam_rows(committed_cam, {r["run"] for r in rows})
-    for label, (run, seed) in sorted(references.items()):  # each post-hoc model's own CAM, on the same images
-        rows.append({"method": "cam", "kind": "reference", "model": label, "seed": seed, "model_run": run.name,
-                     **_row(run)})
+                references[label] = (m["model"], int(model["seed"]))
+    for label, (name, seed) in sorted(references.items()):  # each post-hoc model's own CAM, on the same images
+        if name not in found and name not in tables:
+            raise SystemExit(f"{out}: post-hoc maps of {name}, but its own CAM run is neither a run dir there nor a "
+                             f"row of {', '.join(map(str, committed)) or 'a committed table (--committed)'}")
+        rows.append({"method": "cam", "kind": "reference", "model": label, "seed": seed, "model_run": name,
+                     "run": name, **numbers(name)})
     if not rows:
         raise SystemExit(f"no method runs under {out}")
     return pd.DataFrame(rows)
@@ -203,6 +210,11 @@ def overlays(out: Path, df: pd.DataFrame, dest: Path, n_images: int = 6, seed: i
     for method in POSTHOC:
         if method != "scorecam":  # Score-CAM ran on a subset: not on every image of the grid
             runs.append((LABELS[method] + " (CAM model)", out / f"posthoc_lite0_last_stage_gap_s0_{method}"))
+    missing = [str(run) for _, run in runs if not (run / "cams" / "index.json").is_file()]
+    path = dest / "overlays.png"
+    if missing and path.is_file():
+        print(f"kept {path}: no CAM store in {', '.join(missing)}")
+        return None
     runs = [(label, run) for label, run in runs if (run / "cams" / "index.json").is_file()]
     if not runs:
         return None
@@ -215,14 +227,13 @@ def overlays(out: Path, df: pd.DataFrame, dest: Path, n_images: int = 6, seed: i
             p.title = label if columns else f"val {Path(p.title).stem[-5:]}: {label}"
         columns.append(panels)
     grid = [columns[c][i] for i in range(len(ids)) for c in range(len(columns))]
-    path = dest / "overlays.png"
     save_figure(draw_overlay_grid(grid, ncols=len(columns), panel_inches=1.9), path, dpi=64)
     return path
 
 
-def main(out: Path, dest: Path, committed_cam: Path | None = None) -> None:
+def main(out: Path, dest: Path, committed: list[Path] | tuple[Path, ...] = ()) -> None:
     dest.mkdir(parents=True, exist_ok=True)
-    df = collect(out, committed_cam)
+    df = collect(out, committed)
     df.to_csv(dest / "runs.csv", index=False)
     agg = aggregate(df)
     agg.to_csv(dest / "methods.csv", index=False)
@@ -246,6 +257,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path, help="the study's output folder (run dirs)")
     parser.add_argument("dest", type=Path, help="where the tables and figure go (results/methods)")
-    parser.add_argument("--committed-cam", type=Path, help="the Imagenette study's committed runs.csv")
+    parser.add_argument("--committed", type=Path, action="append", default=[], metavar="RUNS_CSV",
+                        help="a committed runs table whose rows count for the runs without a run dir (repeatable; "
+                             "the first table naming a run wins)")
     args = parser.parse_args()
-    main(args.out, args.dest, args.committed_cam)
+    main(args.out, args.dest, args.committed)

@@ -43,7 +43,7 @@ def test_committed_cam_seed_counts_and_run_dirs_win(report, tmp_path: Path) -> N
     table = _committed(tmp_path / "runs.csv", [("lite0_last_stage_gap_s0", 99.0, "c0"),
                                                 ("lite0_last_stage_gap_s1", 58.0, "c1"),
                                                 ("lite0_head_gap_s0", 10.0, "c2")])
-    df = report.collect(out, table)
+    df = report.collect(out, [table])
     cam = df[df.method == "cam"].sort_values("seed")
     assert cam.boxacc_v2_at_tau.tolist() == [56.0, 58.0]
     assert cam.source.tolist() == ["run folder", str(table)]
@@ -90,7 +90,38 @@ def test_dirty_rows_are_refused(report, tmp_path: Path) -> None:
     _run(out, "lite0_last_stage_gap_s0", 56.0, 41.0)
     table = _committed(tmp_path / "runs.csv", [("lite0_last_stage_gap_s1", 58.0, "c1-dirty")])
     with pytest.raises(ValueError, match=r"row lite0_last_stage_gap_s1.*uncommitted"):
-        report.collect(out, table)
+        report.collect(out, [table])
     _run(out, "lite0_last_stage_adl_s0", 61.0, 40.0, commit="abc-dirty")
     with pytest.raises(ValueError, match="lite0_last_stage_adl_s0"):
         report.collect(out)
+
+
+def test_committed_tables_fill_runs_without_dirs(report, tmp_path: Path) -> None:
+    """Post-hoc runs and their model's own CAM from committed tables; the first table naming a run wins; a dirty row
+    counts against the report only when it is used."""
+    out = tmp_path / "out"
+    _run(out, "posthoc_lite1_head_gap_s0_gradcam", 50.0, 45.0)  # a new post-hoc run of a model whose dir is gone
+    mine = _committed(tmp_path / "methods_runs.csv", [("posthoc_lite0_last_stage_gap_s0_center", 40.0, "c3"),
+                                                      ("lite0_last_stage_gap_s0", 57.0, "c4"),
+                                                      ("lite0_last_stage_has_s0", 52.0, "c5")])
+    study = _committed(tmp_path / "study_runs.csv", [("lite0_last_stage_gap_s0", 11.0, "c6"),  # the first table wins
+                                                     ("lite1_head_gap_s0", 53.0, "c7"),
+                                                     ("lite2_head_gap_s0", 1.0, "c8-dirty")])  # never used
+    df = report.collect(out, [mine, study])
+    by = {(r.method, r.kind, r.model): r for r in df.itertuples()}
+    ref = by[("cam", "reference", "lite1 head, seed-0 model")]
+    assert (ref.boxacc_v2_at_tau, ref.source, ref.git_commit) == (53.0, str(study), "c7")
+    assert by[("gradcam", "post-hoc", "lite1 head, seed-0 model")].source == "run folder"
+    assert by[("cam", "training", "lite0 last_stage")].boxacc_v2_at_tau == 57.0
+    assert by[("cam", "reference", "lite0 last_stage, seed-0 model")].boxacc_v2_at_tau == 57.0
+    center = by[("center", "baseline", "lite0 last_stage, seed-0 model")]
+    assert (center.boxacc_v2_at_tau, center.source) == (40.0, str(mine))
+    agg = report.aggregate(df).set_index(["model", "method"])
+    assert agg.loc[("lite1 head, seed-0 model", "gradcam"), "boxacc_v2_at_tau_vs_cam"] == pytest.approx(-3.0)
+    # the model's own CAM in no table and no run dir: said, not silently dropped
+    with pytest.raises(SystemExit, match="lite1_head_gap_s0"):
+        report.collect(out, [mine])
+    # the same model's row made from a dirty tree: refused, because it is used
+    dirty = _committed(tmp_path / "dirty.csv", [("lite1_head_gap_s0", 53.0, "c9-dirty")])
+    with pytest.raises(ValueError, match=r"row lite1_head_gap_s0.*uncommitted"):
+        report.collect(out, [dirty])

@@ -372,6 +372,24 @@ def test_a_result_from_a_dirty_tree_is_refused() -> None:
             require_clean_commit({"git_commit": commit}, "run/metrics.json")
 
 
+def test_committed_rows_fill_the_runs_without_dirs(tmp_path: Path) -> None:
+    from wsol.report.runs import committed_rows
+
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text("run,x,git_commit\nr1,1.5,c1\nr2,2.5,c2\nr1,9.0,c9\n")  # a repeated run: its first row
+    second.write_text("run,x,git_commit\nr2,7.0,c7\nr3,,c3\n")
+    rows = committed_rows([first, second], have={"r0", "r3x"})
+    assert rows == {"r1": {"run": "r1", "x": 1.5, "git_commit": "c1", "source": str(first)},
+                    "r2": {"run": "r2", "x": 2.5, "git_commit": "c2", "source": str(first)},
+                    "r3": {"run": "r3", "x": None, "git_commit": "c3", "source": str(second)}}
+    assert set(committed_rows([first, second], have={"r1", "r2"})) == {"r3"}  # a run dir wins
+    with pytest.raises(FileNotFoundError, match="missing.csv"):
+        committed_rows([tmp_path / "missing.csv"], have=())
+    (tmp_path / "bad.csv").write_text("name,x\nr1,1\n")
+    with pytest.raises(ValueError, match="bad.csv: no 'run' column"):
+        committed_rows([tmp_path / "bad.csv"], have=())
+
+
 def test_a_metric_some_runs_lack_says_over_how_many_runs_it_is_averaged(tmp_path: Path) -> None:
     jobs = [({**BASE, "pool": "gap", "seed": 0, "top1_loc_err": 50.0, "top1_cls_err": 10.0},
              ["model.pool=gap", "seed=0"]),

@@ -233,3 +233,32 @@ def require_clean_commit(metrics: dict[str, Any], where: str | Path) -> None:
     if commit.endswith("-dirty") or commit == "unknown":
         raise ValueError(f"{where}: made from a tree with uncommitted changes or an unknown commit ({commit}); "
                          "re-run it from a commit")
+
+
+def committed_rows(tables: Sequence[str | Path], have: Iterable[str], key: str = "run") -> dict[str, dict[str, Any]]:
+    """Rows of committed per-run tables (``runs.csv`` files with a ``key`` column) for the runs not in ``have``.
+
+    A study's report reads its run dirs; a run made in an earlier session whose dir is not on this machine counts
+    through the table that session committed (the same run, scored the same way). The first table naming a run
+    wins, and the first row of it where a table repeats a run. Each row gets ``source`` (the table's path). The
+    caller checks with ``require_clean_commit`` the rows it uses: an unused row may come from anywhere.
+
+    Raises:
+        FileNotFoundError: a table does not exist (named).
+        ValueError: a table has no ``key`` column (named).
+    """
+    have = set(have)
+    found: dict[str, dict[str, Any]] = {}
+    for table in tables:
+        path = Path(table)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such committed runs table")
+        df = pd.read_csv(path)
+        if key not in df:
+            raise ValueError(f"{path}: no {key!r} column (columns: {', '.join(map(str, df.columns))})")
+        for _, row in df.iterrows():
+            name = str(row[key])
+            if name in have or name in found:
+                continue
+            found[name] = {k: (None if is_missing(v) else v) for k, v in row.items()} | {"source": str(path)}
+    return found
