@@ -115,8 +115,8 @@ class SameConv2d(nn.Conv2d):
         pad_w = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
         if pad_h % 2 or pad_w % 2:  # TF puts the odd pixel at the bottom/right: explicit, asymmetric pad
             x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
-            return F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
-        return F.conv2d(x, self.weight, None, self.stride, (pad_h // 2, pad_w // 2), self.dilation, self.groups)
+            return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(x, self.weight, self.bias, self.stride, (pad_h // 2, pad_w // 2), self.dilation, self.groups)
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
