@@ -124,7 +124,7 @@ def _ours(model, source, work: Path, batch: int, workers: int,  # noqa: ANN001
     t0 = time.perf_counter()
     store = CAMStoreWriter(store_dir, meta={"topk": 5}, shard_size=yaml_default("eval/default", "shard_size"))
     out = evaluate_model(model, source, s, image_size=224, batch_size=batch, num_workers=workers,
-                         device=device, store=store, fuse_bn=False)
+                         device=device, store=store, fused=False)
     seconds = time.perf_counter() - t0
     size = sum(p.stat().st_size for p in store_dir.iterdir())
     return {"maxboxacc": out.metrics["maxboxacc"], "maxboxacc_v2": out.metrics["maxboxacc_v2"]}, seconds, size

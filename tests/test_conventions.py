@@ -285,7 +285,7 @@ def test_paper_metrics_golden_and_equal_to_the_rates_of_their_rows() -> None:
                                 iou_thresholds=(30, 50, 70), box_method="exact", tau_policy="oracle", tau=None,
                                 tau_folds=2, cam_method="cam", scorecam_batch_size=1)
     out = evaluate_model(_brightness_net(), source, settings, image_size=32, batch_size=3, num_workers=0, device=CPU,
-                         fuse_bn=False)
+                         fused=False)
     assert (out.metrics["top1_cls_err"], out.metrics["top1_loc_err"], out.metrics["gt_known_loc_err"]) == (25, 50, 25)
     rows = out.rows
     assert rows is not None and [r["image_id"] for r in rows] == ["img0", "img1", "img2", "img3"]

@@ -146,7 +146,7 @@ def test_evaluate_model_applies_the_split_blacklist() -> None:
     ids = [r.image_id for r in source.annotations.records]
     source.annotations.blacklist = frozenset(ids[:3])
     out = evaluate_model(model, source, _settings("paper"), image_size=32, batch_size=4, num_workers=0, device=CPU,
-                         fuse_bn=False)
+                         fused=False)
     assert out.metrics["n_blacklisted"] == 3 and out.metrics["n_loc_images"] == 5 and out.metrics["n_images"] == 8
 
 
@@ -375,13 +375,13 @@ def test_evaluate_model_all_protocols_on_tiny_data() -> None:
     model = build_model("small_cnn", num_classes=6, width=4)
     source = synthetic_source("test", 12, 6)
     kw = dict(image_size=32, batch_size=5, num_workers=0, device=CPU)
-    paper = evaluate_model(model, source, _settings("paper"), **kw, fuse_bn=False)
+    paper = evaluate_model(model, source, _settings("paper"), **kw, fused=False)
     assert paper.metrics["n_images"] == 12 and {"top1_loc_err", "top3_loc_err", "gt_known_loc_err"} <= set(paper.metrics)
     assert len(paper.rows) == 12 and [r["index"] for r in paper.rows] == list(range(12))
-    ws = evaluate_model(model, source, _settings("wsolevaluation"), **kw, fuse_bn=False).metrics
+    ws = evaluate_model(model, source, _settings("wsolevaluation"), **kw, fused=False).metrics
     assert 0 <= ws["maxboxacc"] <= 100 and 0 <= ws["maxboxacc_v2"] <= 100
     assert ws["top1_cls_err"] == paper.metrics["top1_cls_err"]  # classification does not depend on the protocol
-    c16 = evaluate_model(model, source, _settings("cam16_heuristics", topk=5), **kw, fuse_bn=False).metrics
+    c16 = evaluate_model(model, source, _settings("cam16_heuristics", topk=5), **kw, fused=False).metrics
     assert c16["n_images"] == 12 and 0 <= c16["top5_loc_err"] <= c16["top1_loc_err"] <= 100
     with pytest.raises(ValueError, match="unknown eval.protocol 'devkit'"):
         _settings("devkit")
@@ -394,13 +394,13 @@ def test_heldout_policy_scores_the_val_split_first() -> None:
     val = synthetic_source("val", 8, 4)
     kw = dict(image_size=32, batch_size=8, num_workers=0, device=CPU)
     out = evaluate_model(model, test, _settings("wsolevaluation", tau_policy="heldout"), heldout_source=val, **kw,
-                         fuse_bn=False)
-    held = evaluate_model(model, val, _settings("wsolevaluation"), **kw, fuse_bn=False)
+                         fused=False)
+    held = evaluate_model(model, val, _settings("wsolevaluation"), **kw, fused=False)
     assert out.metrics["tau"] == held.metrics["maxboxacc_tau"]
     tau_index = int(round(out.metrics["tau"] / 0.01))
     assert out.metrics["boxacc_at_tau"] == out.curves["boxacc"]["boxacc_v1_iou50"][tau_index]
     with pytest.raises(ValueError, match="needs a held-out split"):
-        evaluate_model(model, test, _settings("wsolevaluation", tau_policy="heldout"), **kw, fuse_bn=False)
+        evaluate_model(model, test, _settings("wsolevaluation", tau_policy="heldout"), **kw, fused=False)
 
 
 def test_model_without_classifier_is_refused() -> None:
@@ -411,7 +411,7 @@ def test_model_without_classifier_is_refused() -> None:
     source = synthetic_source("test", 2, 4)
     with pytest.raises(TypeError, match="classifier must be an nn.Linear"):
         evaluate_model(NoHead(), source, _settings("paper"), image_size=32, batch_size=2,  # type: ignore[arg-type]
-                       num_workers=0, device=CPU, fuse_bn=False)
+                       num_workers=0, device=CPU, fused=False)
 
 
 def _openimages_fixture(root: Path) -> None:
@@ -460,7 +460,7 @@ def test_pxap_through_the_pipeline(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build_model("small_cnn", num_classes=3, width=4)
     out = evaluate_model(model, source, _settings("wsolevaluation", topk=2), image_size=32, batch_size=2,
-                         num_workers=0, device=CPU, mask_loader=_mask_loader, fuse_bn=False)
+                         num_workers=0, device=CPU, mask_loader=_mask_loader, fused=False)
     assert 0 <= out.metrics["pxap"] <= 100 and "maxboxacc" not in out.metrics  # masks, no boxes
     assert "pxap" in out.curves
 
@@ -487,8 +487,8 @@ def test_an_image_unreadable_at_load_time_is_skipped_and_listed(tmp_path: Path) 
     skip = build_source("wsol_metadata", split="test", root=str(tmp_path), num_classes=3, on_error="skip", **options)
     strict = build_source("wsol_metadata", split="test", root=str(tmp_path), num_classes=3, **options)
     (tmp_path / "images" / "img2.png").write_bytes(b"not a png any more")
-    out = evaluate_model(model, skip, _settings("paper"), **kw, fuse_bn=False)
+    out = evaluate_model(model, skip, _settings("paper"), **kw, fused=False)
     assert out.metrics["n_images"] == 3 and list(skip.annotations.skipped) == ["img2.png"]
     assert "img2.png" in skip.annotations.skipped["img2.png"]
     with pytest.raises(Exception, match="img2.png"):
-        evaluate_model(model, strict, _settings("paper"), **kw, fuse_bn=False)
+        evaluate_model(model, strict, _settings("paper"), **kw, fused=False)

@@ -146,9 +146,9 @@ def test_pretrained_lite0_on_imagenette_gives_the_cpu_metrics(shared_data: Path,
     model = build_model("efficientnet_lite0", num_classes=1000, pretrained=True)
     settings = ProtocolSettings(**PAPER_SETTINGS)
     cpu = evaluate_model(model, source, settings, image_size=224, batch_size=50, num_workers=4,
-                         device=torch.device("cpu"), fuse_bn=False)
+                         device=torch.device("cpu"), fused=False)
     gpu = evaluate_model(model, source, settings, image_size=224, batch_size=50, num_workers=4, device=device,
-                         fuse_bn=False)
+                         fused=False)
     differences = _row_differences(cpu.rows, gpu.rows)
     _say(f"Lite0 on {n} Imagenette val images, CPU vs {device} (cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}): "
          + ", ".join(f"{k} {cpu.metrics[k]:.2f} vs {gpu.metrics[k]:.2f}" for k in PAPER_METRICS))

@@ -489,7 +489,7 @@ def test_pretrained_lite0_scores_the_imagenette_val_images(shared_data: Path) ->
     source = _source(root, "test", gt=gt, imagenet_labels=True, num_classes=1000)
     model = build_model("efficientnet_lite0", num_classes=1000, pretrained=True)
     out = evaluate_model(model, source, ProtocolSettings(**PAPER_SETTINGS), image_size=224, batch_size=50, num_workers=0,
-                         device=torch.device("cpu"), fuse_bn=False).metrics
+                         device=torch.device("cpu"), fused=False).metrics
     assert out["n_images"] == 500 and out["n_loc_images"] == 500
     # An easy 10-class subset: a wrong class order, input scaling or box mapping drives these far up.
     assert out["top5_cls_err"] < 10.0
@@ -531,7 +531,7 @@ def test_head_finetune_on_the_mini_training_files_beats_chance(shared_data: Path
                 fingerprint={}, device=torch.device("cpu"), make_train_dataset=lambda m: None, image_size=224,
                 cache_dir=None, data_root=str(root), arch="efficientnet_lite0")
     out = evaluate_model(model, test, ProtocolSettings(**PAPER_SETTINGS), image_size=224, batch_size=50,
-                         num_workers=0, device=torch.device("cpu"), fuse_bn=False).metrics
+                         num_workers=0, device=torch.device("cpu"), fused=False).metrics
     assert len(train.annotations) == 220 and out["n_images"] == 500
     assert out["top1_cls_err"] < 25.0  # chance: 90
     assert out["gt_known_loc_err"] < 60.0  # a CAM that ignored the object would be near 100

@@ -240,7 +240,7 @@ def test_evaluate_model_with_every_method_scores_the_same_classes() -> None:
     model = build_model("small_cnn", num_classes=4, width=4)
     source = synthetic_source("test", 10, 4)
     out = {m: evaluate_model(model, source, _settings(cam_method=m), image_size=32, batch_size=4, num_workers=0,
-                             device=CPU, fuse_bn=False).metrics for m in ("cam", *POSTHOC_METHODS)}
+                             device=CPU, fused=False).metrics for m in ("cam", *POSTHOC_METHODS)}
     for m, metrics in out.items():
         assert metrics["top1_cls_err"] == out["cam"]["top1_cls_err"], m  # the maps change, the logits do not
         assert 0 <= metrics["maxboxacc"] <= 100, m
@@ -339,7 +339,7 @@ def test_a_store_without_the_key_holds_cams(tmp_path: Path) -> None:
     source = synthetic_source("test", 6, 4)
     evaluate_model(model, source, _settings(), image_size=32, batch_size=6, num_workers=0, device=CPU,
                    store=CAMStoreWriter(tmp_path / "cams", meta={"topk": 3},
-                                        shard_size=yaml_default("eval/default", "shard_size")), fuse_bn=False)
+                                        shard_size=yaml_default("eval/default", "shard_size")), fused=False)
     assert "cam_method" not in json.loads((tmp_path / "cams" / "index.json").read_text())["meta"]
     rescore_store(CAMStore(tmp_path / "cams"), source, _settings())
     with pytest.raises(ValueError, match="holds cam.method=cam maps, cam.method=scorecam was asked"):
@@ -386,5 +386,5 @@ def test_every_posthoc_map_on_real_images_with_lite0(shared_data: Path) -> None:
                            load=source.load)  # the first 8 images
     settings = _settings("wsolevaluation", topk=5, cam_method="gradcampp", box_method="auto")
     out = evaluate_model(model, head, settings, image_size=224, batch_size=8, num_workers=0, device=CPU,
-                         fuse_bn=False).metrics
+                         fused=False).metrics
     assert out["n_images"] == 8 and 0 < out["maxboxacc"] <= 100

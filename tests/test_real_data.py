@@ -44,7 +44,7 @@ def test_efficientnet_lite0_paper_protocol_on_real_images(shared_data: Path, sub
                                 iou_thresholds=(30, 50, 70), box_method="auto", tau_policy="oracle", tau=None, tau_folds=2,
                                 cam_method="cam", scorecam_batch_size=64)
     out = evaluate_model(model, _Head(source, 12), settings, image_size=224, batch_size=12, num_workers=0,
-                         device=torch.device("cpu"), fuse_bn=False).metrics
+                         device=torch.device("cpu"), fused=False).metrics
     assert out["n_images"] == 12 and out["n_loc_images"] == 12
     # A real ImageNet model on real val images, in the right class order and input scaling, is mostly
     # right; a wrong normalisation, class order or box geometry drives these towards 100%.
@@ -69,10 +69,10 @@ def test_stored_and_unstored_runs_score_the_same_maps(shared_data: Path, tmp_pat
                                 iou_thresholds=(30, 50, 70), box_method="auto", tau_policy="oracle", tau=None,
                                 tau_folds=2, cam_method="cam", scorecam_batch_size=64)
     kw = dict(image_size=224, batch_size=32, num_workers=0, device=torch.device("cpu"))
-    plain = evaluate_model(model, source, settings, **kw, fuse_bn=False)
+    plain = evaluate_model(model, source, settings, **kw, fused=False)
     stored = evaluate_model(model, source, settings, **kw,
                             store=CAMStoreWriter(tmp_path / "cams", meta={"topk": 5}, shard_size=64, resume=False),
-                                fuse_bn=False)
+                                fused=False)
     for key in ("top1_cls_err", "top5_cls_err", "top1_loc_err", "top5_loc_err", "gt_known_loc_err"):
         assert plain.metrics[key] == stored.metrics[key], key
     assert plain.rows == stored.rows  # every box of every image

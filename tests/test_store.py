@@ -290,7 +290,7 @@ def test_rescoring_stored_cams_equals_the_direct_evaluation(tmp_path: Path) -> N
     source = synthetic_source("test", 16, 4)
     store = CAMStoreWriter(tmp_path / "cams", shard_size=5, meta={"topk": 3})
     direct = evaluate_model(model, source, _settings("paper"), image_size=32, batch_size=6, num_workers=0,
-                            device=torch.device("cpu"), store=store, fuse_bn=False)
+                            device=torch.device("cpu"), store=store, fused=False)
     again = rescore_store(CAMStore(tmp_path / "cams"), source, _settings("paper"), batch_size=7)
     for key, v in direct.metrics.items():  # what is stored is what was scored: identical
         if key != "eval_seconds":
@@ -309,7 +309,7 @@ def test_rescoring_with_a_smaller_topk_reads_the_gt_map_from_the_last_column(tmp
     source = synthetic_source("test", 12, 4)
     store = CAMStoreWriter(tmp_path / "cams", shard_size=5, meta={"topk": 3})
     evaluate_model(model, source, _settings("paper"), image_size=32, batch_size=6, num_workers=0,
-                   device=torch.device("cpu"), store=store, fuse_bn=False)
+                   device=torch.device("cpu"), store=store, fused=False)
     stored = CAMStore(tmp_path / "cams")
     k3 = rescore_store(stored, source, _settings("paper", topk=3)).metrics
     k1 = rescore_store(stored, source, _settings("paper", topk=1)).metrics
@@ -370,7 +370,7 @@ def test_rescoring_against_images_of_another_size_is_refused_naming_one(tmp_path
     source = synthetic_source("test", 8, 4, render_size=32)
     evaluate_model(model, source, _settings("paper"), image_size=32, batch_size=4, num_workers=0,
                    device=torch.device("cpu"),
-                   store=CAMStoreWriter(tmp_path / "cams", meta={"topk": 3}, shard_size=SHARD_SIZE), fuse_bn=False)
+                   store=CAMStoreWriter(tmp_path / "cams", meta={"topk": 3}, shard_size=SHARD_SIZE), fused=False)
     bigger = synthetic_source("test", 8, 4, render_size=64)
     check_matches(records_digest(source.annotations.records), bigger.annotations.records, "s")  # ids, labels agree
     with pytest.raises(ValueError, match=r"image 'test/000000.png' was 32x32 when its CAMs were stored but is 64x64 "

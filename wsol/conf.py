@@ -122,7 +122,7 @@ class EvalSchema:
     shard_size: int = MISSING
     export_scoremaps: Optional[str] = MISSING
     predictions: bool = MISSING
-    fuse_bn: bool = MISSING
+    fused: bool = MISSING
     batch_size: int = MISSING
     num_workers: int = MISSING
 

@@ -328,15 +328,15 @@ def provenance() -> dict[str, Any]:
 def config_fingerprint(cfg: DictConfig) -> dict[str, Any]:
     """The resolved job config without what does not change results (worker counts, resume flags).
 
-    ``cam.method=cam``, ``cam.scorecam_batch_size`` outside Score-CAM and ``eval.fuse_bn=false`` are left out too:
+    ``cam.method=cam``, ``cam.scorecam_batch_size`` outside Score-CAM and ``eval.fused=false`` are left out too:
     they change nothing, and a run finished before those keys existed keeps its fingerprint.
     """
     d = to_dict(cfg)
     for section, key in (("train", "resume"), ("train", "num_workers"), ("eval", "num_workers"),
                          ("eval", "resume"), (None, "name")):
         (d.get(section, {}) if section else d).pop(key, None)
-    if not d.get("eval", {}).get("fuse_bn", True):  # off: the network as trained; keeps older runs' fingerprints
-        d["eval"].pop("fuse_bn")
+    if not d.get("eval", {}).get("fused", True):  # off: the network as trained; keeps older runs' fingerprints
+        d["eval"].pop("fused")
     cam = d.get("cam", {})
     if cam.get("method") != "scorecam":
         cam.pop("scorecam_batch_size", None)

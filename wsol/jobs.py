@@ -250,7 +250,7 @@ def _store_meta(job: Job) -> dict[str, Any]:
             **records_digest(job.eval_source.annotations.records), "arch": job.arch, "pool": job.model.pool,
             "topk": min(s.topk, job.model.num_classes), "image_size": cfg.data.image_size,
             "producer": producer_kind(s.protocol), "cam_method": s.cam_method,
-            "model_sha256": weights_digest(job.model), **({"fuse_bn": True} if cfg.eval.fuse_bn else {})}
+            "model_sha256": weights_digest(job.model), **({"fused": True} if cfg.eval.fused else {})}
 
 
 def _row_head(cfg: DictConfig, *, arch: str, pool: str, split: str, data_root: Any) -> dict[str, Any]:
@@ -299,7 +299,7 @@ def evaluate_job(job: Job) -> dict[str, Any]:
             out = evaluate_model(job.model, source, job.protocol, image_size=cfg.data.image_size,
                                  batch_size=ev.batch_size, num_workers=ev.num_workers, device=job.device, store=store,
                                  heldout_source=job.heldout_source, mask_loader=_mask_loader,
-                                 fuse_bn=bool(ev.fuse_bn))
+                                 fused=bool(ev.fused))
         except (KeyboardInterrupt, OSError) as err:  # Ctrl-C, disk full: the finished shards stay (one line, wsol.cli)
             if store is not None and not getattr(err, "__notes__", None):
                 add_note(err, f"{store.finished_shards()} finished CAM shard(s) are kept in {store_dir}; the same "

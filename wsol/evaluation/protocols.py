@@ -128,7 +128,7 @@ def evaluate_model(model: CAMNet, source: Any, s: ProtocolSettings, *, image_siz
                    num_workers: int, device: torch.device, store: CAMStoreWriter | None = None,
                    heldout_source: Any | None = None,
                    mask_loader: Callable[[Any], Callable[[ImageRecord], np.ndarray] | None] = lambda s: None,
-                   fuse_bn: bool) -> EvalOutput:
+                   fused: bool) -> EvalOutput:
     """Score ``model`` on ``source`` under ``s.protocol``.
 
     Args:
@@ -139,12 +139,13 @@ def evaluate_model(model: CAMNet, source: Any, s: ProtocolSettings, *, image_siz
         store: a CAM store writer receiving (and resuming) this split's CAMs, or None.
         heldout_source: the split whose best tau the ``heldout`` policy applies (scored first).
         mask_loader: ``source -> record -> mask`` for PxAP, or None where a source has no masks.
-        fuse_bn: score a copy of the model with its eval-mode BatchNorms folded into the convolutions before them
-            (``wsol.models.fusion.fold_batchnorm``): faster, the same maps up to float rounding.
+        fused: score the inference copy of the model (``wsol.models.fusion.fuse_for_inference``: eval-mode
+            BatchNorms folded into the convolutions, TF-SAME padding without copies): faster, the same maps up to
+            float rounding.
 
     Returns:
-        ``EvalOutput`` (metrics include ``eval_seconds``; with ``fuse_bn``, ``fused_bn_pairs`` and
-        ``fusion_max_abs_diff``, the largest feature difference on the check batch).
+        ``EvalOutput`` (metrics include ``eval_seconds``; when ``fused``, ``fused_bn_pairs`` and
+        ``fusion_max_abs_diff``, the largest feature difference from the model as trained on the check batch).
     """
     from wsol.data.transforms import build_eval_transform
 
@@ -156,12 +157,12 @@ def evaluate_model(model: CAMNet, source: Any, s: ProtocolSettings, *, image_siz
     model.eval().to(device)
     t0 = time.time()
     fusion = {}
-    if fuse_bn:
-        from wsol.models.fusion import fold_batchnorm
+    if fused:
+        from wsol.models.fusion import fuse_for_inference
 
         generator = torch.Generator().manual_seed(0)  # the check batch: the same on every run
         example = torch.rand(2, 3, image_size, image_size, generator=generator).to(device) * 2 - 1
-        model = fold_batchnorm(model, example)
+        model = fuse_for_inference(model, example)
         fusion = {"fused_bn_pairs": len(model.fused_bn_pairs), "fusion_max_abs_diff": model.fusion_max_abs_diff}
     producer, input_size = _producer(model, s, image_size)
     transform = build_eval_transform(input_size, model.mean, model.std)

@@ -98,9 +98,15 @@ class SameConv2d(nn.Conv2d):
     which matters for weights trained in TF.
 
     When the split is symmetric (every stride-1 conv, and stride 2 on odd sizes) the padding is
-    passed to the convolution itself; only an asymmetric split costs an ``F.pad`` copy. Same numbers
-    either way, but the copy (and its backward) was ~5% of a Lite0 training step on CPU.
+    passed to the convolution itself; an asymmetric split (stride 2 on even sizes: the stem and every
+    downsampling block at 224 px) copies the input into a padded one (``F.pad``). With ``pad_by_crop``
+    (set on the inference copy by ``wsol.models.fusion.fuse_for_inference``) it does not: the
+    convolution pads that side symmetrically by one stride more and the first output row/column is
+    dropped (a view). The same sums, but oneDNN's kernels round differently (max |diff| ~2e-5 of the
+    Lite0 features), so the trained and the stored numbers keep the copy.
     """
+
+    pad_by_crop = False
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  groups: int = 1) -> None:
@@ -111,8 +117,16 @@ class SameConv2d(nn.Conv2d):
         ih, iw = x.shape[-2:]
         kh, kw = self.kernel_size
         sh, sw = self.stride
-        pad_h = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
-        pad_w = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
+        oh, ow = math.ceil(ih / sh), math.ceil(iw / sw)
+        pad_h = max((oh - 1) * sh + kh - ih, 0)
+        pad_w = max((ow - 1) * sw + kw - iw, 0)
+        if (pad_h % 2 or pad_w % 2) and self.pad_by_crop:  # asymmetric (the odd pixel at the bottom/right)
+            # output row i reads padded rows s*i.. = input rows s*i - pad//2..; with symmetric padding
+            # pad//2 + s, output row i + 1 reads the same rows, and the bottom is padded at least as much
+            qh, ch = (pad_h // 2 + sh, 1) if pad_h % 2 else (pad_h // 2, 0)
+            qw, cw = (pad_w // 2 + sw, 1) if pad_w % 2 else (pad_w // 2, 0)
+            out = F.conv2d(x, self.weight, self.bias, self.stride, (qh, qw), self.dilation, self.groups)
+            return out[:, :, ch:ch + oh, cw:cw + ow]
         if pad_h % 2 or pad_w % 2:  # TF puts the odd pixel at the bottom/right: explicit, asymmetric pad
             x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
             return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)

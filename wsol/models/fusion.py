@@ -1,9 +1,10 @@
-"""Inference-time folding of eval-mode BatchNorm into the convolution before it (the standard conv+BN fusion).
+"""The inference copy of a network: eval-mode BatchNorm folded into the convolution before it (the standard conv+BN
+fusion), and TF-SAME padding without input copies where a model offers it (``pad_by_crop``, EfficientNet-Lite).
 
 An eval-mode ``BatchNorm2d`` is a per-channel affine map, ``y = (x - mean) / sqrt(var + eps) * gamma + beta``; after a
 convolution it folds into the convolution's weight and bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``), which
 removes one pass over every feature map. The fused network computes the same function up to float rounding: its
-CAMs differ in the last bits, so a run records whether it was fused (``eval.fuse_bn``).
+CAMs differ in the last bits, so a run records whether it was fused (``eval.fused``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fold_batchnorm", "conv_bn_pairs"]
+__all__ = ["conv_bn_pairs", "fuse_for_inference"]
 
 
 def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
@@ -22,8 +23,8 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     parent, with as many features as the convolution has output channels.
 
     Registration order is the data flow in every architecture of the registry (EfficientNet-Lite's
-    ``_expand_conv``/``_bn0``, torchvision's ``Conv2dNormActivation``, ResNet's ``conv1``/``bn1``); the caller checks the
-    fused network against the original (``fold_batchnorm``), so a model where it is not is refused, not mis-fused.
+    ``_expand_conv``/``_bn0``, torchvision's ``Conv2dNormActivation``, ResNet's ``conv1``/``bn1``); the fused network is
+    checked against the original (``fuse_for_inference``), so a model where it is not is refused, not mis-fused.
     """
     pairs = []
     for parent_name, parent in model.named_modules():
@@ -37,8 +38,9 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
 
 
 @torch.no_grad()
-def fold_batchnorm(model: nn.Module, example: torch.Tensor, *, rtol: float = 1e-4) -> nn.Module:
-    """A copy of ``model`` in eval mode with every ``conv_bn_pairs`` BatchNorm folded into its convolution.
+def fuse_for_inference(model: nn.Module, example: torch.Tensor, *, rtol: float = 1e-4) -> nn.Module:
+    """A copy of ``model`` in eval mode, every ``conv_bn_pairs`` BatchNorm folded into its convolution and every
+    module with a ``pad_by_crop`` switch set to it.
 
     Args:
         model: a ``CAMNet`` (anything with ``forward_features`` and ``forward``) or a plain module.
@@ -47,8 +49,9 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor, *, rtol: float = 1e-
         rtol: the largest allowed ``max |fused - original| / max |original|`` of the features and of the logits.
 
     Returns:
-        The fused copy (``model`` itself is left as it was); ``fused.fused_bn_pairs`` lists what was folded and
-        ``fused.fusion_max_abs_diff`` the largest difference of the features on ``example``.
+        The fused copy (``model`` itself is left as it was, training mode included); ``fused.fused_bn_pairs`` lists
+        what was folded, ``fused.crop_padded`` the modules padding without a copy, and ``fused.fusion_max_abs_diff``
+        the largest difference of the features (or outputs) on ``example``.
 
     Raises:
         ValueError: the fused copy computes something else on ``example`` (a BatchNorm registered after a
@@ -60,24 +63,26 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor, *, rtol: float = 1e-
         fused = copy.deepcopy(model)
         pairs = conv_bn_pairs(fused)
         for conv_name, bn_name in pairs:
-            conv, bn = fused.get_submodule(conv_name), fused.get_submodule(bn_name)
-            parent_name, _, _ = conv_name.rpartition(".")
+            parent_name, _, conv_attr = conv_name.rpartition(".")
             parent = fused.get_submodule(parent_name)
-            setattr(parent, conv_name.rpartition(".")[2], fuse_conv_bn_eval(conv, bn))
+            setattr(parent, conv_attr, fuse_conv_bn_eval(fused.get_submodule(conv_name), fused.get_submodule(bn_name)))
             setattr(parent, bn_name.rpartition(".")[2], nn.Identity())
-        worst = 0.0
-        run = ((lambda m, x: m.forward_features(x)), (lambda m, x: m(x))) if hasattr(model, "forward_features") \
-            else ((lambda m, x: m(x)),)
-        for f in run:
+        cropped = [name for name, m in fused.named_modules() if hasattr(m, "pad_by_crop")]
+        for name in cropped:
+            fused.get_submodule(name).pad_by_crop = True
+        outputs = [lambda m, x: m(x)]
+        if hasattr(model, "forward_features"):
+            outputs.insert(0, lambda m, x: m.forward_features(x))
+        worst = None
+        for f in outputs:
             ref, out = f(model, example), f(fused, example)
             diff = float((out - ref).abs().max())
-            worst = max(worst, diff) if f is run[0] else worst
+            worst = diff if worst is None else worst
             if diff > rtol * max(float(ref.abs().max()), 1e-12):
                 raise ValueError(f"folding BatchNorm into {len(pairs)} convolutions changed the output by {diff:.3g} "
                                  f"(max |output| {float(ref.abs().max()):.3g}): a BatchNorm follows another layer "
                                  f"than the convolution registered before it; pairs: {pairs[:8]}")
     finally:
         model.train(was_training)
-    fused.fused_bn_pairs = pairs
-    fused.fusion_max_abs_diff = worst
+    fused.fused_bn_pairs, fused.crop_padded, fused.fusion_max_abs_diff = pairs, cropped, worst
     return fused
