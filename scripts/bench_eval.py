@@ -14,8 +14,10 @@ Both score the same real images with the same network under wsolevaluation's pro
       workers (0: in the loop, one by one); ``--peer-images N`` scores the first N images only (at step 0.001 the
       suite's per-threshold OpenCV loop takes ~0.1-0.2 s per map and pipeline);
     * wsol: ``wsol.evaluation.evaluate_model`` with the CAM store on (top-5 + GT CAMs, fp16 shards), once per
-      ``--workers`` value.
-The wsol time is also split into its stages (decode, resize, forward, CAMs, score maps, MaxBoxAcc).
+      ``--workers`` value, with the network as trained and (``--fused on|both``, default both) its inference copy
+      (``eval.fused``: BatchNorm folded, SAME padding without copies).
+The wsol time is also split into its stages (decode, resize, forward, CAMs, score maps, MaxBoxAcc), and each wsol
+time is given as a multiple of the bare forward pass (``forward_features`` on the same batches, as trained or fused).
 Data: ``--data`` (a wsolevaluation-metadata dataset, its float boxes truncated to int for the suite's reader, both
 pipelines scoring that copy) or ``--imagenette DIR --gt GT`` (the test split of ``data=imagenette``, ImageNet labels;
 its boxes must be integers, as in the original-size copies of ``scripts/gpu_check.py make-data``).
@@ -112,7 +114,7 @@ def _peer(model, source, suite: Path, work: Path, batch: int,  # noqa: ANN001
 
 
 def _ours(model, source, work: Path, batch: int, workers: int,  # noqa: ANN001
-          device: torch.device = torch.device("cpu"), step: float = 0.01) -> tuple[dict, float, int]:
+          device: torch.device = torch.device("cpu"), step: float = 0.01, fused: bool = False) -> tuple[dict, float, int]:
     from wsol.conf import yaml_default
     from wsol.evaluation import ProtocolSettings, evaluate_model
     from wsol.evaluation.store import CAMStoreWriter
@@ -120,18 +122,18 @@ def _ours(model, source, work: Path, batch: int, workers: int,  # noqa: ANN001
     s = ProtocolSettings(protocol="wsolevaluation", topk=5, cam_threshold=0.2, cam_curve_interval=step,
                          iou_thresholds=(30, 50, 70), box_method="fast", tau_policy="oracle", tau=None, tau_folds=2,
                          cam_method="cam", scorecam_batch_size=64)
-    store_dir = work / f"store_{workers}_{len(source.annotations)}_{time.monotonic_ns()}"  # a new store each time
+    store_dir = work / f"store_{workers}_{fused}_{len(source.annotations)}_{time.monotonic_ns()}"  # a new store each
     t0 = time.perf_counter()
     store = CAMStoreWriter(store_dir, meta={"topk": 5}, shard_size=yaml_default("eval/default", "shard_size"))
     out = evaluate_model(model, source, s, image_size=224, batch_size=batch, num_workers=workers,
-                         device=device, store=store, fused=False)
+                         device=device, store=store, fused=fused)
     seconds = time.perf_counter() - t0
     size = sum(p.stat().st_size for p in store_dir.iterdir())
     return {"maxboxacc": out.metrics["maxboxacc"], "maxboxacc_v2": out.metrics["maxboxacc_v2"]}, seconds, size
 
 
 def _stages(model, source, batch: int, device: torch.device = torch.device("cpu"),  # noqa: ANN001
-            step: float = 0.01) -> dict[str, float]:
+            step: float = 0.01, fused_model=None) -> dict[str, float]:  # noqa: ANN001
     """wsol's stages timed one by one (seconds for the whole set)."""
     from wsol.data.transforms import build_eval_transform
     from wsol.evaluation.inference import forward_cams
@@ -159,6 +161,12 @@ def _stages(model, source, batch: int, device: torch.device = torch.device("cpu"
         feats = [model.forward_features(x[i:i + batch]) for i in range(0, len(x), batch)]
     _sync(device)
     t["forward_features"] = time.perf_counter() - t0
+    if fused_model is not None:
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            feats = [fused_model.forward_features(x[i:i + batch]) for i in range(0, len(x), batch)]
+        _sync(device)
+        t["forward_features (fused)"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     cams = torch.cat([forward_cams(model, x[i:i + batch], labels[i:i + batch], 5)[2] for i in range(0, len(x), batch)])
     t["forward+head+top5+GT CAMs"] = time.perf_counter() - t0
@@ -245,6 +253,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="wsol's DataLoader workers (each)")
     parser.add_argument("--peer-workers", type=int, default=0)
+    parser.add_argument("--fused", choices=["off", "on", "both"], default="both",
+                        help="wsol with the network as trained (off), its inference copy (on), or each")
     parser.add_argument("--images", type=int, default=None, help="score the first N images only")
     parser.add_argument("--peer-images", type=int, default=None, help="the peer scores the first N images only")
     parser.add_argument("--rounds", type=int, default=2)
@@ -281,45 +291,52 @@ def main() -> None:
     n, n_peer = len(source.annotations), len(peer_source.annotations)
     rows = []
     check = None
-    marginal: dict[int, list[float]] = {}
+    marginal: dict[tuple[int, bool], list[float]] = {}
+    variants = [(w, f) for f in {"off": [False], "on": [True], "both": [False, True]}[args.fused] for w in args.workers]
+    label = {v: f"workers {v[0]}" + (", fused" if v[1] else "") for v in variants}
     for r in range(args.rounds):
         work = Path(tempfile.mkdtemp(prefix="bench_eval_"))
         try:
             with torch.inference_mode():
                 peer, t_peer, b_peer = _peer(model, peer_source, Path(args.wsolevaluation), work, args.batch, device,
                                              args.peer_workers, args.step)
-            ours = {w: _ours(model, source, work, args.batch, w, device, args.step) for w in args.workers}
+            ours = {(w, f): _ours(model, source, work, args.batch, w, device, args.step, f) for w, f in variants}
             if args.marginal:
                 head = _first(source, max(n // 10, 8))
-                for w in args.workers:
-                    marginal.setdefault(w, []).append(
-                        (ours[w][1] - _ours(model, head, work, args.batch, w, device, args.step)[1])
+                for w, f in variants:
+                    marginal.setdefault((w, f), []).append(
+                        (ours[w, f][1] - _ours(model, head, work, args.batch, w, device, args.step, f)[1])
                         / (n - len(head.annotations)))
             if n_peer != n:  # the same images as the peer, for the MaxBoxAcc comparison
                 check = _ours(model, peer_source, work, args.batch, args.workers[-1], device, args.step)[0]
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        same = check if check is not None else ours[args.workers[0]][0]
+        same = check if check is not None else ours[variants[0]][0]
         if device.type == "cpu" and args.step == 0.01:
             assert abs(peer["maxboxacc"] - same["maxboxacc"]) < 1e-9, (peer, same)
-        rows.append((t_peer, {w: t for w, (_, t, _) in ours.items()}))
+        rows.append((t_peer, {v: t for v, (_, t, _) in ours.items()}))
         print(f"round {r}: peer {1000 * t_peer / n_peer:.1f} ms/img ({n_peer} images), "
-              + ", ".join(f"wsol {1000 * t / n:.1f} (workers {w})" for w, (_, t, _) in ours.items())
+              + ", ".join(f"wsol {1000 * t / n:.1f} ({label[v]})" for v, (_, t, _) in ours.items())
               + f" ms/img; MaxBoxAcc {same['maxboxacc']:.2f} (wsol) vs {peer['maxboxacc']:.2f} (peer); V2 "
               f"{same['maxboxacc_v2']:.2f} vs {peer['maxboxacc_v2']:.2f}", flush=True)
     best_peer = min(t for t, _ in rows)
-    best = {w: min(ts[w] for _, ts in rows) for w in args.workers}
-    b_ours = ours[args.workers[0]][2]
+    best = {v: min(ts[v] for _, ts in rows) for v in variants}
+    b_ours = ours[variants[0]][2]
+    from wsol.models.fusion import fuse_for_inference
+
+    fused_model = fuse_for_inference(model, torch.rand(2, 3, 224, 224, device=device) * 2 - 1) \
+        if any(f for _, f in variants) else None
+    stages = _stages(model, source, args.batch, device, args.step, fused_model)
     print(f"\n{n} images ({n_peer} for the peer), {args.model} on {device}, step {args.step}, {args.threads} threads, "
           f"best of {args.rounds} rounds (ms/image):")
     print(f"  peer (torchcam + .npy + wsolevaluation BoxEvaluator V1+V2), workers {args.peer_workers}: "
           f"{1000 * best_peer / n_peer:7.1f}")
-    for w, t in best.items():
-        print(f"  wsol evaluate_model + CAM store, num_workers={w}: {1000 * t / n:7.1f}  "
-              f"speed-up x{(best_peer / n_peer) / (t / n):.2f}"
-              + (f"; one more image: {1000 * min(marginal[w]):.2f}" if w in marginal else ""))
+    for v, t in best.items():
+        forward = stages["forward_features (fused)" if v[1] else "forward_features"]
+        print(f"  wsol evaluate_model + CAM store, {label[v]}: {1000 * t / n:7.1f}  "
+              f"speed-up x{(best_peer / n_peer) / (t / n):.2f}, {t / forward:.2f}x its bare forward pass"
+              + (f"; one more image: {1000 * min(marginal[v]):.2f}" if v in marginal else ""))
     print(f"  on disk: peer {b_peer / n_peer:,.0f} bytes/image, wsol store {b_ours / n:,.0f} bytes/image (top-5 + GT)")
-    stages = _stages(model, source, args.batch, device, args.step)
     print("\nwsol stages (ms/image):")
     for k, v in stages.items():
         print(f"  {k:<36} {1000 * v / n:7.2f}")
@@ -329,9 +346,10 @@ def main() -> None:
             "n_images": n, "peer_images": n_peer, "rounds": args.rounds,
             "peer": {"workers": args.peer_workers, "n_images": n_peer, "ms_per_image": 1000 * best_peer / n_peer,
                      "bytes_per_image": b_peer / n_peer, **peer},
-            "wsol": [{"workers": w, "n_images": n, "ms_per_image": 1000 * t / n,
-                      "marginal_ms_per_image": 1000 * min(marginal[w]) if w in marginal else None, **ours[w][0]}
-                     for w, t in best.items()],
+            "wsol": [{"workers": w, "fused": f, "n_images": n, "ms_per_image": 1000 * t / n,
+                      "x_forward": t / stages["forward_features (fused)" if f else "forward_features"],
+                      "marginal_ms_per_image": 1000 * min(marginal[w, f]) if (w, f) in marginal else None,
+                      **ours[w, f][0]} for (w, f), t in best.items()],
             "wsol_bytes_per_image": b_ours / n,
             "same_maps_check": None if check is None else {"n_images": n_peer, **check},
             "stages": {k: 1000 * v / n for k, v in stages.items()}}, indent=1))
