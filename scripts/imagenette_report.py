@@ -6,10 +6,11 @@ Each run dir ``<OUT>/<name>`` holds the paper-protocol ``metrics.json`` (+ ``pre
 ``wsoleval/metrics.json`` (the stored CAMs re-scored under wsolevaluation). Run names are
 ``<arch>_<recipe>_<pool>[_448]_s<seed>``, ``<arch>_<recipe>_<pool>_test<N>_s<seed>`` (that run's trained model
 evaluated with ``data.image_size=N``; the study's ``test2x`` phase) and ``baseline_<arch>``. Writes into the results dir:
-``imagenette.md`` / ``imagenette.csv`` (mean ± std over seeds, per arch x recipe x pool), ``runs.csv`` (every run),
-``gap_vs_gmp.md`` (the difference against the seed spread), ``boxacc_<arch>.png`` (GAP and GMP on one plot),
-``failures.{md,csv,png}`` (top-1 localization errors by cause) and ``overlays_{gap,gmp}.png``. A run made from a tree
-with uncommitted changes is refused (``wsol.report.runs.require_clean_commit``).
+``imagenette.md`` / ``imagenette.csv`` (mean ± std over seeds, per arch x recipe x pool), ``runs.csv`` (every run,
+with its ``git_commit`` and ``cpu_threads``: a CPU run's float reductions, hence the last bits of what it trains,
+depend on the thread count), ``gap_vs_gmp.md`` (the difference against the seed spread), ``boxacc_<arch>.png`` (GAP
+and GMP on one plot), ``failures.{md,csv,png}`` (top-1 localization errors by cause) and ``overlays_{gap,gmp}.png``.
+A run made from a tree with uncommitted changes is refused (``wsol.report.runs.require_clean_commit``).
 
 With ``--committed DIR`` (the results dir as committed), a run with no run dir under ``outputs`` counts through its
 row of ``DIR/runs.csv`` (``wsol.report.runs.committed_rows``; the ``source`` column says which rows), so an earlier
@@ -44,7 +45,7 @@ HEADERS = {"top1_cls_err": "top-1 cls err", "top5_cls_err": "top-5 cls err", "to
 
 
 ROW_COLUMNS = PAPER + WSOL + ["tau_per_fold", "oracle_tau", "train_seconds", "eval_seconds", "wsoleval_seconds",
-                              "train_acc", "git_commit", "device_name"]
+                              "train_acc", "git_commit", "device_name", "cpu_threads"]
 FOLDER = "run folder"  # the source of a row read from its run dir
 
 
@@ -77,7 +78,8 @@ def collect(out: Path, committed: Path | None = None) -> pd.DataFrame:
                      "tau_per_fold": wsol.get("tau_per_fold"), "oracle_tau": wsol.get("oracle_tau"),
                      "train_seconds": paper.get("train_seconds", 0.0), "eval_seconds": paper.get("eval_seconds", 0.0),
                      "wsoleval_seconds": wsol.get("eval_seconds", 0.0), "train_acc": paper.get("train_acc"),
-                     "git_commit": paper.get("git_commit"), "device_name": paper.get("device_name"), "source": FOLDER})
+                     "git_commit": paper.get("git_commit"), "device_name": paper.get("device_name"),
+                     "cpu_threads": paper.get("cpu_threads"), "source": FOLDER})
     if committed is not None:
         for name, row in committed_rows([committed / "runs.csv"], {r["run"] for r in rows}).items():
             size = row.get("input")
