@@ -156,17 +156,14 @@ def _stages(model, source, batch: int, device: torch.device = torch.device("cpu"
         x = x.to(device)
         _sync(device)
         t["copy to the device"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        feats = [model.forward_features(x[i:i + batch]) for i in range(0, len(x), batch)]
-    _sync(device)
-    t["forward_features"] = time.perf_counter() - t0
-    if fused_model is not None:
+    for name, net in (("forward_features", model), ("forward_features (fused)", fused_model)):
+        if net is None:
+            continue
         t0 = time.perf_counter()
         with torch.inference_mode():
-            feats = [fused_model.forward_features(x[i:i + batch]) for i in range(0, len(x), batch)]
+            feats = [net.forward_features(x[i:i + batch]) for i in range(0, len(x), batch)]
         _sync(device)
-        t["forward_features (fused)"] = time.perf_counter() - t0
+        t[name] = time.perf_counter() - t0
     t0 = time.perf_counter()
     cams = torch.cat([forward_cams(model, x[i:i + batch], labels[i:i + batch], 5)[2] for i in range(0, len(x), batch)])
     t["forward+head+top5+GT CAMs"] = time.perf_counter() - t0
@@ -322,9 +319,9 @@ def main() -> None:
     best_peer = min(t for t, _ in rows)
     best = {v: min(ts[v] for _, ts in rows) for v in variants}
     b_ours = ours[variants[0]][2]
-    from wsol.models.fusion import fuse_for_inference
+    from wsol.models.fusion import check_batch, fuse_for_inference
 
-    fused_model = fuse_for_inference(model, torch.rand(2, 3, 224, 224, device=device) * 2 - 1) \
+    fused_model = fuse_for_inference(model, check_batch(224, device)) \
         if any(f for _, f in variants) else None
     stages = _stages(model, source, args.batch, device, args.step, fused_model)
     print(f"\n{n} images ({n_peer} for the peer), {args.model} on {device}, step {args.step}, {args.threads} threads, "

@@ -93,12 +93,13 @@ def collect(out: Path, committed: Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("run", ignore_index=True)
 
 
-def moved(df: pd.DataFrame, committed: Path) -> list[str]:
-    """Every number of a run made again (a run dir here, a row in ``committed/runs.csv``) that differs from the
-    committed row: ``run: metric committed -> now``."""
+def moved(df: pd.DataFrame, committed: Path) -> tuple[int, list[str]]:
+    """The runs made again (a run dir here, a row in ``committed/runs.csv``), and every number of them that differs
+    from the committed row: ``run: metric committed -> now``."""
     before = pd.read_csv(committed / "runs.csv").drop_duplicates("run").set_index("run")
+    remade = df[(df.source == FOLDER) & df.run.isin(before.index)]
     lines = []
-    for _, r in df[(df.source == FOLDER) & df.run.isin(before.index)].iterrows():
+    for _, r in remade.iterrows():
         old = before.loc[r.run]
         for col in PAPER + WSOL + ["oracle_tau", "train_acc"]:
             a, b = old.get(col), r[col]
@@ -106,7 +107,7 @@ def moved(df: pd.DataFrame, committed: Path) -> list[str]:
                 continue
             if pd.isna(a) or pd.isna(b) or not np.isclose(float(a), float(b), rtol=0, atol=1e-9):
                 lines.append(f"{r.run}: {col} {a} -> {b} (committed {old.get('git_commit')}, now {r.git_commit})")
-    return lines
+    return len(remade), lines
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
@@ -232,8 +233,7 @@ def main(out: Path, dest: Path, committed: Path | None = None) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     df = collect(out, committed)
     if committed is not None:  # before runs.csv is overwritten: what a run made again changed
-        changes = moved(df, committed)
-        remade = int(((df.source == FOLDER) & df.run.isin(pd.read_csv(committed / "runs.csv").run)).sum())
+        remade, changes = moved(df, committed)
         print(f"{remade} runs made again beside their committed rows; {len(changes)} numbers moved"
               + "".join(f"\n  {line}" for line in changes))
     fails = failures(out, df, dest, committed)  # reads committed/failures.csv before it is overwritten

@@ -158,11 +158,9 @@ def evaluate_model(model: CAMNet, source: Any, s: ProtocolSettings, *, image_siz
     t0 = time.time()
     fusion = {}
     if fused:
-        from wsol.models.fusion import fuse_for_inference
+        from wsol.models.fusion import check_batch, fuse_for_inference
 
-        generator = torch.Generator().manual_seed(0)  # the check batch: the same on every run
-        example = torch.rand(2, 3, image_size, image_size, generator=generator).to(device) * 2 - 1
-        model = fuse_for_inference(model, example)
+        model = fuse_for_inference(model, check_batch(image_size, device))
         fusion = {"fused_bn_pairs": len(model.fused_bn_pairs), "fusion_max_abs_diff": model.fusion_max_abs_diff}
     producer, input_size = _producer(model, s, image_size)
     transform = build_eval_transform(input_size, model.mean, model.std)

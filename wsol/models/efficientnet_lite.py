@@ -120,14 +120,14 @@ class SameConv2d(nn.Conv2d):
         oh, ow = math.ceil(ih / sh), math.ceil(iw / sw)
         pad_h = max((oh - 1) * sh + kh - ih, 0)
         pad_w = max((ow - 1) * sw + kw - iw, 0)
-        if (pad_h % 2 or pad_w % 2) and self.pad_by_crop:  # asymmetric (the odd pixel at the bottom/right)
-            # output row i reads padded rows s*i.. = input rows s*i - pad//2..; with symmetric padding
-            # pad//2 + s, output row i + 1 reads the same rows, and the bottom is padded at least as much
-            qh, ch = (pad_h // 2 + sh, 1) if pad_h % 2 else (pad_h // 2, 0)
-            qw, cw = (pad_w // 2 + sw, 1) if pad_w % 2 else (pad_w // 2, 0)
-            out = F.conv2d(x, self.weight, self.bias, self.stride, (qh, qw), self.dilation, self.groups)
-            return out[:, :, ch:ch + oh, cw:cw + ow]
-        if pad_h % 2 or pad_w % 2:  # TF puts the odd pixel at the bottom/right: explicit, asymmetric pad
+        if pad_h % 2 or pad_w % 2:  # TF puts the odd pixel at the bottom/right: asymmetric
+            if self.pad_by_crop:
+                # output row i reads padded rows s*i.. = input rows s*i - pad//2..; with symmetric padding
+                # pad//2 + s, output row i + 1 reads the same rows, and the bottom is padded at least as much
+                qh, ch = (pad_h // 2 + sh, 1) if pad_h % 2 else (pad_h // 2, 0)
+                qw, cw = (pad_w // 2 + sw, 1) if pad_w % 2 else (pad_w // 2, 0)
+                out = F.conv2d(x, self.weight, self.bias, self.stride, (qh, qw), self.dilation, self.groups)
+                return out[:, :, ch:ch + oh, cw:cw + ow]
             x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
             return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
         return F.conv2d(x, self.weight, self.bias, self.stride, (pad_h // 2, pad_w // 2), self.dilation, self.groups)

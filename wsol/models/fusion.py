@@ -15,7 +15,13 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["conv_bn_pairs", "fuse_for_inference"]
+__all__ = ["check_batch", "conv_bn_pairs", "fuse_for_inference"]
+
+
+def check_batch(image_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The batch a fused copy is checked on: 2 images of ``image_size`` in [-1, 1], the same on every run (seed 0)."""
+    generator = torch.Generator().manual_seed(0)
+    return (torch.rand(2, 3, image_size, image_size, generator=generator) * 2 - 1).to(device)
 
 
 def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
@@ -70,19 +76,17 @@ def fuse_for_inference(model: nn.Module, example: torch.Tensor, *, rtol: float =
         cropped = [name for name, m in fused.named_modules() if hasattr(m, "pad_by_crop")]
         for name in cropped:
             fused.get_submodule(name).pad_by_crop = True
-        outputs = [lambda m, x: m(x)]
-        if hasattr(model, "forward_features"):
-            outputs.insert(0, lambda m, x: m.forward_features(x))
-        worst = None
+        outputs = ([lambda m, x: m.forward_features(x)] if hasattr(model, "forward_features") else []) \
+            + [lambda m, x: m(x)]
+        diffs = []
         for f in outputs:
             ref, out = f(model, example), f(fused, example)
-            diff = float((out - ref).abs().max())
-            worst = diff if worst is None else worst
+            diffs.append(diff := float((out - ref).abs().max()))
             if diff > rtol * max(float(ref.abs().max()), 1e-12):
                 raise ValueError(f"folding BatchNorm into {len(pairs)} convolutions changed the output by {diff:.3g} "
                                  f"(max |output| {float(ref.abs().max()):.3g}): a BatchNorm follows another layer "
                                  f"than the convolution registered before it; pairs: {pairs[:8]}")
     finally:
         model.train(was_training)
-    fused.fused_bn_pairs, fused.crop_padded, fused.fusion_max_abs_diff = pairs, cropped, worst
+    fused.fused_bn_pairs, fused.crop_padded, fused.fusion_max_abs_diff = pairs, cropped, diffs[0]
     return fused
