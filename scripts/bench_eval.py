@@ -7,7 +7,8 @@
         --model resnet50 --random-weights --workers 16 --peer-workers 16 --peer-images 100 --rounds 1 --json OUT
 
 Both score the same real images with the same network under wsolevaluation's protocol (MaxBoxAcc V1 and V2, step
-``--step``, default 0.01), one process, same thread count:
+``--step``, default 0.01), one process, same thread count, same allocator setting (``--cpu-malloc``, default the
+jobs' ``cpu_malloc=reuse``; ``system`` for glibc's defaults):
     * peer: torchcam's ``CAM`` for the GT class (batch forward + hooks), the map resized to 224 (cv2 bicubic) and
       min-max normalised as wsolevaluation's ``inference.py`` does, one ``.npy`` per image, then wsolevaluation's
       own ``BoxEvaluator`` (V1 and V2) over the saved maps; images loaded by a DataLoader with ``--peer-workers``
@@ -259,11 +260,16 @@ def main() -> None:
                         help="also time wsol on the first tenth of the images: the cost of one more image, without "
                              "the fixed start-up (workers, store) that a short run over-weights")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--cpu-malloc", choices=["reuse", "system"], default="reuse",
+                        help="the jobs' cpu_malloc setting, for the whole process (both pipelines)")
     args = parser.parse_args()
     if bool(args.data) == bool(args.imagenette) or bool(args.imagenette) != bool(args.gt):
         parser.error("give --data, or --imagenette with --gt")
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(1)
+    from wsol.engine.cpu_malloc import set_cpu_malloc
+
+    cpu_malloc = set_cpu_malloc(args.cpu_malloc)
     device = torch.device(args.device)
 
     from wsol.conf import yaml_data_options
@@ -325,7 +331,7 @@ def main() -> None:
         if any(f for _, f in variants) else None
     stages = _stages(model, source, args.batch, device, args.step, fused_model)
     print(f"\n{n} images ({n_peer} for the peer), {args.model} on {device}, step {args.step}, {args.threads} threads, "
-          f"best of {args.rounds} rounds (ms/image):")
+          f"cpu_malloc={cpu_malloc}, best of {args.rounds} rounds (ms/image):")
     print(f"  peer (torchcam + .npy + wsolevaluation BoxEvaluator V1+V2), workers {args.peer_workers}: "
           f"{1000 * best_peer / n_peer:7.1f}")
     for v, t in best.items():
@@ -340,7 +346,7 @@ def main() -> None:
     if args.json is not None:
         args.json.write_text(json.dumps({
             "model": args.model, "pretrained": not args.random_weights, "device": str(device), "step": args.step,
-            "n_images": n, "peer_images": n_peer, "rounds": args.rounds,
+            "n_images": n, "peer_images": n_peer, "rounds": args.rounds, "cpu_malloc": cpu_malloc,
             "peer": {"workers": args.peer_workers, "n_images": n_peer, "ms_per_image": 1000 * best_peer / n_peer,
                      "bytes_per_image": b_peer / n_peer, **peer},
             "wsol": [{"workers": w, "fused": f, "n_images": n, "ms_per_image": 1000 * t / n,

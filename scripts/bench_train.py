@@ -2,7 +2,7 @@
 
     python scripts/bench_train.py [--models alexnet_gap vgg16_gap googlenet_gap alexnet_star_gap efficientnet_lite0]
         [--settings fp32 cl bf16 compile cl+compile] [--trainable all] [--batch-size 32] [--image-size 224]
-        [--rounds 5] [--threads 2] [--csv results/bench/train_throughput.csv] [--profile]
+        [--rounds 5] [--warmup 3] [--threads 2] [--cpu-malloc both] [--csv results/bench/train_throughput.csv] [--profile]
 
 For every model, each setting gets its own copy of the model (same seed, same weights):
 
@@ -19,17 +19,25 @@ For every model, each setting gets its own copy of the model (same seed, same we
 Two things are timed, with the batch already in memory (no data loading):
 
 - ``infer``: ``model.eval()`` forward under ``torch.inference_mode()``;
-- ``step``: ``model.train()``, forward, cross-entropy, backward, ``SGD(momentum=0.9).step()``.
+- ``step``: ``model.train()``, forward, cross-entropy, backward, and the ``full`` fine-tuning recipe's optimizer step
+  (``configs/train/finetune.yaml``: SGD, momentum 0.9, Nesterov, weight decay 1e-4).
+
+``--cpu-malloc`` is the jobs' ``cpu_malloc`` setting (``wsol.engine.cpu_malloc``), process-wide: ``both`` (the
+default) runs the whole benchmark once per mode, each in a fresh process (``system`` first), and prints them side by
+side. Each row also has the median minor page faults of a step and the process's peak RSS (over all of its settings).
 
 ``--trainable last_stage`` freezes everything but ``model.last_stage_modules()`` and ``model.new_modules()``
 (frozen BatchNorm layers in eval mode, as a fine-tuning recipe would), for the models that define a last stage.
 
 The machine is shared, so the settings of a model are interleaved: every round times one ``infer`` and one
-``step`` of each setting in turn, after one untimed warm-up each; the table reports the median over rounds of
+``step`` of each setting in turn, after ``--warmup`` untimed ``infer`` + ``step`` pairs each (default 3: with
+``cpu_malloc=reuse`` the heap takes a few steps to hold every block a step needs); the table reports the median over rounds of
 the wall time per image and of the process CPU time (user + system) per image, which a busy neighbour inflates
 less. Load average and CPU pressure before and after are printed with the table. A setting that fails (e.g. no
 compiler for inductor) is reported with its error instead of a number.
 
+``--breakdown N`` times every aten op of N more infers and steps of each setting, warm, grouped by op (convolutions
+split into depthwise / 1x1 / other, forward and backward): where the step's time goes, per image.
 ``--profile`` additionally profiles one training step of each (model, setting) with ``torch.profiler`` and prints
 the top operators by self CPU time and the convolution time split into depthwise / 1x1 / other, forward and
 backward.
@@ -40,8 +48,12 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
+import json
 import os
 import platform
+import resource
+import subprocess
+import tempfile
 import statistics
 import sys
 import time
@@ -56,6 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from _bench import load_conditions, timed
+from wsol.engine.cpu_malloc import CPU_MALLOC, set_cpu_malloc
 from wsol.models import CAMNet, build_model
 
 PAPER_MODELS = ("alexnet_gap", "vgg16_gap", "googlenet_gap", "alexnet_star_gap", "efficientnet_lite0")
@@ -76,6 +89,7 @@ class Variant:
     error: str | None = None
     warmup_s: float = float("nan")
     times: dict[str, list[tuple[float, float]]] = field(default_factory=lambda: {"infer": [], "step": []})
+    step_faults: list[int] = field(default_factory=list)
 
 
 def parse_setting(setting: str) -> set[str]:
@@ -130,7 +144,7 @@ def make_variant(name: str, setting: str, trainable: str, batch_size: int, image
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=1e-4, momentum=0.9)
+    optimizer = torch.optim.SGD(params, lr=1e-4, momentum=0.9, nesterov=True, weight_decay=1e-4)
     forward = torch.compile(model) if "compile" in flags else model
     return Variant(setting, model, forward, x, optimizer, "bf16" in flags, trainable)
 
@@ -192,6 +206,52 @@ def profile_step(v: Variant, y: torch.Tensor, top: int = 12) -> None:
               f"| {e.count} |")
 
 
+def _op_kind(func: object, args: tuple) -> str:
+    """``func``'s name, convolutions split by kind (depthwise / 1x1 / other) and direction."""
+    name = str(func).split(".")[1]  # aten.convolution_backward.default -> convolution_backward
+    if name == "convolution_backward":
+        return f"conv backward, {conv_kind(list(args[2].shape))}"
+    if name == "convolution":
+        return f"conv forward, {conv_kind(list(args[1].shape))}"
+    return name
+
+
+def breakdown(v: Variant, y: torch.Tensor, repeats: int) -> None:
+    """Wall time of every aten op of ``repeats`` infers and steps (after the rounds: warm), grouped, per image.
+
+    Each op is timed around its call under a ``TorchDispatchMode`` (a few microseconds per op of overhead, so the
+    totals come out slightly above the rounds'); the gradients of ops called inside autograd are included, the
+    Python between them is not.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    totals: dict[str, collections.Counter] = {}
+
+    class OpTimes(TorchDispatchMode):
+        def __init__(self, into: collections.Counter) -> None:
+            super().__init__()
+            self.into = into
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            t0 = time.perf_counter()
+            out = func(*args, **(kwargs or {}))
+            self.into[_op_kind(func, args)] += time.perf_counter() - t0
+            return out
+
+    for what, fn in (("infer", lambda: run_infer(v)), ("step", lambda: run_step(v, y))):
+        totals[what] = collections.Counter()
+        t0 = time.perf_counter()
+        with OpTimes(totals[what]):
+            for _ in range(repeats):
+                fn()
+        wall = (time.perf_counter() - t0) / repeats / len(y) * 1e3
+        ops = sum(totals[what].values()) / repeats / len(y) * 1e3
+        print(f"\n### {v.setting} {what}: {wall:.2f} ms/img under the timer, {ops:.2f} in aten ops (mean of {repeats})")
+        print("| op | ms/img | % of the ops |\n|---|---|---|")
+        for op, t in totals[what].most_common(14):
+            print(f"| {op} | {t / repeats / len(y) * 1e3:.2f} | {100 * t / sum(totals[what].values()):.1f} |")
+
+
 def bench_model(name: str, args: argparse.Namespace) -> list[dict]:
     y = torch.randint(0, args.num_classes, (args.batch_size,))
     variants: list[Variant] = []
@@ -203,8 +263,9 @@ def bench_model(name: str, args: argparse.Namespace) -> list[dict]:
             continue
         t0 = time.perf_counter()
         try:
-            run_infer(v)
-            run_step(v, y)
+            for _ in range(args.warmup):
+                run_infer(v)
+                run_step(v, y)
         except Exception as err:  # noqa: BLE001 -- report the failure (e.g. inductor without a compiler)
             v.error = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
             traceback.print_exc(limit=2)
@@ -216,8 +277,15 @@ def bench_model(name: str, args: argparse.Namespace) -> list[dict]:
             if v.error:
                 continue
             v.times["infer"].append(timed(lambda v=v: run_infer(v)))
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             v.times["step"].append(timed(lambda v=v: run_step(v, y)))
+            v.step_faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
         print(f"{name}: round {r + 1}/{args.rounds} done ({load_conditions()})", flush=True)
+    if args.breakdown:
+        for v in variants:
+            if not v.error:
+                print(f"\n## {name}: time per op")
+                breakdown(v, y, args.breakdown)
     if args.profile:
         for v in variants:
             if not v.error:
@@ -235,26 +303,47 @@ def bench_model(name: str, args: argparse.Namespace) -> list[dict]:
             row[f"{what}_ms_min"] = round(min(walls), 2) if walls else ""
             row[f"{what}_ms_max"] = round(max(walls), 2) if walls else ""
             row[f"{what}_cpu_ms_per_img"] = round(statistics.median(cpus), 2) if cpus else ""
+        row["step_minor_faults"] = int(statistics.median(v.step_faults)) if v.step_faults else ""
         rows.append(row)
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    print("\n| model | setting | trainable | infer img/s | step img/s | infer ms/img (min-max) | step ms/img (min-max) "
-          "| step CPU ms/img | step / infer | step speed-up vs fp32 |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    base = {(r["model"], r["trainable"]): r for r in rows if r["setting"] == "fp32" and not r["error"]}
+    print("\n| model | setting | trainable | cpu_malloc | infer img/s | step img/s | infer ms/img (min-max) "
+          "| step ms/img (min-max) | step CPU ms/img | step / infer | step minor faults | peak RSS MiB "
+          "| step speed-up vs fp32 | vs cpu_malloc=system |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    base = {(r["model"], r["trainable"], r["cpu_malloc"]): r for r in rows if r["setting"] == "fp32" and not r["error"]}
+    system = {(r["model"], r["setting"], r["trainable"]): r for r in rows
+              if r["cpu_malloc"] == "system" and not r["error"]}
     for r in rows:
         if r["error"]:
-            print(f"| {r['model']} | {r['setting']} | {r['trainable']} | failed: {r['error']} |||||||")
+            print(f"| {r['model']} | {r['setting']} | {r['trainable']} | {r['cpu_malloc']} | failed: {r['error']} "
+                  "||||||||||")
             continue
-        b = base.get((r["model"], r["trainable"]))
+        b = base.get((r["model"], r["trainable"], r["cpu_malloc"]))
         speedup = f"{b['step_ms_per_img'] / r['step_ms_per_img']:.2f}x" if b else "-"
-        print(f"| {r['model']} | {r['setting']} | {r['trainable']} | {1e3 / r['infer_ms_per_img']:.1f} "
+        s = system.get((r["model"], r["setting"], r["trainable"]))
+        vs_system = f"{s['step_ms_per_img'] / r['step_ms_per_img']:.2f}x" if s else "-"
+        print(f"| {r['model']} | {r['setting']} | {r['trainable']} | {r['cpu_malloc']} "
+              f"| {1e3 / r['infer_ms_per_img']:.1f} "
               f"| {1e3 / r['step_ms_per_img']:.1f} "
               f"| {r['infer_ms_per_img']:.1f} ({r['infer_ms_min']:.1f}-{r['infer_ms_max']:.1f}) "
               f"| {r['step_ms_per_img']:.1f} ({r['step_ms_min']:.1f}-{r['step_ms_max']:.1f}) "
-              f"| {r['step_cpu_ms_per_img']:.1f} | {r['step_ms_per_img'] / r['infer_ms_per_img']:.1f} | {speedup} |")
+              f"| {r['step_cpu_ms_per_img']:.1f} | {r['step_ms_per_img'] / r['infer_ms_per_img']:.1f} "
+              f"| {r['step_minor_faults']} | {r['peak_rss_mib']} | {speedup} | {vs_system} |")
+
+
+def run_per_malloc_mode(argv: list[str], modes: tuple[str, ...]) -> list[dict]:
+    """Run this benchmark once per ``cpu_malloc`` mode, each in a fresh process; their rows, in order."""
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in modes:
+            out = Path(tmp) / f"{mode}.json"
+            subprocess.run([sys.executable, __file__, *argv, "--cpu-malloc", mode, "--rows-json", str(out)],
+                           check=True)
+            rows += json.loads(out.read_text())
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -266,17 +355,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed infer + step pairs per setting first")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--csv", type=Path, default=None, help="append one row per (model, setting) here")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--breakdown", type=int, default=0, metavar="N",
+                        help="after the rounds, time every aten op of N infers and N steps (warm), grouped")
+    parser.add_argument("--cpu-malloc", choices=(*CPU_MALLOC, "both"), default="both",
+                        help="the jobs' cpu_malloc setting; both: once per mode, each in a fresh process")
+    parser.add_argument("--rows-json", type=Path, default=None, help=argparse.SUPPRESS)  # for --cpu-malloc both
     args = parser.parse_args(argv)
     for setting in args.settings:
         parse_setting(setting)
+    if args.cpu_malloc == "both":
+        argv = sys.argv[1:] if argv is None else argv
+        rest = [a for i, a in enumerate(argv) if a != "--cpu-malloc" and (i == 0 or argv[i - 1] != "--cpu-malloc")]
+        print_table(run_per_malloc_mode(rest, ("system", "reuse")))
+        return
+    in_effect = set_cpu_malloc(args.cpu_malloc)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}")
-    print(f"start: {load_conditions()}", flush=True)
+    print(f"cpu_malloc={in_effect}; start: {load_conditions()}", flush=True)
     writer = None
     handle = None
     if args.csv is not None:
@@ -287,6 +388,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for name in args.models:
             model_rows = bench_model(name, args)
+            for row in model_rows:  # the process's peak so far: this model's settings and the models before it
+                row["cpu_malloc"] = in_effect
+                row["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
             if handle is not None and model_rows:
                 if writer is None:
                     writer = csv.DictWriter(handle, fieldnames=list(model_rows[0]))
@@ -300,6 +404,8 @@ def main(argv: list[str] | None = None) -> None:
         if handle is not None:
             handle.close()
     print(f"end: {load_conditions()}")
+    if args.rows_json is not None:
+        args.rows_json.write_text(json.dumps(rows))
     print_table(rows)
 
 

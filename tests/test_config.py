@@ -74,6 +74,7 @@ def test_unknown_split_is_named() -> None:
     ("train.optimizer.name=adam", "name"),  # the old key that silently trained SGD
     ("train.epochs=ten", "epochs"),
     ("model.pool=avg", "pool"),
+    ("cpu_malloc=keep", "cpu_malloc"),
 ])
 def test_unknown_keys_and_bad_values_fail_at_composition(override: str, match: str) -> None:
     with pytest.raises(ConfigCompositionException, match=match):

@@ -4,6 +4,9 @@ frozen-feature cache."""
 from __future__ import annotations
 
 import functools
+import platform
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ import torch
 from conftest import synthetic_source
 from wsol.data.datasets import WSOLDataset, build_source
 from wsol.data.transforms import build_train_transform
+from wsol.engine.cpu_malloc import set_cpu_malloc
 from wsol.engine.checkpoint import load_checkpoint, load_model_file, model_spec, save_checkpoint
 from wsol.engine.features import (PooledFeatures, PooledHead, cached_pooled_features, extract_pooled_features,
                                   fit_linear_svm)
@@ -383,3 +387,64 @@ def test_resumed_run_equals_uninterrupted_run_for_every_recipe(recipe: str, tmp_
     for (name, a), b in zip(whole.state_dict().items(), parts.state_dict().values()):
         assert torch.equal(a, b), name
     assert (tmp_path / "whole" / "train_log.csv").read_text() == (tmp_path / "parts" / "train_log.csv").read_text()
+
+
+# ----------------------------------------------------------------------------- cpu_malloc
+_GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
+def _in_fresh_process(code: str, *args: str) -> str:
+    """stdout of ``code`` run in a new interpreter (the allocator setting is process-wide and sticks)."""
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True,
+                          timeout=120).stdout
+
+
+@pytest.mark.skipif(not _GLIBC, reason="cpu_malloc=reuse acts on glibc's malloc only")
+def test_cpu_malloc_reuse_stops_refaulting_freed_large_blocks() -> None:
+    # Allocate, touch and free a 64 MiB tensor 20 times. glibc's default maps it afresh every time and faults its
+    # 16,384 pages in again; with reuse the heap keeps freed blocks, and once it holds enough of them (a few rounds:
+    # torch's 64-byte-aligned requests do not fit the block they freed exactly) no round faults any more.
+    code = """
+import resource, sys, torch
+from wsol.engine.cpu_malloc import set_cpu_malloc, cpu_malloc_in_effect
+in_effect = set_cpu_malloc(sys.argv[1])
+def faults():
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(64 << 20, dtype=torch.uint8).fill_(1)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+rounds = [faults() for _ in range(20)]
+print(in_effect, cpu_malloc_in_effect(), sum(rounds[-5:]))
+"""
+    system = _in_fresh_process(code, "system").split()
+    reuse = _in_fresh_process(code, "reuse").split()
+    assert system[:2] == ["system", "system"] and reuse[:2] == ["reuse", "reuse"]
+    assert int(system[2]) >= 5 * 16  # 5 x 16,384 with 4 KiB pages; 5 x 32 if every mapping got 2 MiB huge pages
+    assert int(reuse[2]) <= int(system[2]) // 100
+
+
+@pytest.mark.skipif(not _GLIBC, reason="cpu_malloc=reuse acts on glibc's malloc only")
+def test_cpu_malloc_changes_no_number_of_a_training_step() -> None:
+    code = """
+import hashlib, sys, torch, torch.nn.functional as F
+from wsol.engine.cpu_malloc import set_cpu_malloc
+from wsol.models import build_model
+set_cpu_malloc(sys.argv[1])
+torch.manual_seed(0)
+model = build_model("efficientnet_lite0", num_classes=10)
+opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+for _ in range(2):
+    x, y = torch.randn(4, 3, 96, 96), torch.randint(0, 10, (4,))
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+digest = hashlib.sha256()
+for t in model.state_dict().values():
+    digest.update(t.detach().contiguous().numpy().tobytes())
+print(digest.hexdigest())
+"""
+    assert _in_fresh_process(code, "system") == _in_fresh_process(code, "reuse")
+
+
+def test_cpu_malloc_names_a_bad_mode() -> None:
+    with pytest.raises(ValueError, match=r"cpu_malloc='keep': expected one of \['reuse', 'system'\]"):
+        set_cpu_malloc("keep")

@@ -27,10 +27,10 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from wsol import CONFIG_DIR
-from wsol.choices import BOX_METHODS, CAM_METHODS, POOLS, PROTOCOLS, RECIPES, SCHEDULE_UNITS, SCHEDULES, TAU_POLICIES
+from wsol.choices import BOX_METHODS, CAM_METHODS, CPU_MALLOC, POOLS, PROTOCOLS, RECIPES, SCHEDULE_UNITS, SCHEDULES, TAU_POLICIES
 
 __all__ = ["RunSchema", "TrainRootSchema", "EvaluateSchema", "Protocol", "CamMethod", "TauPolicy", "BoxMethod", "Pool",
-           "Recipe", "Schedule", "ScheduleUnit", "register_configs", "run_dir_for", "yaml_default",
+           "Recipe", "CpuMalloc", "Schedule", "ScheduleUnit", "register_configs", "run_dir_for", "yaml_default",
            "yaml_data_options"]
 
 
@@ -48,6 +48,7 @@ Pool = _choice("Pool", POOLS)
 Recipe = _choice("Recipe", RECIPES)
 Schedule = _choice("Schedule", SCHEDULES)
 ScheduleUnit = _choice("ScheduleUnit", SCHEDULE_UNITS)
+CpuMalloc = _choice("CpuMalloc", CPU_MALLOC)
 
 
 @dataclass
@@ -133,6 +134,7 @@ class _Common:
     name: Optional[str] = MISSING
     seed: int = MISSING
     device: str = MISSING
+    cpu_malloc: CpuMalloc = MISSING
     paths: PathsSchema = MISSING
     data: Any = MISSING
     model: ModelSchema = MISSING

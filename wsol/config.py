@@ -316,24 +316,25 @@ def provenance() -> dict[str, Any]:
     import torch
     import torchvision
 
+    from wsol.engine.cpu_malloc import cpu_malloc_in_effect
     from wsol.engine.distributed import get_dist
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
     return {"wsol_version": wsol.__version__, "torch_version": torch.__version__,
             "torchvision_version": torchvision.__version__, "python_version": platform.python_version(),
             "git_commit": git_commit(), "device_name": device, "cpu_threads": torch.get_num_threads(),
-            "world_size": get_dist().world_size}
+            "cpu_malloc": cpu_malloc_in_effect(), "world_size": get_dist().world_size}
 
 
 def config_fingerprint(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved job config without what does not change results (worker counts, resume flags).
+    """The resolved job config without what does not change results (worker counts, resume flags, ``cpu_malloc``).
 
     ``cam.method=cam``, ``cam.scorecam_batch_size`` outside Score-CAM and ``eval.fused=false`` are left out too:
     they change nothing, and a run finished before those keys existed keeps its fingerprint.
     """
     d = to_dict(cfg)
     for section, key in (("train", "resume"), ("train", "num_workers"), ("eval", "num_workers"),
-                         ("eval", "resume"), (None, "name")):
+                         ("eval", "resume"), (None, "name"), (None, "cpu_malloc")):
         (d.get(section, {}) if section else d).pop(key, None)
     if not d.get("eval", {}).get("fused", True):  # off: the network as trained; keeps older runs' fingerprints
         d["eval"].pop("fused")

@@ -141,6 +141,7 @@ def prepare_job(cfg: DictConfig, out_dir: Path, *, train: bool, evaluate: bool, 
         ConfigError: listing every problem found.
     """
     from wsol.engine.checkpoint import load_model_file, model_spec
+    from wsol.engine.cpu_malloc import set_cpu_malloc
     from wsol.engine.distributed import init_distributed
     from wsol.engine.trainer import resolve_device, seed_everything
 
@@ -149,6 +150,8 @@ def prepare_job(cfg: DictConfig, out_dir: Path, *, train: bool, evaluate: bool, 
         raise ConfigError(problems)
     init_distributed(cfg.device)
     job = Job(cfg=cfg, out_dir=out_dir, device=resolve_device(cfg.device))
+    if job.device.type == "cpu":
+        set_cpu_malloc(value(cfg.cpu_malloc))
     seed_everything(cfg.seed)
     data = cfg.data
     if checkpoint:
