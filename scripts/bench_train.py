@@ -2,7 +2,8 @@
 
     python scripts/bench_train.py [--models alexnet_gap vgg16_gap googlenet_gap alexnet_star_gap efficientnet_lite0]
         [--settings fp32 cl bf16 compile cl+compile] [--trainable all] [--batch-size 32] [--image-size 224]
-        [--rounds 5] [--warmup 3] [--threads 2] [--cpu-malloc both] [--csv results/bench/train_throughput.csv] [--profile]
+        [--rounds 5] [--warmup 3] [--threads 2] [--cpu-malloc both] [--csv results/bench/train_cpu_malloc.csv]
+        [--breakdown N] [--profile]
 
 For every model, each setting gets its own copy of the model (same seed, same weights):
 
@@ -31,9 +32,9 @@ side. Each row also has the median minor page faults of a step and the process's
 
 The machine is shared, so the settings of a model are interleaved: every round times one ``infer`` and one
 ``step`` of each setting in turn, after ``--warmup`` untimed ``infer`` + ``step`` pairs each (default 3: with
-``cpu_malloc=reuse`` the heap takes a few steps to hold every block a step needs); the table reports the median over rounds of
-the wall time per image and of the process CPU time (user + system) per image, which a busy neighbour inflates
-less. Load average and CPU pressure before and after are printed with the table. A setting that fails (e.g. no
+``cpu_malloc=reuse`` the heap takes a few steps to hold every block a step needs); the table reports the median over
+rounds of the wall time per image and of the process CPU time (user + system) per image, which a busy neighbour
+inflates less. Load average and CPU pressure before and after are printed with the table. A setting that fails (e.g. no
 compiler for inductor) is reported with its error instead of a number.
 
 ``--breakdown N`` times every aten op of N more infers and steps of each setting, warm, grouped by op (convolutions
@@ -73,6 +74,9 @@ from wsol.models import CAMNet, build_model
 
 PAPER_MODELS = ("alexnet_gap", "vgg16_gap", "googlenet_gap", "alexnet_star_gap", "efficientnet_lite0")
 SETTING_FLAGS = ("cl", "bf16", "compile", "nchw", "padcopy")
+CSV_COLUMNS = ("model", "setting", "trainable", "batch_size", "image_size", "threads", "rounds", "warmup_s", "error",
+               "infer_ms_per_img", "infer_ms_min", "infer_ms_max", "infer_cpu_ms_per_img", "step_ms_per_img",
+               "step_ms_min", "step_ms_max", "step_cpu_ms_per_img", "step_minor_faults", "cpu_malloc", "peak_rss_mib")
 
 
 @dataclass
@@ -367,10 +371,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     for setting in args.settings:
         parse_setting(setting)
+    if args.csv is not None and args.csv.exists():
+        with args.csv.open(newline="") as f:
+            header = next(csv.reader(f), [])
+        if tuple(header) != CSV_COLUMNS:
+            raise SystemExit(f"--csv {args.csv}: its columns are not this script's ({', '.join(CSV_COLUMNS)}); "
+                             "rows appended there would be misread: give a new file")
     if args.cpu_malloc == "both":
-        argv = sys.argv[1:] if argv is None else argv
-        rest = [a for i, a in enumerate(argv) if a != "--cpu-malloc" and (i == 0 or argv[i - 1] != "--cpu-malloc")]
-        print_table(run_per_malloc_mode(rest, ("system", "reuse")))
+        # the child's own --cpu-malloc, given last, is the one argparse keeps
+        print_table(run_per_malloc_mode(sys.argv[1:] if argv is None else argv, ("system", "reuse")))
         return
     in_effect = set_cpu_malloc(args.cpu_malloc)
     torch.set_num_threads(args.threads)
@@ -393,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
                 row["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
             if handle is not None and model_rows:
                 if writer is None:
-                    writer = csv.DictWriter(handle, fieldnames=list(model_rows[0]))
+                    writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
                     if new:
                         writer.writeheader()
                 for row in model_rows:

@@ -17,8 +17,8 @@ import torch
 from conftest import synthetic_source
 from wsol.data.datasets import WSOLDataset, build_source
 from wsol.data.transforms import build_train_transform
-from wsol.engine.cpu_malloc import set_cpu_malloc
 from wsol.engine.checkpoint import load_checkpoint, load_model_file, model_spec, save_checkpoint
+from wsol.engine.cpu_malloc import set_cpu_malloc
 from wsol.engine.features import (PooledFeatures, PooledHead, cached_pooled_features, extract_pooled_features,
                                   fit_linear_svm)
 from wsol.engine.optim import build_param_groups, lr_lambda

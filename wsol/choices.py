@@ -9,7 +9,8 @@ nothing: the schema and the torch-free modules can use it without loading torch,
 
 from __future__ import annotations
 
-__all__ = ["BOX_METHODS", "CAM_METHODS", "CPU_MALLOC", "POOLS", "PROTOCOLS", "RECIPES", "SCHEDULES", "SCHEDULE_UNITS", "TAU_POLICIES"]
+__all__ = ["BOX_METHODS", "CAM_METHODS", "CPU_MALLOC", "POOLS", "PROTOCOLS", "RECIPES", "SCHEDULES", "SCHEDULE_UNITS",
+           "TAU_POLICIES"]
 
 #: ``eval.protocol`` (``wsol.evaluation.protocols``).
 PROTOCOLS = ("paper", "wsolevaluation", "cam16_heuristics")
@@ -25,7 +26,7 @@ POOLS = ("gap", "gmp")
 RECIPES = ("full", "last_stage", "head", "linear_svm")
 #: ``train.scheduler.name`` (``wsol.engine.optim.lr_lambda``).
 SCHEDULES = ("step", "cosine", "constant")
-#: ``cpu_malloc`` (``wsol.engine.cpu_malloc``).
-CPU_MALLOC = ("reuse", "system")
 #: ``train.scheduler.unit`` (``wsol.engine.recipes.TrainSettings``).
 SCHEDULE_UNITS = ("epoch", "iter")
+#: ``cpu_malloc`` (``wsol.engine.cpu_malloc``).
+CPU_MALLOC = ("reuse", "system")

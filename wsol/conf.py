@@ -27,7 +27,8 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from wsol import CONFIG_DIR
-from wsol.choices import BOX_METHODS, CAM_METHODS, CPU_MALLOC, POOLS, PROTOCOLS, RECIPES, SCHEDULE_UNITS, SCHEDULES, TAU_POLICIES
+from wsol.choices import (BOX_METHODS, CAM_METHODS, CPU_MALLOC, POOLS, PROTOCOLS, RECIPES, SCHEDULE_UNITS, SCHEDULES,
+                          TAU_POLICIES)
 
 __all__ = ["RunSchema", "TrainRootSchema", "EvaluateSchema", "Protocol", "CamMethod", "TauPolicy", "BoxMethod", "Pool",
            "Recipe", "CpuMalloc", "Schedule", "ScheduleUnit", "register_configs", "run_dir_for", "yaml_default",

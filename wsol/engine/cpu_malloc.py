@@ -4,14 +4,16 @@ glibc's ``malloc`` serves a request above its mmap threshold (adjusted at run ti
 systems) with a fresh ``mmap`` and returns it to the kernel (``munmap``) when it is freed. A CPU training step
 allocates its activations and their gradients anew every step, and at 224 px and batch 32 most of them are larger
 than that (EfficientNet-Lite0's first expanded activation is 154 MB), so every step faults every page of them in
-again: ~700,000 minor page faults per Lite0 step on the 2-core development VM, where a fault costs ~5 us, and a step
-2-3x slower than the arithmetic (``results/bench/train_throughput.md``). Evaluation's forward passes pay the same
-in proportion.
+again: 655,000 minor page faults per Lite0 step at batch 32 on the 2-core development VM, where a fault costs
+~5 us, and a step 2-4x slower than without them (``results/bench/train_throughput.md``). Evaluation's forward passes
+pay the same in proportion.
 
 ``reuse`` (the default of every job on CPU) raises the mmap threshold to 1 GiB and the trim threshold to 2 GiB with
 ``mallopt``: freed blocks stay in the heap and the next step takes the same ones, so after the first steps a step
-faults nothing. The price is that the process keeps its peak heap mapped until it exits instead of giving freed
-blocks back (its peak RSS is about the same; see the benchmark). ``system`` leaves glibc's defaults.
+faults nothing; the numbers do not change. The price is memory: the process keeps its peak heap mapped until it
+exits, and torch's 64-byte-aligned requests do not always fit the blocks they freed, so peak RSS grows (Lite0 step:
+12-14 %; VGG16 at batch 16: 44 %; a small model's ILSVRC-sized evaluation: ~60 %, flat in the number of images).
+``system`` leaves glibc's defaults.
 
 The setting is process-wide and, once applied, stays (glibc cannot go back to its dynamic threshold). On a C
 library that is not glibc (macOS, musl) ``reuse`` does nothing and says so.
