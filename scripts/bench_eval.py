@@ -49,6 +49,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from wsol.choices import CPU_MALLOC
+
 
 class _PeerItems(Dataset):
     """``(tensor, label, index)`` of a source's images, as a peer pipeline's loader would give them."""
@@ -260,7 +262,7 @@ def main() -> None:
                         help="also time wsol on the first tenth of the images: the cost of one more image, without "
                              "the fixed start-up (workers, store) that a short run over-weights")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
-    parser.add_argument("--cpu-malloc", choices=["reuse", "system"], default="reuse",
+    parser.add_argument("--cpu-malloc", choices=CPU_MALLOC, default="reuse",
                         help="the jobs' cpu_malloc setting, for the whole process (both pipelines)")
     args = parser.parse_args()
     if bool(args.data) == bool(args.imagenette) or bool(args.imagenette) != bool(args.gt):

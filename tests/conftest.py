@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import platform
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -25,6 +27,8 @@ SHARED_DATA = Path(os.environ.get("WSOL_SHARED_DATA") or REPO_ROOT.parent / "sha
 # WSOL_GPU_TESTS_ON_CPU=1 runs the gpu-marked tests on the CPU at small sizes: a dry run of their code (typos cost
 # minutes of a lent GPU), not a test of CUDA; tests of CUDA-only behaviour skip themselves then.
 GPU_TESTS_ON_CPU = os.environ.get("WSOL_GPU_TESTS_ON_CPU") == "1"
+#: glibc's malloc is what ``cpu_malloc=reuse`` tunes (``wsol.engine.cpu_malloc``); elsewhere it does nothing.
+GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ frozen-feature cache."""
 from __future__ import annotations
 
 import functools
-import platform
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from conftest import synthetic_source
+from conftest import GLIBC, synthetic_source
 from wsol.data.datasets import WSOLDataset, build_source
 from wsol.data.transforms import build_train_transform
 from wsol.engine.checkpoint import load_checkpoint, load_model_file, model_spec, save_checkpoint
@@ -390,16 +389,13 @@ def test_resumed_run_equals_uninterrupted_run_for_every_recipe(recipe: str, tmp_
 
 
 # ----------------------------------------------------------------------------- cpu_malloc
-_GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
-
-
 def _in_fresh_process(code: str, *args: str) -> str:
     """stdout of ``code`` run in a new interpreter (the allocator setting is process-wide and sticks)."""
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True,
                           timeout=120).stdout
 
 
-@pytest.mark.skipif(not _GLIBC, reason="cpu_malloc=reuse acts on glibc's malloc only")
+@pytest.mark.skipif(not GLIBC, reason="cpu_malloc=reuse acts on glibc's malloc only")
 def test_cpu_malloc_reuse_stops_refaulting_freed_large_blocks() -> None:
     # Allocate, touch and free a 64 MiB tensor 20 times. glibc's default maps it afresh every time and faults its
     # 16,384 pages in again; with reuse the heap keeps freed blocks, and once it holds enough of them (a few rounds:
@@ -422,7 +418,7 @@ print(in_effect, cpu_malloc_in_effect(), sum(rounds[-5:]))
     assert int(reuse[2]) <= int(system[2]) // 100
 
 
-@pytest.mark.skipif(not _GLIBC, reason="cpu_malloc=reuse acts on glibc's malloc only")
+@pytest.mark.skipif(not GLIBC, reason="cpu_malloc=reuse acts on glibc's malloc only")
 def test_cpu_malloc_changes_no_number_of_a_training_step() -> None:
     code = """
 import hashlib, sys, torch, torch.nn.functional as F

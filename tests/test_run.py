@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import GLIBC
 from wsol.report import collect_runs, main as report_main
 
 TINY = ["data.num_images={train:64,val:16,test:32}", "data.image_size=32", "data.resize_size=32",
@@ -62,8 +62,7 @@ def test_train_reports_train_acc_in_percent_with_provenance(tiny_run: Path, tmp_
     assert trained["train_acc"] == round(100 * last_acc, 2)
     for key in ("git_commit", "torch_version", "torchvision_version", "wsol_version", "device_name", "world_size"):
         assert key in trained, key
-    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
-    assert trained["cpu_malloc"] == ("reuse" if glibc else "system")  # the configs' default, applied on CPU
+    assert trained["cpu_malloc"] == ("reuse" if GLIBC else "system")  # the configs' default, applied on CPU
 
 
 def test_config_mistakes_are_one_message_before_any_work(tmp_path: Path) -> None:

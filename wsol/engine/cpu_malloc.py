@@ -57,9 +57,11 @@ def set_cpu_malloc(mode: str) -> str:
     global _in_effect
     if mode not in CPU_MALLOC:
         raise ValueError(f"cpu_malloc={mode!r}: expected one of {list(CPU_MALLOC)}")
-    if mode == "system" or _in_effect == "reuse":
-        if mode == "system" and _in_effect == "reuse":
+    if _in_effect == "reuse":
+        if mode == "system":
             log.warning("cpu_malloc=system: this process already runs with cpu_malloc=reuse; it stays")
+        return _in_effect
+    if mode == "system":
         return _in_effect
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     mallopt = getattr(libc, "mallopt", None)
